@@ -1,0 +1,1 @@
+"""lclstream_api — placeholder until its issue lands."""

@@ -1,0 +1,1 @@
+"""lclstreamer — placeholder until its issue lands."""

@@ -1,0 +1,1 @@
+"""nngstream — placeholder until its issue lands."""

@@ -1,0 +1,1 @@
+"""psik — placeholder until its issue lands."""
