@@ -1,0 +1,131 @@
+"""ASGI side of mTLS: the peer certificate in the scope, identity, revocation, access log.
+
+Uvicorn does not put the TLS peer certificate into the ASGI scope. `certified.serve`
+uses protocol subclasses that, per connection, wrap the app with `bind_peer`, which
+fills ``scope["extensions"]["tls"]`` (ASGI TLS extension keys plus
+``client_identity``). `CertifiedMiddleware` then refuses revoked certificates and
+writes one JSON access-log line per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from cryptography import x509
+from fastapi import HTTPException, Request
+
+from .pki import identity_of, pem
+from .revocation import RevocationList
+
+access_log = logging.getLogger("certified.access")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What a server knows about the client of one TLS connection."""
+
+    identity: str
+    serial: int
+    issuer: str
+    pem: str
+
+
+def peer_from_der(der: bytes | None) -> Peer | None:
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    return Peer(identity_of(cert), cert.serial_number, cert.issuer.rfc4514_string(), pem(cert))
+
+
+def bind_peer(app, peer: Peer | None):
+    """Wrap `app` for one connection so every request scope carries the peer."""
+
+    async def with_peer(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            tls = {
+                "client_cert_chain": [peer.pem] if peer else [],
+                "client_identity": peer.identity if peer else None,
+                "client_serial": peer.serial if peer else None,
+                "client_issuer": peer.issuer if peer else None,
+            }
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), "tls": tls}}
+            state = scope.setdefault("state", {})
+            state["client_identity"] = tls["client_identity"]
+        await app(scope, receive, send)
+
+    return with_peer
+
+
+def scope_identity(scope) -> str | None:
+    return ((scope.get("extensions") or {}).get("tls") or {}).get("client_identity")
+
+
+def client_identity(request: Request) -> str:
+    """FastAPI dependency: the authenticated client identity (`uid:...` or `cn:...`)."""
+    ident = scope_identity(request.scope)
+    if not ident:
+        raise HTTPException(status_code=401, detail="client certificate required")
+    return ident
+
+
+class CertifiedMiddleware:
+    """Refuses revoked client certificates (403) and logs every request as JSON."""
+
+    def __init__(self, app, revocation: RevocationList | None = None) -> None:
+        self.app = app
+        self.revocation = revocation
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+        tls = (scope.get("extensions") or {}).get("tls") or {}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if (
+                self.revocation is not None
+                and tls.get("client_serial") is not None
+                and (self.revocation.is_revoked(tls["client_issuer"], tls["client_serial"]))
+            ):
+                await _refuse(send_wrapper, 403, b'{"detail":"client certificate revoked"}')
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            client = scope.get("client") or ("", 0)
+            access_log.info(
+                "%s %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                status["code"],
+                extra={
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "status": status["code"],
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "client_identity": tls.get("client_identity"),
+                    "remote": f"{client[0]}:{client[1]}",
+                },
+            )
+
+
+async def _refuse(send, code: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,38 @@
+"""Pydantic models: the trusted-service list entries and what `certified list` reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServiceEntry(BaseModel):
+    """A trusted service: nickname -> base URL + the pinned certificate (PEM)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    url: str = Field(pattern=r"^https://[^/\s]+(/.*)?$")
+    cert: str
+
+
+class TrustItem(BaseModel):
+    """One line of `certified list`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str  # "identity" | "ca" | "client" | "service"
+    name: str
+    subject: str
+    url: str | None = None
+    not_after: dt.datetime
+
+
+class Signed(BaseModel):
+    """Output of `certified introduce`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signed_cert: str
+    ca_cert: str

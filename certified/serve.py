@@ -1,0 +1,109 @@
+"""Run an ASGI app under uvicorn with TLS 1.3, required client certificates and JSON logs."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .asgi import CertifiedMiddleware, bind_peer, peer_from_der
+from .errors import CertifiedError
+from .identity import Certified
+from .logs import configure_json_logging
+from .revocation import RevocationList
+
+
+class _PeerMixin:
+    """Attach the TLS peer certificate to every request of a connection."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.app = bind_peer(self.app, peer_from_der(der))  # type: ignore[attr-defined]
+
+
+class PeerH11Protocol(_PeerMixin, H11Protocol):
+    """h11 protocol that exposes the client certificate."""
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class PeerHttpToolsProtocol(_PeerMixin, HttpToolsProtocol):
+        """httptools protocol that exposes the client certificate."""
+
+    DEFAULT_PROTOCOL: type = PeerHttpToolsProtocol
+except ImportError:  # httptools is optional
+    DEFAULT_PROTOCOL = PeerH11Protocol
+
+
+def parse_listen_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or not parts.port:
+        raise CertifiedError(f"listen address {url!r} must look like https://HOST:PORT")
+    return parts.hostname, parts.port
+
+
+def load_app(app: Any, factory: bool = False) -> Any:
+    """Import `module:attr` (cwd importable); call it when it is a factory."""
+    if isinstance(app, str):
+        mod_name, _, attr = app.partition(":")
+        if not attr:
+            raise CertifiedError(f"app {app!r} must look like module:attribute")
+        if "" not in sys.path and str(Path.cwd()) not in sys.path:
+            sys.path.insert(0, str(Path.cwd()))
+        try:
+            obj: Any = importlib.import_module(mod_name)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise CertifiedError(f"cannot load app {app!r}: {exc}") from None
+        app = obj
+    return app() if factory else app
+
+
+def build_config(
+    app: Any,
+    url: str,
+    *,
+    certified: Certified,
+    crl: str | None = None,
+    crl_refresh: float = 10.0,
+    factory: bool = False,
+    log_level: str = "info",
+    http: type | None = None,
+) -> uvicorn.Config:
+    """A uvicorn Config serving `app` over mTLS at `url` (errors raised before binding)."""
+    host, port = parse_listen_url(url)
+    ctx = certified.ssl_context(server=True)
+    revocation = RevocationList(crl, certified.trusted_client_cas(), crl_refresh) if crl else None
+    wrapped = CertifiedMiddleware(load_app(app, factory), revocation)
+
+    def context_factory(_config: uvicorn.Config, _default: Callable) -> Any:
+        return ctx
+
+    return uvicorn.Config(
+        wrapped,
+        host=host,
+        port=port,
+        http=http or DEFAULT_PROTOCOL,
+        ssl_context_factory=context_factory,
+        log_config=None,
+        access_log=False,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
+    configure_json_logging(kwargs.get("log_level", "info"))
+    config = build_config(app, url, certified=certified, **kwargs)
+    uvicorn.Server(config).run()

@@ -1,0 +1,45 @@
+"""A throwaway PKI for tests: a server and clients that trust each other, via certified."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from certified import Certified, admin
+
+
+@dataclass
+class Pki:
+    """Config dirs of identities `cn:server`, `cn:client` and `cn:other`."""
+
+    root: Path
+    server: Path
+    client: Path
+    other: Path
+
+    def add_service(self, client_dir: Path, nickname: str, url: str) -> None:
+        """Register the server under `nickname` at `url` in a client's trusted services."""
+        admin.add_service(client_dir, nickname, url, (self.server / "CA.crt").read_text())
+
+    def new_identity(self, name: str, *, trusted: bool = True) -> Path:
+        """Another client identity; the server trusts it unless `trusted` is False."""
+        d = self.root / name
+        admin.init_identity(d, name)
+        if trusted:
+            admin.add_client(self.server, name, (d / "CA.crt").read_text())
+        return d
+
+    def certified(self, which: Path) -> Certified:
+        return Certified(which)
+
+
+def make_pki(root: Path) -> Pki:
+    root.mkdir(parents=True, exist_ok=True)
+    server = root / "server"
+    admin.init_identity(server, "server", hosts=["127.0.0.1", "localhost"])
+    pki = Pki(root=root, server=server, client=root / "client", other=root / "other")
+    pki.new_identity("client")
+    pki.new_identity("other")
+    # The server also trusts itself as a client (services calling each other).
+    admin.add_client(server, "server", (server / "CA.crt").read_text())
+    return pki
