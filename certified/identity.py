@@ -87,7 +87,8 @@ class Certified:
             cas = self.trusted_client_cas()
             if not cas:
                 raise CertifiedError(
-                    f"{self.layout.root} trusts no clients; add one with: certified add-client NAME CA_CERT"
+                    f"{self.layout.root} trusts no clients;"
+                    " add one with: certified add-client NAME CA_CERT"
                 )
             ctx.load_verify_locations(cadata="".join(pem(c) for c in cas))
             ctx.verify_mode = ssl.CERT_REQUIRED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -31,8 +32,8 @@ class Proc:
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "wb")  # noqa: SIM115 (lives as long as the process)
+        self._err = open(self.stderr_path, "wb")  # noqa: SIM115
         self.popen = subprocess.Popen(
             self.args,
             cwd=cwd,
@@ -89,10 +90,8 @@ class Proc:
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 pass
         kill_group(self.popen.pid)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
         self._out.close()
         self._err.close()
         return self.popen.returncode
@@ -100,10 +99,8 @@ class Proc:
 
 def kill_group(pgid: int) -> None:
     """SIGKILL every process left in a process group (no error if it is gone)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class ProcessSupervisor:
