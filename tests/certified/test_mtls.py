@@ -1,0 +1,237 @@
+"""Real TLS on loopback against `certified serve`: who gets in, who does not, and why."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import ssl
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from certified import Certified
+from certified.keys import load_certificate, load_private_key, write_pem, write_private_key
+from certified.pki import build_crl, issue_certificate, new_key, pem, subject_name, utcnow
+from tests.support.servers import start_certified_server
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def server(pki, spawn):
+    proc, url = start_certified_server(spawn, pki.server)
+    pki.add_service(pki.client, "whoami", url)
+    return proc, url
+
+
+def test_trusted_client_is_seen_with_its_identity(pki, server):
+    proc, _url = server
+    with Certified(pki.client).client("https://whoami") as client:
+        body = client.get("/").json()
+    assert body["identity"] == "cn:client"
+    time.sleep(0.2)
+    access = access_lines(proc)
+    assert access[-1]["client_identity"] == "cn:client"
+    assert (
+        access[-1]["status"] == 200 and access[-1]["path"] == "/" and access[-1]["method"] == "GET"
+    )
+    assert access[-1]["remote"].startswith("127.0.0.1:") and access[-1]["duration_ms"] >= 0
+
+
+def access_lines(proc) -> list[dict]:
+    return [json.loads(line) for line in proc.stderr().splitlines() if '"certified.access"' in line]
+
+
+def assert_refused(proc, call) -> None:
+    """`call` fails at the TLS layer: no request reaches the app, the server stays up."""
+    before = len(access_lines(proc))
+    with pytest.raises((httpx.HTTPError, ssl.SSLError)):
+        call()
+    time.sleep(0.2)
+    assert len(access_lines(proc)) == before
+    assert proc.popen.poll() is None
+
+
+def _no_cert_context(pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.server / "CA.crt"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def test_client_without_certificate_is_refused(pki, server):
+    proc, url = server
+    assert_refused(proc, lambda: httpx.get(url + "/", verify=_no_cert_context(pki), timeout=10))
+
+
+def test_untrusted_ca_is_refused(pki, server, tmp_path):
+    proc, url = server
+    stranger = pki.new_identity("stranger", trusted=False)
+    pki.add_service(stranger, "whoami", url)
+    with Certified(stranger).client("https://whoami") as c:
+        assert_refused(proc, lambda: c.get("/"))
+
+
+def test_expired_certificate_is_refused(pki, server, tmp_path):
+    proc, url = server
+    expired = tmp_path / "expired"
+    shutil.copytree(pki.client, expired)
+    ca_key = load_private_key(pki.client / "CA.key")
+    ca_cert = load_certificate(pki.client / "CA.crt")
+    key = new_key()
+    cert = issue_certificate(
+        ca_key,
+        ca_cert,
+        key.public_key(),
+        subject_name("client"),
+        days=1,
+        not_before=utcnow() - dt.timedelta(days=3),
+    )
+    write_private_key(expired / "id.key", key, overwrite=True)
+    write_pem(expired / "id.crt", pem(cert) + pem(ca_cert), overwrite=True)
+    with Certified(expired).client("https://whoami") as c:
+        assert_refused(proc, lambda: c.get("/"))
+
+
+def test_revoked_certificate_is_refused(pki, spawn, tmp_path):
+    crl_path = tmp_path / "revoked.pem"
+    ca_key = load_private_key(pki.client / "CA.key")
+    ca_cert = load_certificate(pki.client / "CA.crt")
+    write_pem(crl_path, pem(build_crl(ca_key, ca_cert, [])))
+    _proc, url = start_certified_server(spawn, pki.server, extra=["--crl", str(crl_path)])
+    pki.add_service(pki.client, "whoami", url)
+    pki.add_service(pki.other, "whoami", url)
+    with Certified(pki.client).client("https://whoami") as c:
+        assert c.get("/").status_code == 200
+        serial = load_certificate(pki.client / "id.crt").serial_number
+        write_pem(crl_path, pem(build_crl(ca_key, ca_cert, [(serial, utcnow())])), overwrite=True)
+        deadline = time.monotonic() + 10
+        while (resp := c.get("/")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert resp.status_code == 403 and "revoked" in resp.json()["detail"]
+    with Certified(pki.other).client("https://whoami") as c:  # other CA: unaffected
+        assert c.get("/").status_code == 200
+
+
+def test_crl_from_an_untrusted_issuer_is_rejected_at_startup(pki, spawn, tmp_path):
+    rogue = new_key()
+    from certified.pki import ca_certificate
+
+    rogue_ca = ca_certificate(rogue, "rogue")
+    crl_path = tmp_path / "rogue.pem"
+    write_pem(crl_path, pem(build_crl(rogue, rogue_ca, [])))
+    proc = subprocess.run(
+        [
+            "certified",
+            "serve",
+            "certified.whoami:app",
+            "https://127.0.0.1:1",
+            "--config",
+            str(pki.server),
+            "--crl",
+            str(crl_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        proc.returncode == 1
+        and "not a trusted CA" in proc.stderr
+        and "Traceback" not in proc.stderr
+    )
+
+
+def test_client_refuses_server_not_matching_pin(pki, server):
+    proc, url = server
+    # Pin a certificate that is not the server's: the handshake must fail on the client.
+    from certified.admin import add_service
+
+    add_service(pki.client, "imposter", url, (pki.other / "CA.crt").read_text())
+    imposter = Certified(pki.client).client("https://imposter")
+    with imposter, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        imposter.get("/")
+    # Pinning the server's own leaf certificate (not its CA) works.
+    add_service(
+        pki.client,
+        "leaf",
+        url,
+        (pki.server / "id.crt").read_text().split("-----END")[0] + "-----END CERTIFICATE-----\n",
+    )
+    with Certified(pki.client).client("https://leaf") as c:
+        assert c.get("/").json()["identity"] == "cn:client"
+
+
+def test_message_cli(pki, server):
+    _proc, _url = server
+    ok = subprocess.run(
+        ["message", "https://whoami/echo", '{"x": [1, 2]}', "--config", str(pki.client)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"identity": "cn:client", "body": {"x": [1, 2]}}
+    missing = subprocess.run(
+        ["message", "https://whoami/nope", "--config", str(pki.client)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "404" in missing.stderr and "Not Found" in missing.stderr
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None or shutil.which("openssl") is None,
+    reason="system curl/openssl not installed",
+)
+def test_interoperates_with_curl_and_openssl(pki, server):
+    _proc, url = server
+    ok = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "--cert",
+            str(pki.client / "id.crt"),
+            "--key",
+            str(pki.client / "id.key"),
+            "--cacert",
+            str(pki.server / "CA.crt"),
+            url + "/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["identity"] == "cn:client"
+    port = url.rsplit(":", 1)[1]
+    s_client = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-tls1_3",
+            "-CAfile",
+            str(pki.server / "CA.crt"),
+        ],
+        input="GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # TLS 1.3: the client's side of the handshake completes before the server checks the
+    # (absent) certificate; the server then drops the connection, so nothing is served.
+    assert "HTTP/1.1" not in s_client.stdout
+    assert "unexpected eof" in s_client.stderr.lower() or "alert" in s_client.stderr.lower()
+    nocert = subprocess.run(
+        ["curl", "-sS", "--cacert", str(pki.server / "CA.crt"), url + "/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert nocert.returncode != 0 and nocert.stdout == ""

@@ -1,0 +1,89 @@
+"""Pure x.509 construction: CA constraints, leaf usages, SANs, identities, CSRs."""
+
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from certified.errors import CertifiedError
+from certified.pki import (
+    build_crl,
+    ca_certificate,
+    general_names,
+    identity_of,
+    issue_certificate,
+    make_csr,
+    new_key,
+    parse_request,
+    pem,
+    subject_name,
+    utcnow,
+)
+
+
+def test_ca_is_path_length_zero_and_self_signed():
+    key = new_key()
+    ca = ca_certificate(key, "facility")
+    bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca and bc.path_length == 0
+    assert ca.issuer == ca.subject
+    ca.verify_directly_issued_by(ca)
+
+
+def test_leaf_has_both_usages_and_sans():
+    ca_key, key = new_key(), new_key()
+    ca = ca_certificate(ca_key, "facility")
+    sans = general_names(["127.0.0.1", "psik.example.org"], ["a@b.org"], ["https://x"])
+    leaf = issue_certificate(ca_key, ca, key.public_key(), subject_name("psik"), sans=sans)
+    leaf.verify_directly_issued_by(ca)
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == ["psik.example.org"]
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_identity_prefers_uid_then_cn():
+    ca_key = new_key()
+    ca = ca_certificate(ca_key, "signer")
+    user = issue_certificate(ca_key, ca, new_key().public_key(), subject_name("alice", uid="alice"))
+    svc = issue_certificate(ca_key, ca, new_key().public_key(), subject_name("psik"))
+    assert identity_of(user) == "uid:alice"
+    assert identity_of(svc) == "cn:psik"
+
+
+def test_csr_roundtrip_and_rejections():
+    key = new_key()
+    csr = make_csr(key, subject_name("bob", uid="bob"))
+    pub, subject, sans = parse_request(pem(csr).encode())
+    assert pub.public_bytes_raw() == key.public_key().public_bytes_raw()
+    assert subject == subject_name("bob", uid="bob") and sans == []
+    with pytest.raises(CertifiedError, match="expected a PEM"):
+        parse_request(b"hello")
+    with pytest.raises(CertifiedError, match="malformed"):
+        parse_request(
+            b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+        )
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject_name("x"))
+        .sign(
+            ec_key,
+            __import__("cryptography.hazmat.primitives.hashes", fromlist=["SHA256"]).SHA256(),
+        )
+    )
+    with pytest.raises(CertifiedError, match="ed25519"):
+        parse_request(pem(ec_csr).encode())
+
+
+def test_crl_lists_serials_and_verifies():
+    ca_key = new_key()
+    ca = ca_certificate(ca_key, "signer")
+    crl = build_crl(ca_key, ca, [(1234, utcnow())])
+    assert crl.is_signature_valid(ca.public_key())
+    assert crl.get_revoked_certificate_by_serial_number(1234) is not None
+    assert crl.get_revoked_certificate_by_serial_number(99) is None

@@ -1,0 +1,31 @@
+"""Start suite servers as real subprocesses for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .ports import free_port
+from .procs import Proc, ProcessSupervisor
+
+
+def start_certified_server(
+    spawn: ProcessSupervisor,
+    config_dir: Path,
+    app: str = "certified.whoami:app",
+    extra: Sequence[str] = (),
+    *,
+    name: str = "server",
+    env: dict[str, str] | None = None,
+) -> tuple[Proc, str]:
+    """Run `certified serve APP https://127.0.0.1:PORT`; return the process and its URL."""
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    proc = spawn(
+        ["certified", "serve", app, url, "--config", str(config_dir), *extra],
+        name=name,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    proc.wait_port(port)
+    return proc, url
