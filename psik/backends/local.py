@@ -1,0 +1,81 @@
+"""The local backend: each run is a detached wrapper process in its own session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+
+import psutil
+
+from ..errors import BackendError
+from ..jobdir import JobDir
+from ..models import BackendConfig, JobSpec
+from ..procs import kill_session, wait_gone
+from . import wrapper_command
+
+
+class LocalBackend:
+    """Runs jobs on this host. The native id is the wrapper's pid (= its session id)."""
+
+    def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
+        self.cfg = cfg
+        self.kill_grace = kill_grace
+
+    def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
+        # The wrapper blocks on a pipe (the gate) until on_queued has recorded `queued`.
+        gate_r, gate_w = os.pipe()
+        try:
+            with open(job.console, "ab") as console:
+                proc = subprocess.Popen(
+                    [*wrapper_command(job, jobndx), "--gate", str(gate_r)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=console,
+                    cwd=job.base,
+                    start_new_session=True,
+                    pass_fds=(gate_r,),
+                )
+        except OSError as exc:
+            os.close(gate_w)
+            raise BackendError(f"cannot start the job wrapper: {exc}") from None
+        finally:
+            os.close(gate_r)
+        # Reap it when it ends, so a long-lived submitter (psik-api) keeps no zombies.
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        native = str(proc.pid)
+        try:
+            on_queued(native)
+        except BaseException:
+            os.close(gate_w)  # EOF without "go": the wrapper exits without running
+            kill_session(proc.pid)
+            raise
+        os.write(gate_w, b"go")
+        os.close(gate_w)
+        return native
+
+    def cancel(self, job: JobDir, native_id: str) -> None:
+        pid = int(native_id)
+        if not _is_wrapper_of(pid, job):
+            return  # already gone (or the pid was reused by someone else)
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the wrapper forwards it to the script's group
+        except ProcessLookupError:
+            return
+        if not wait_gone(pid, self.kill_grace + 5.0):
+            job.note(f"wrapper {pid} still alive after SIGTERM; killing its session")
+        kill_session(pid)  # anything left in the session, wrapper included
+
+    def runtime_env(self, spec: JobSpec) -> dict[str, str]:
+        return {"mpirun": shutil.which("mpirun") or "mpirun", "nodes": "1"}
+
+
+def _is_wrapper_of(pid: int, job: JobDir) -> bool:
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return "psik.wrapper" in cmdline and str(job.base) in cmdline

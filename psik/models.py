@@ -1,0 +1,232 @@
+"""psik's contracts: job specifications, states, transitions, callbacks and configuration."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+#: scheduler options psik sets itself, or the operator sets in BackendConfig; a JobSpec may not.
+RESERVED_ATTRIBUTES = frozenset(
+    {
+        "account",
+        "array",
+        "chdir",
+        "clusters",
+        "cpus-per-task",
+        "error",
+        "exclusive",
+        "export",
+        "gpus",
+        "gpus-per-task",
+        "hold",
+        "input",
+        "job-name",
+        "nodes",
+        "ntasks",
+        "ntasks-per-node",
+        "open-mode",
+        "output",
+        "partition",
+        "qos",
+        "reservation",
+        "time",
+        "uid",
+        "gid",
+        "wrap",
+    }
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobState(StrEnum):
+    """Where a job is in its life. The last three are final."""
+
+    new = "new"
+    queued = "queued"
+    active = "active"
+    completed = "completed"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.completed, JobState.failed, JobState.canceled)
+
+
+class ResourceSpec(_Strict):
+    """What the job needs from the scheduler. `duration` is in minutes (fractions allowed)."""
+
+    duration: Annotated[float, Field(gt=0, le=60 * 24 * 365)] = 10.0
+    node_count: Annotated[int, Field(ge=1)] = 1
+    process_count: Annotated[int, Field(ge=1)] = 1
+    processes_per_node: Annotated[int, Field(ge=1)] | None = None
+    cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
+    gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
+    exclusive_node_use: bool = False
+
+
+def _check_attributes(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if not _ATTR_KEY.match(key):
+            raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY.pattern}")
+        if key in RESERVED_ATTRIBUTES:
+            raise ValueError(f"attribute {key!r} is set by psik or the operator, not a JobSpec")
+        if "\n" in val or "\r" in val or "\0" in val:
+            raise ValueError(f"attribute {key!r} value must be one line")
+    return value
+
+
+class JobSpec(_Strict):
+    """A job request: what to run, where, with what resources, and whom to tell."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+-]+$")] = "job"
+    directory: str | None = None
+    script: Annotated[str, Field(min_length=1)]
+    environment: dict[str, str] = Field(default_factory=dict)
+    inherit_environment: bool = True
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    backend: Annotated[str, Field(pattern=_BACKEND_NAME.pattern)] = "default"
+    attributes: dict[str, str] = Field(default_factory=dict)
+    callback: str | None = None
+    cb_secret: str | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"environment name {key!r} is not a valid variable name")
+            if "\0" in val:
+                raise ValueError(f"environment value of {key!r} contains a NUL byte")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _attrs(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_attributes(value)
+
+    @field_validator("callback")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("callback must be an http(s) URL")
+        return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and ("\0" in value or not value):
+            raise ValueError("directory must be a non-empty path")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_needs_callback(self) -> JobSpec:
+        if self.cb_secret is not None and self.callback is None:
+            raise ValueError("cb_secret given without a callback")
+        return self
+
+
+class BackendConfig(_Strict):
+    """How one named backend submits jobs. Lives in the operator's config only."""
+
+    type: Literal["local", "slurm"] = "local"
+    queue_name: str | None = None
+    project_name: str | None = None
+    reservation_id: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attrs(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not _ATTR_KEY.match(key):
+                raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY.pattern}")
+            if "\n" in val or "\r" in val:
+                raise ValueError(f"attribute {key!r} value must be one line")
+        return value
+
+
+class Transition(_Strict):
+    """One row of status.csv."""
+
+    time: datetime
+    jobndx: Annotated[int, Field(ge=1)]
+    state: JobState
+    info: str = ""
+
+
+class Callback(_Strict):
+    """The body POSTed to JobSpec.callback on every transition."""
+
+    jobid: str
+    jobndx: int
+    state: JobState
+    info: str = ""
+
+
+class CallbackPolicy(_Strict):
+    """How hard to try delivering one callback."""
+
+    timeout: Annotated[float, Field(gt=0)] = 10.0
+    first_delay: Annotated[float, Field(gt=0)] = 0.5
+    max_delay: Annotated[float, Field(gt=0)] = 30.0
+    give_up_after: Annotated[float, Field(ge=0)] = 120.0
+
+
+class Config(_Strict):
+    """psik's configuration: where job folders live and which backends exist."""
+
+    prefix: Path = Path("~/.local/share/psik/jobs")
+    backends: dict[str, BackendConfig] = Field(
+        default_factory=lambda: {"default": BackendConfig(type="local")}
+    )
+    #: certified config dir used to send callbacks over mTLS (None: plain httpx).
+    certified: Path | None = None
+    callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
+    #: seconds between SIGTERM and SIGKILL when a job is cancelled or overruns.
+    kill_grace: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("backends")
+    @classmethod
+    def _names(cls, value: dict[str, BackendConfig]) -> dict[str, BackendConfig]:
+        if not value:
+            raise ValueError("at least one backend is needed")
+        for name in value:
+            if not _BACKEND_NAME.match(name):
+                raise ValueError(f"backend name {name!r} must match {_BACKEND_NAME.pattern}")
+        return value
+
+    @field_validator("prefix", "certified")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+
+def load_document(text: str, source: str) -> object:
+    """Parse JSON or YAML text (JSON is YAML, but JSON errors read better for .json)."""
+    if source.endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f": line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{source}{where}: {problem}") from None
