@@ -29,3 +29,37 @@ def start_certified_server(
     )
     proc.wait_port(port)
     return proc, url
+
+
+def start_signer(
+    spawn: ProcessSupervisor, config_dir: Path, socket_path: Path, *, days: int = 30
+) -> Proc:
+    """Run `signer serve` on a UNIX socket and wait until it accepts connections."""
+    import socket
+    import time
+
+    proc = spawn(
+        [
+            "signer",
+            "serve",
+            "--socket",
+            str(socket_path),
+            "--config",
+            str(config_dir),
+            "--days",
+            str(days),
+        ],
+        name="signer",
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"signer exited early:\n{proc.stderr()}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(str(socket_path))
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"signer not listening on {socket_path}") from None
+            time.sleep(0.05)
