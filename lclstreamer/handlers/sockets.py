@@ -1,0 +1,153 @@
+"""The `nng_push` and `zmq_push` data handlers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import HandlerError
+from ..models import NNGPushHandler as NNGConfig
+from ..models import ZMQPushHandler as ZMQConfig
+from ..protocols import StreamContext
+from .tcpqueue import parse_endpoint, send_queues
+
+_SLICE_MS = 500  # blocking sends wake up this often, so signals are handled
+
+
+def chosen_urls(urls: list[str], distribute: bool, rank: int) -> list[str]:
+    """The URLs a rank uses: one of them by rank (distribute) or all of them."""
+    return [urls[rank % len(urls)]] if distribute else list(urls)
+
+
+class NNGPushHandler:
+    """Push0 socket dialing (or listening on) the configured URLs.
+
+    Dialers reconnect by themselves when the peer restarts. On close, waits
+    (up to `linger` seconds) until the peers have acknowledged every byte.
+    """
+
+    def __init__(self, cfg: NNGConfig, ctx: StreamContext, suffix: str) -> None:
+        self.cfg = cfg
+        self.urls = chosen_urls(cfg.urls, cfg.distribute, ctx.rank)
+        self.sock: Any = None
+
+    def __enter__(self) -> NNGPushHandler:
+        import pynng
+
+        self._pynng = pynng
+        self._ffi = pynng.ffi
+        self.sock = pynng.Push0(send_timeout=_SLICE_MS)
+        for url in self.urls:
+            try:
+                if self.cfg.mode == "dial":
+                    self.sock.dial(url, block=False)
+                else:
+                    self.sock.listen(url)
+            except pynng.NNGException as exc:
+                self.sock.close()
+                raise HandlerError(f"nng_push: cannot {self.cfg.mode} {url}: {exc}") from None
+        return self
+
+    def handle(self, message: memoryview | bytes) -> None:
+        data = self._ffi.from_buffer(message)
+        limit = self.cfg.send_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            try:
+                self.sock.send(data)
+                return
+            except self._pynng.Timeout:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise HandlerError(
+                        f"nng_push: no peer took a message within {limit} s"
+                        f" ({', '.join(self.urls)})"
+                    ) from None
+
+    def _unacknowledged(self) -> int:
+        table = send_queues()
+        pending = 0
+        for pipe in self.sock.pipes:
+            try:
+                local = parse_endpoint(str(pipe.local_address))
+                remote = parse_endpoint(str(pipe.remote_address))
+            except Exception:  # pipe closed meanwhile, or not an IP transport
+                continue
+            if local and remote:
+                pending += table.get((local, remote), 0)
+        return pending
+
+    def drain(self) -> None:
+        """Wait until the kernel has delivered everything nng wrote (3 quiet samples)."""
+        deadline = time.monotonic() + self.cfg.linger
+        quiet = 0
+        while quiet < 3:
+            pending = self._unacknowledged()
+            quiet = quiet + 1 if pending == 0 else 0
+            if quiet < 3 and time.monotonic() > deadline:
+                raise HandlerError(
+                    f"nng_push: {pending} bytes not yet acknowledged by the peers after"
+                    f" linger {self.cfg.linger} s; they may be lost"
+                )
+            time.sleep(0.02)
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self.sock is None:
+            return
+        try:
+            if exc_type is None:
+                self.drain()
+        finally:
+            self.sock.close()
+            self.sock = None
+
+
+class ZMQPushHandler:
+    """ZeroMQ PUSH socket; on close, ZeroMQ delivers queued messages for up to `linger` s."""
+
+    def __init__(self, cfg: ZMQConfig, ctx: StreamContext, suffix: str) -> None:
+        self.cfg = cfg
+        self.urls = chosen_urls(cfg.urls, cfg.distribute, ctx.rank)
+        self.sock: Any = None
+
+    def __enter__(self) -> ZMQPushHandler:
+        import zmq
+
+        self._zmq = zmq
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, self.cfg.high_water_mark)
+        self.sock.setsockopt(zmq.SNDTIMEO, _SLICE_MS)
+        self.sock.setsockopt(zmq.LINGER, int(self.cfg.linger * 1000))
+        for url in self.urls:
+            try:
+                if self.cfg.mode == "dial":
+                    self.sock.connect(url)
+                else:
+                    self.sock.bind(url)
+            except zmq.ZMQError as exc:
+                self.sock.close(linger=0)
+                self.context.term()
+                raise HandlerError(f"zmq_push: cannot {self.cfg.mode} {url}: {exc}") from None
+        return self
+
+    def handle(self, message: memoryview | bytes) -> None:
+        limit = self.cfg.send_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            try:
+                self.sock.send(message, copy=True)
+                return
+            except self._zmq.Again:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise HandlerError(
+                        f"zmq_push: no peer took a message within {limit} s"
+                        f" ({', '.join(self.urls)})"
+                    ) from None
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if self.sock is None:
+            return
+        linger = int(self.cfg.linger * 1000) if exc_type is None else 0
+        self.sock.close(linger=linger)
+        self.context.term()
+        self.sock = None

@@ -1,0 +1,81 @@
+"""The process group: MPI through mpi4py when launched by mpirun/srun, else one process.
+
+mpi4py is imported only here and only when an MPI launcher started us, so the
+rest of the package (and its config models) works without MPI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+_LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+class Comm(Protocol):
+    """The few collective operations the engine needs."""
+
+    rank: int
+    size: int
+
+    def allgather(self, obj: Any) -> list[Any]: ...
+
+    def gather(self, obj: Any) -> list[Any] | None: ...
+
+    def abort(self, code: int) -> None: ...
+
+
+class SoloComm:
+    """A group of one process (no MPI)."""
+
+    rank = 0
+    size = 1
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        return [obj]
+
+    def abort(self, code: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class MPIComm:
+    """MPI_COMM_WORLD through mpi4py."""
+
+    def __init__(self) -> None:
+        from mpi4py import MPI
+
+        self._comm = MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self._comm.allgather(obj)
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        return self._comm.gather(obj, root=0)
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job now (a failed rank must not leave others waiting)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._comm.Abort(code)
+
+
+def launched_by_mpi(env: Mapping[str, str]) -> bool:
+    """True when an MPI launcher started this process (or LCLSTREAMER_MPI=1 says so)."""
+    forced = env.get("LCLSTREAMER_MPI")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return any(name in env for name in _LAUNCHER_VARS)
+
+
+def world(env: Mapping[str, str] | None = None) -> Comm:
+    """The process group this process belongs to."""
+    return MPIComm() if launched_by_mpi(os.environ if env is None else env) else SoloComm()

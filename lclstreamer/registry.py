@@ -1,0 +1,67 @@
+"""Which implementation serves each `type` of each configuration section."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import datasources
+from .errors import ConfigError
+from .handlers.simple import FileHandler, NullHandler
+from .handlers.sockets import NNGPushHandler, ZMQPushHandler
+from .pipeline import BatchPipeline
+from .serializers.hdf5 import HDF5Serializer
+from .sources.hdf5 import HDF5Source
+from .sources.psana import Psana1Source, Psana2Source
+from .sources.synthetic import SyntheticSource
+
+Factory = Callable[..., Any]
+
+EVENT_SOURCES: Mapping[str, Factory] = {
+    "synthetic": SyntheticSource,
+    "hdf5": HDF5Source,
+    "psana1": Psana1Source,
+    "psana2": Psana2Source,
+}
+
+DATA_SOURCES: Mapping[str, Factory] = {
+    "detector": datasources.detector,
+    "scalar": datasources.scalar,
+    "timestamp": datasources.timestamp,
+    "photon_energy": datasources.photon_energy,
+    "wavelength": datasources.wavelength,
+    "event_index": datasources.event_index,
+    "event_codes": datasources.event_codes,
+    "constant": datasources.constant,
+    "source_identifier": datasources.source_identifier,
+    "run_info": datasources.run_info,
+}
+
+PIPELINES: Mapping[str, Factory] = {"batch": BatchPipeline}
+
+SERIALIZERS: Mapping[str, Factory] = {"hdf5": HDF5Serializer}
+
+DATA_HANDLERS: Mapping[str, Factory] = {
+    "file": FileHandler,
+    "nng_push": NNGPushHandler,
+    "zmq_push": ZMQPushHandler,
+    "null": NullHandler,
+}
+
+LAYERS: Mapping[str, Mapping[str, Factory]] = {
+    "event_source": EVENT_SOURCES,
+    "data_sources": DATA_SOURCES,
+    "processing_pipeline": PIPELINES,
+    "data_serializer": SERIALIZERS,
+    "data_handlers": DATA_HANDLERS,
+}
+
+
+def build(layer: str, cfg: Any, *args: Any) -> Any:
+    """Instantiate the implementation of `cfg.type` for a layer: factory(cfg, *args)."""
+    table = LAYERS[layer]
+    factory = table.get(cfg.type)
+    if factory is None:
+        known = ", ".join(sorted(table))
+        raise ConfigError(f"{layer}: no implementation of type {cfg.type!r} (known: {known})")
+    return factory(cfg, *args)

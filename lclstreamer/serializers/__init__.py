@@ -1,0 +1,1 @@
+"""Serializers: batches -> messages (bytes-like)."""

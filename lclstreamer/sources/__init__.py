@@ -1,0 +1,1 @@
+"""Event sources: where events come from (synthetic, HDF5 files, psana)."""

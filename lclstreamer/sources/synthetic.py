@@ -1,0 +1,108 @@
+"""The synthetic event source: deterministic simulated events from a seed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..models import SyntheticEventSource
+from ..partition import limit, rank_indices
+from ..protocols import RunInfo, StreamContext
+from .frames import make_frame, timestamp
+
+_SCALARS = 1 << 30  # seed-sequence lane for per-event scalars, distinct from frames
+
+
+class SyntheticEvent:
+    """One simulated event; frames are shared read-only arrays, never copied."""
+
+    __slots__ = ("index", "_source")
+
+    def __init__(self, index: int, source: SyntheticSource) -> None:
+        self.index = index
+        self._source = source
+
+    def detector(self, name: str, kind: str) -> np.ndarray | None:
+        return self._source.frame(name, self.index)
+
+    def scalar(self, name: str) -> None:
+        return None
+
+    def timestamp(self) -> int:
+        cfg = self._source.cfg
+        return timestamp(cfg.start_time, cfg.event_rate_hz, self.index)
+
+    def photon_energy_ev(self) -> float:
+        cfg = self._source.cfg
+        if not cfg.photon_energy_jitter_ev:
+            return cfg.photon_energy_ev
+        rng = np.random.default_rng([cfg.seed, _SCALARS, self.index])
+        return cfg.photon_energy_ev + cfg.photon_energy_jitter_ev * float(rng.standard_normal())
+
+    def event_codes(self) -> np.ndarray:
+        return self._source.codes_of(self.index)
+
+
+class SyntheticSource:
+    """Events `rank, rank + size, ...` of a simulated run.
+
+    Frames depend only on (seed, detector, frame number), never on the rank
+    count. With `pool_size > 0`, event i shows pool frame i % pool_size.
+    """
+
+    def __init__(self, cfg: SyntheticEventSource, ctx: StreamContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self._dets = {name: (k, det) for k, (name, det) in enumerate(cfg.detectors.items())}
+        self._pool: dict[str, list[np.ndarray]] = {}
+        for name in cfg.detectors:
+            self._pool[name] = [self._generate(name, i) for i in range(cfg.pool_size)]
+        self._codes = sorted(cfg.event_codes.items())
+
+    def _generate(self, name: str, number: int) -> np.ndarray:
+        ordinal, det = self._dets[name]
+        rng = np.random.default_rng([self.cfg.seed, ordinal, number])
+        frame = make_frame(
+            rng,
+            tuple(det.shape),
+            det.dtype,
+            det.background,
+            det.peaks,
+            det.peak_intensity,
+            det.peak_sigma,
+        )
+        frame.setflags(write=False)
+        return frame
+
+    def frame(self, name: str, index: int) -> np.ndarray | None:
+        """The frame of detector `name` in event `index` (None if it is missing there)."""
+        entry = self._dets.get(name)
+        if entry is None:
+            return None
+        every = entry[1].missing_every
+        if every is not None and index % every == every - 1:
+            return None
+        pool = self._pool[name]
+        return pool[index % len(pool)] if pool else self._generate(name, index)
+
+    def codes_of(self, index: int) -> np.ndarray:
+        return np.array([c for c, period in self._codes if index % period == 0], dtype=np.uint8)
+
+    def run_info(self) -> RunInfo:
+        return RunInfo(self.cfg.experiment, self.cfg.run)
+
+    def events(self) -> Iterator[SyntheticEvent]:
+        n = limit(self.cfg.number_of_events, self.ctx.max_events)
+        period = 1.0 / self.cfg.rate_limit_hz if self.cfg.rate_limit_hz else 0.0
+        start = time.monotonic()
+        for k, index in enumerate(rank_indices(n, self.ctx.rank, self.ctx.size)):
+            if period:
+                delay = start + k * period - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield SyntheticEvent(index, self)
+
+    def close(self) -> None:
+        self._pool.clear()
