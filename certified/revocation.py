@@ -59,8 +59,16 @@ class RevocationList:
         self._lock = threading.Lock()
         self._revoked: set[tuple[str, int]] = set()
         self._stamp: float | None = None
-        self._checked = 0.0
+        self._checked = time.monotonic()
         self.reload(strict=True)
+        if self.source.startswith("unix:"):
+            # Network fetches never run on the request path: a daemon thread refreshes.
+            threading.Thread(target=self._poll, name="crl-refresh", daemon=True).start()
+
+    def _poll(self) -> None:
+        while True:
+            time.sleep(self.refresh)
+            self.reload()
 
     def _read(self) -> tuple[bytes, float | None]:
         if self.source.startswith("unix:"):
@@ -92,9 +100,9 @@ class RevocationList:
             self._revoked, self._stamp = revoked, stamp
 
     def is_revoked(self, issuer: str, serial: int) -> bool:
+        """Membership test; a CRL file is re-checked (one stat) at most every second."""
         now = time.monotonic()
-        interval = self.refresh if self.source.startswith("unix:") else min(self.refresh, 1.0)
-        if now - self._checked >= interval:
+        if not self.source.startswith("unix:") and now - self._checked >= min(self.refresh, 1.0):
             self._checked = now
             self.reload()
         with self._lock:
