@@ -238,3 +238,13 @@ def test_interoperates_with_curl_and_openssl(pki, server):
     )
     assert nocert.returncode != 0 and nocert.stdout == ""
     assert len(access_lines(proc)) == served and proc.popen.poll() is None
+
+
+def test_async_client_speaks_mtls(pki, server):
+    import asyncio
+
+    async def call() -> dict:
+        async with Certified(pki.client).async_client("https://whoami") as c:
+            return (await c.post("/echo", json={"n": 1})).json()
+
+    assert asyncio.run(call()) == {"identity": "cn:client", "body": {"n": 1}}
