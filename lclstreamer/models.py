@@ -59,7 +59,7 @@ class SyntheticEventSource(Model):
 
     type: Literal["synthetic"]
     number_of_events: int = Field(gt=0, description="Events in the whole run (all ranks).")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, description="Same seed, same frames and energies.")
     detectors: dict[str, SyntheticDetector] = Field(
         default_factory=lambda: {"epix10k2M": SyntheticDetector()}, min_length=1
     )
@@ -69,8 +69,10 @@ class SyntheticEventSource(Model):
         description="Distinct frames generated per detector at start-up; event i shows frame "
         "i % pool_size. 0 generates a fresh frame for every event (slow, all unique).",
     )
-    photon_energy_ev: float = Field(default=9500.0, gt=0)
-    photon_energy_jitter_ev: float = Field(default=5.0, ge=0)
+    photon_energy_ev: float = Field(default=9500.0, gt=0, description="Mean photon energy.")
+    photon_energy_jitter_ev: float = Field(
+        default=5.0, ge=0, description="Standard deviation of the per-event energy."
+    )
     event_rate_hz: float = Field(default=120.0, gt=0, description="Nominal rate for timestamps.")
     start_time: float = Field(default=1_700_000_000.0, ge=0, description="UNIX time of event 0.")
     rate_limit_hz: float | None = Field(
@@ -389,12 +391,14 @@ class PipelineConfig(Model):
     skip_incomplete_events: bool = Field(
         default=False, description="Skip (and count) events missing a field instead of failing."
     )
-    event_source: EventSourceConfig
-    data_sources: dict[str, DataSourceConfig] = Field(min_length=1)
-    processing_pipeline: ProcessingPipelineConfig = Field(
-        default_factory=lambda: BatchPipeline(type="batch")
+    event_source: EventSourceConfig = Field(description="Where events come from (by `type`).")
+    data_sources: dict[str, DataSourceConfig] = Field(
+        min_length=1, description="Name -> how to take that value from each event."
     )
-    data_serializer: SerializerConfig
+    processing_pipeline: ProcessingPipelineConfig = Field(
+        default_factory=lambda: BatchPipeline(type="batch"), description="Events -> batches."
+    )
+    data_serializer: SerializerConfig = Field(description="How batches become messages.")
 
     @field_validator("data_sources")
     @classmethod
@@ -418,7 +422,9 @@ class PipelineConfig(Model):
 class LclstreamerConfig(PipelineConfig):
     """A complete lclstreamer configuration file."""
 
-    data_handlers: list[DataHandlerConfig] = Field(min_length=1)
+    data_handlers: list[DataHandlerConfig] = Field(
+        min_length=1, description="Every message goes to every handler."
+    )
 
     @field_validator("data_handlers", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
-"""Helpers for lclstreamer tests: run the CLI (under mpirun or alone), write configs, read output."""
+"""lclstreamer test helpers: run the CLI (under mpirun or alone), write configs, read output."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,12 +62,12 @@ def run_cli(
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"{cmd} did not finish in {timeout} s\nstdout:\n{out}\nstderr:\n{err}")
+        raise AssertionError(
+            f"{cmd} did not finish in {timeout} s\nstdout:\n{out}\nstderr:\n{err}"
+        ) from None
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return Result(proc.returncode, out, err)
 
 
