@@ -1,0 +1,195 @@
+"""`nngstream IN_URL OUT_URL [options]` runs a buffer; `nngstream push|pull` move files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+
+from . import logs
+from .engine import Buffer
+from .errors import NngstreamError
+from .fifo import WhenFull
+from .lifecycle import State
+from .models import BufferSettings, Proto
+from .sizes import format_size
+
+EXIT_FAILED = 1  # the buffer ended in state failed, or an address could not be used
+EXIT_USAGE = 2  # bad option values (as click reports usage errors)
+
+_OPTION_NAMES = {
+    "in_url": "IN_URL",
+    "out_url": "OUT_URL",
+    "max_bytes": "--max-bytes",
+    "max_messages": "--max-messages",
+    "metrics_interval": "--metrics-interval",
+    "idle_timeout": "--idle-timeout",
+    "callback": "--callback",
+    "cb_secret": "--cb-secret",
+    "certified_config": "--certified-config",
+    "linger": "--linger",
+    "dial_timeout": "--dial-timeout",
+}
+
+serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+tools_app = typer.Typer(
+    add_completion=False, pretty_exceptions_enable=False, help="Move files through a buffer."
+)
+
+
+def _fail(msg: str, code: int) -> typer.Exit:
+    typer.echo(f"nngstream: error: {msg}", err=True)
+    return typer.Exit(code)
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        where = _OPTION_NAMES.get(field, field)
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(lines)
+
+
+@serve_app.command(
+    help="Buffer messages from producers (IN_URL) to consumers (OUT_URL). "
+    "Prints metrics as JSON lines; exits 0 once the stream ended and was delivered. "
+    "See also: nngstream push --help, nngstream pull --help."
+)
+def serve(
+    in_url: str = typer.Argument(..., help="producers' address, e.g. tcp://0.0.0.0:5000"),
+    out_url: str = typer.Argument(..., help="consumers' address, e.g. tcp://0.0.0.0:5001"),
+    in_proto: Proto = typer.Option(Proto.NNG, "--in-proto", help="nng (Pull0) or zmq (PULL)"),
+    out_proto: Proto = typer.Option(Proto.NNG, "--out-proto", help="nng (Push0) or zmq (PUSH)"),
+    max_bytes: str = typer.Option("1GiB", "--max-bytes", help="bound on buffered bytes"),
+    max_messages: int = typer.Option(100_000, "--max-messages", help="bound on messages"),
+    when_full: WhenFull = typer.Option(WhenFull.BLOCK, "--when-full"),
+    metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="seconds"),
+    callback: str | None = typer.Option(None, "--callback", help="URL for signed metrics"),
+    cb_secret: str | None = typer.Option(None, "--cb-secret", help="HMAC key of callbacks"),
+    certified_config: Path | None = typer.Option(
+        None, "--certified-config", help="certified config dir: mTLS identity for --callback"
+    ),
+    idle_timeout: float | None = typer.Option(
+        None, "--idle-timeout", help="fail if no producer connects / nothing drains this long"
+    ),
+    dial_in: bool = typer.Option(False, "--dial-in", help="dial IN_URL (another buffer's OUT)"),
+    dial_out: bool = typer.Option(False, "--dial-out", help="dial OUT_URL (another's IN)"),
+    linger: float = typer.Option(5.0, "--linger", help="seconds for unconfirmable delivery"),
+    dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
+) -> None:
+    logs.configure(verbose)
+    try:
+        settings = BufferSettings(
+            in_url=in_url,
+            out_url=out_url,
+            in_proto=in_proto,
+            out_proto=out_proto,
+            max_bytes=max_bytes,
+            max_messages=max_messages,
+            when_full=when_full,
+            metrics_interval=metrics_interval,
+            callback=callback,
+            cb_secret=cb_secret,
+            certified_config=certified_config,
+            idle_timeout=idle_timeout,
+            dial_in=dial_in,
+            dial_out=dial_out,
+            linger=linger,
+            dial_timeout=dial_timeout,
+        )
+    except ValidationError as exc:
+        raise _fail(_explain(exc), EXIT_USAGE) from None
+    buffer = Buffer(settings)
+    try:
+        buffer.start()
+    except NngstreamError as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    except Exception as exc:  # e.g. an unreadable --certified-config
+        raise _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED) from None
+    requests = 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal requests
+        requests += 1
+        if requests == 1:
+            buffer.stop()
+        else:
+            buffer.abort()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while (state := buffer.wait(0.2)) is None:
+        pass
+    if state is not State.DONE:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@tools_app.command("push", help="Send each FILE as one message to URL (a buffer's IN).")
+def push_cmd(
+    files: list[Path] = typer.Argument(..., help="files to send, in order"),
+    to: str = typer.Option(..., "--to", help="address to dial, e.g. tcp://host:5000"),
+    dial: int = typer.Option(1, "--dial", help="N producer connections sharing the files"),
+    proto: Proto = typer.Option(Proto.NNG, "--proto"),
+    dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="seconds"),
+) -> None:
+    from .tools import push
+
+    try:
+        report = push(files, to, proto, dial=dial, dial_timeout=dial_timeout)
+    except (NngstreamError, ValueError) as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    typer.echo(json.dumps(report.as_dict()))
+    typer.echo(
+        f"pushed {report.messages} messages, {format_size(report.bytes)}"
+        f" at {format_size(report.rate)}/s",
+        err=True,
+    )
+
+
+@tools_app.command("pull", help="Receive from URL (a buffer's OUT) until the stream ends.")
+def pull_cmd(
+    url: str = typer.Argument(..., help="address to dial, e.g. tcp://host:5001"),
+    out: Path | None = typer.Option(None, "--out", help="save messages as DIR/NNNNNNNN.msg"),
+    count: bool = typer.Option(False, "--count", help="print only the number of messages"),
+    proto: Proto = typer.Option(Proto.NNG, "--proto"),
+    dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="seconds"),
+    idle_timeout: float | None = typer.Option(
+        None, "--idle-timeout", help="give up after this many seconds without a message"
+    ),
+) -> None:
+    from .tools import Report, pull
+
+    def progress(r: Report) -> None:
+        typer.echo(
+            f"pulled {r.messages} messages, {format_size(r.bytes)} at {format_size(r.rate)}/s",
+            err=True,
+        )
+
+    try:
+        report = pull(
+            url,
+            proto,
+            out_dir=out,
+            dial_timeout=dial_timeout,
+            idle_timeout=idle_timeout,
+            progress=None if count else progress,
+        )
+    except (NngstreamError, ValueError, OSError) as exc:
+        raise _fail(str(exc), EXIT_FAILED) from None
+    typer.echo(str(report.messages) if count else json.dumps(report.as_dict()))
+    if not count:
+        progress(report)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: `push`/`pull` go to the toolkit, anything else runs a buffer."""
+    args = sys.argv[1:] if argv is None else argv
+    app = tools_app if args and args[0] in ("push", "pull") else serve_app
+    typer.main.get_command(app).main(args=args, prog_name="nngstream")

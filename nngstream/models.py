@@ -1,0 +1,134 @@
+"""nngstream's contracts: buffer settings and the metrics record (pydantic v2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .fifo import WhenFull
+from .lifecycle import State
+from .sizes import parse_size
+
+
+class Proto(StrEnum):
+    NNG = "nng"  # NNG Pull0 on IN, Push0 on OUT
+    ZMQ = "zmq"  # ZMQ PULL on IN, PUSH on OUT
+
+
+_SCHEMES: dict[Proto, tuple[str, ...]] = {
+    Proto.NNG: ("tcp", "tcp4", "tcp6", "ipc", "inproc"),
+    Proto.ZMQ: ("tcp", "ipc", "inproc"),
+}
+
+
+def check_url(url: str, proto: Proto | str) -> str:
+    """Return `url` if `proto` can use it, else raise ValueError saying why."""
+    proto = Proto(proto)
+    parts = urlsplit(url)
+    allowed = _SCHEMES[proto]
+    if "://" not in url or parts.scheme not in allowed:
+        raise ValueError(
+            f"invalid {proto.value} address {url!r}: expected "
+            + " or ".join(f"{s}://..." for s in allowed)
+        )
+    if parts.scheme.startswith("tcp"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ValueError(
+                f"invalid address {url!r}: tcp needs HOST:PORT, e.g. tcp://0.0.0.0:5000"
+            )
+        if parts.path not in ("", "/"):
+            raise ValueError(f"invalid address {url!r}: a tcp address has no path")
+    elif len(url) <= len(parts.scheme) + 3:
+        raise ValueError(f"invalid address {url!r}: {parts.scheme} needs a path or name")
+    return url
+
+
+ByteSize = Annotated[int, Field(ge=1)]
+
+
+class BufferSettings(BaseModel):
+    """Everything one buffer needs; the CLI options map one to one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    in_url: str = Field(description="where producers connect (or, with dial_in, what to dial)")
+    out_url: str = Field(description="where consumers connect (or, with dial_out, what to dial)")
+    in_proto: Proto = Proto.NNG
+    out_proto: Proto = Proto.NNG
+    max_bytes: ByteSize = Field(default=1024**3, description="bound on buffered bytes")
+    max_messages: int = Field(default=100_000, ge=1, description="bound on buffered messages")
+    when_full: WhenFull = WhenFull.BLOCK
+    metrics_interval: float = Field(default=10.0, gt=0, description="seconds between reports")
+    callback: str | None = Field(default=None, description="URL receiving signed metrics")
+    cb_secret: str | None = Field(default=None, description="HMAC-SHA256 key for callbacks")
+    certified_config: Path | None = Field(
+        default=None, description="certified config dir: the callback's mTLS identity"
+    )
+    idle_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="fail when no producer connects, or nothing drains, for this long",
+    )
+    dial_in: bool = False
+    dial_out: bool = False
+    linger: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds allowed at the end for delivery that cannot be confirmed",
+    )
+    dial_timeout: float = Field(default=10.0, gt=0, description="first connection when dialing")
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return parse_size(value)
+        raise ValueError(f"invalid size {value!r}")
+
+    @model_validator(mode="after")
+    def _check(self) -> BufferSettings:
+        check_url(self.in_url, self.in_proto)
+        check_url(self.out_url, self.out_proto)
+        if self.callback is not None:
+            parts = urlsplit(self.callback)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"invalid callback URL {self.callback!r}: expected http(s)://HOST/..."
+                )
+            if not self.cb_secret:
+                raise ValueError("a callback needs cb_secret (--cb-secret) to sign its body")
+        elif self.cb_secret is not None:
+            raise ValueError("cb_secret given without a callback URL")
+        if self.certified_config is not None and self.callback is None:
+            raise ValueError("certified_config is only used for the callback; give --callback")
+        if not self.dial_in and not self.dial_out and self.in_url == self.out_url:
+            raise ValueError("IN and OUT cannot listen on the same address")
+        return self
+
+
+class Metrics(BaseModel):
+    """One report: a JSON line on stdout and, with a callback, a signed POST body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: float = Field(description="UNIX time in seconds")
+    state: State
+    producers: int = Field(description="producers connected now")
+    consumers: int = Field(description="consumers connected now")
+    recvd: int = Field(description="messages received from producers")
+    sent: int = Field(description="messages handed to consumers")
+    dropped: int = Field(description="messages discarded by a drop policy")
+    buffered: int = Field(description="messages held now")
+    buffered_bytes: int = Field(description="bytes held now")
+    bytes_in: int
+    bytes_out: int
+    rate_in: float = Field(description="bytes/s received over the last interval")
+    rate_out: float = Field(description="bytes/s sent over the last interval")

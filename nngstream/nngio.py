@@ -1,0 +1,250 @@
+"""NNG sides of the buffer: Pull0 inlet and Push0 outlet.
+
+Messages travel as raw `nng_msg` pointers (cffi) from `nng_recvmsg` to `nng_sendmsg`:
+NNG owns the bytes, Python only moves a pointer, so forwarding never copies a payload.
+pynng is used for everything else (options, listeners, dialers, pipe callbacks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+import pynng
+from pynng._nng import ffi, lib
+
+from .errors import NngstreamError
+
+POLL_MS = 100  # how long a blocking call waits before the engine looks at its flags
+
+
+def _nng_error(code: int) -> str:
+    return ffi.string(lib.nng_strerror(code)).decode()
+
+
+def _attach(sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what: str) -> None:
+    """Listen on or dial `url`; a dial must connect once within `dial_timeout` seconds
+    (afterwards NNG redials by itself when the peer restarts)."""
+    if not dial:
+        try:
+            sock.listen(url)
+        except pynng.NNGException as exc:
+            raise NngstreamError(f"cannot listen on {what} address {url}: {exc}") from None
+        return
+    deadline = time.monotonic() + dial_timeout
+    while True:
+        try:
+            sock.dial(url, block=True)
+            return
+        except pynng.NNGException as exc:
+            retry = isinstance(exc, pynng.ConnectionRefused | pynng.Timeout)
+            if not retry or time.monotonic() >= deadline:
+                raise NngstreamError(f"cannot dial {what} address {url}: {exc}") from None
+            time.sleep(0.1)
+
+
+def _attach_or_close(
+    sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what: str
+) -> None:
+    try:
+        _attach(sock, url, dial, dial_timeout, what)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class _PipeCounter:
+    """Counts a socket's connected pipes; refuses new ones once told to stop accepting."""
+
+    def __init__(
+        self,
+        sock: pynng.Socket,
+        on_change: Callable[[], None],
+        on_removed: Callable[[int], None] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._on_change = on_change
+        self._on_removed = on_removed
+        self.live: set[int] = set()
+        self.seen = False
+        self.accepting = True
+        sock.add_pre_pipe_connect_cb(self._pre)
+        sock.add_post_pipe_connect_cb(self._added)
+        sock.add_post_pipe_remove_cb(self._removed)
+
+    @property
+    def count(self) -> int:
+        return len(self.live)
+
+    def _pre(self, pipe: pynng.Pipe) -> None:
+        if not self.accepting:
+            pipe.close()
+
+    def _added(self, pipe: pynng.Pipe) -> None:
+        with self._lock:
+            self.live.add(pipe.id)
+            self.seen = True
+        self._on_change()
+
+    def _removed(self, pipe: pynng.Pipe) -> None:
+        with self._lock:
+            self.live.discard(pipe.id)
+        if self._on_removed is not None:
+            self._on_removed(pipe.id)
+        self._on_change()
+
+
+class NngInlet:
+    """Producers' side: an NNG Pull0 socket."""
+
+    def __init__(
+        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+    ) -> None:
+        self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=8)
+        self._pipes = _PipeCounter(self.sock, on_change)
+        self._msg_p = ffi.new("nng_msg **")
+        self._raw = self.sock.socket
+        self.end_marker_seen = False
+        _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
+
+    @property
+    def peers(self) -> int:
+        return self._pipes.count
+
+    @property
+    def peers_seen(self) -> bool:
+        return self._pipes.seen
+
+    def recv(self, block: bool = True) -> tuple[object, int] | None:
+        """One message and its size, or None after POLL_MS (or at once if not `block`).
+        Zero-length messages are end-of-stream markers: freed, never forwarded."""
+        while True:
+            rc = lib.nng_recvmsg(self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK)
+            if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
+                return None
+            if rc:
+                raise NngstreamError(f"receiving on IN failed: {_nng_error(rc)}")
+            msg = self._msg_p[0]
+            size = lib.nng_msg_len(msg)
+            if size:
+                return msg, size
+            lib.nng_msg_free(msg)
+
+    def stop_accepting(self) -> None:
+        self._pipes.accepting = False
+
+    def disconnect_all(self) -> None:
+        """Refuse new producers and close the connected ones."""
+        self.stop_accepting()
+        for pipe in self.sock.pipes:
+            with contextlib.suppress(pynng.NNGException):
+                pipe.close()
+
+    @staticmethod
+    def discard(item: object) -> None:
+        lib.nng_msg_free(item)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class NngOutlet:
+    """Consumers' side: an NNG Push0 socket (round-robin over ready consumers)."""
+
+    def __init__(
+        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+    ) -> None:
+        # send_buffer_size 0: a send returns once a consumer pipe took the message, so
+        # each pipe holds at most one message in flight and the bound stays ours.
+        self.sock = pynng.Push0(send_timeout=POLL_MS, send_buffer_size=0)
+        self._raw = self.sock.socket
+        self._sock_id = lib.nng_socket_id(self._raw)
+        self._gone_tx = 0  # messages written by pipes that have gone away
+        self._gone_pipes = 0
+        self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
+        _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
+
+    @property
+    def peers(self) -> int:
+        return self._pipes.count
+
+    def send(self, item: object) -> bool:
+        """Hand `item` to a consumer; False if none took it within POLL_MS."""
+        rc = lib.nng_sendmsg(self._raw, item, 0)
+        if rc == 0:
+            return True
+        if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
+            return False
+        raise NngstreamError(f"sending on OUT failed: {_nng_error(rc)}")
+
+    @staticmethod
+    def discard(item: object) -> None:
+        lib.nng_msg_free(item)
+
+    def _pipe_gone(self, pipe_id: int) -> None:
+        self._gone_tx += _pipe_tx(self._sock_id).get(pipe_id, 0)
+        self._gone_pipes += 1
+
+    def written(self) -> int:
+        """Messages fully written to consumers' connections so far (NNG pipe statistics)."""
+        return self._gone_tx + sum(_pipe_tx(self._sock_id).values())
+
+    def finish(self, sent: int, linger: float, abort: threading.Event) -> int:
+        """Wait until every message handed to NNG is written to a connection (closing
+        earlier would cut messages in flight). A consumer that vanished may have taken
+        one in-flight message with it, so a shortfall of at most one per vanished pipe
+        is accepted after `linger` seconds without progress. Returns the shortfall."""
+        last, last_change = -1, time.monotonic()
+        while not abort.is_set():
+            written = self.written()
+            missing = sent - written
+            if missing <= 0 or self.peers == 0:
+                return max(missing, 0)
+            if written != last:
+                last, last_change = written, time.monotonic()
+            elif missing <= self._gone_pipes and time.monotonic() - last_change >= linger:
+                return missing
+            time.sleep(0.01)
+        return max(sent - self.written(), 0)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def new_message(size: int) -> tuple[object, memoryview]:
+    """A fresh nng_msg of `size` bytes and a writable view of its body (fill, then send)."""
+    msg_p = ffi.new("nng_msg **")
+    rc = lib.nng_msg_alloc(msg_p, size)
+    if rc:
+        raise MemoryError(f"cannot allocate a {size}-byte NNG message: {_nng_error(rc)}")
+    return msg_p[0], memoryview(ffi.buffer(lib.nng_msg_body(msg_p[0]), size))
+
+
+def body(item: object) -> memoryview:
+    """The payload of a received nng_msg, without copying (valid until sent or freed)."""
+    return memoryview(ffi.buffer(lib.nng_msg_body(item), lib.nng_msg_len(item)))
+
+
+def _pipe_tx(sock_id: int) -> dict[int, int]:
+    """tx_msgs of every live pipe of socket `sock_id`, from NNG's statistics."""
+    snap = ffi.new("nng_stat **")
+    if lib.nng_stats_get(snap) != 0:
+        return {}
+    out: dict[int, int] = {}
+    try:
+        node = lib.nng_stat_child(snap[0])
+        while node != ffi.NULL:
+            if ffi.string(lib.nng_stat_name(node)).startswith(b"pipe"):
+                vals: dict[bytes, int] = {}
+                leaf = lib.nng_stat_child(node)
+                while leaf != ffi.NULL:
+                    vals[ffi.string(lib.nng_stat_name(leaf))] = lib.nng_stat_value(leaf)
+                    leaf = lib.nng_stat_next(leaf)
+                if vals.get(b"socket") == sock_id:
+                    out[vals[b"id"]] = vals.get(b"tx_msgs", 0)
+            node = lib.nng_stat_next(node)
+    finally:
+        lib.nng_stats_free(snap[0])
+    return out

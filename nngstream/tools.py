@@ -1,0 +1,178 @@
+"""A tiny producer/consumer toolkit: push files into a buffer, pull messages out of one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from . import nngio
+from .errors import NngstreamError
+from .models import Proto, check_url
+from .nngio import NngInlet, NngOutlet
+from .zmqio import ZmqInlet, ZmqOutlet
+
+
+@dataclass
+class Report:
+    """What one push or pull moved."""
+
+    messages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """bytes per second"""
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+        }
+
+
+Progress = Callable[[Report], None]
+
+
+def _load(path: Path, proto: Proto) -> tuple[object, int]:
+    """One file as a message ready to send (read straight into the message body)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise NngstreamError(f"{path}: empty file (empty messages mark the end of a stream)")
+    if proto is Proto.NNG:
+        msg, view = nngio.new_message(size)
+        with path.open("rb") as f:
+            if f.readinto(view) != size:
+                nngio.NngOutlet.discard(msg)
+                raise NngstreamError(f"{path}: changed size while being read")
+        return msg, size
+    return zmq.Frame(path.read_bytes()), size
+
+
+def push(
+    files: Sequence[Path],
+    url: str,
+    proto: Proto = Proto.NNG,
+    *,
+    dial: int = 1,
+    dial_timeout: float = 10.0,
+    linger: float = 5.0,
+) -> Report:
+    """Send every file as one message to `url` over `dial` connections (files dealt to
+    them in turn, each connection keeps its files' order); returns once all are written."""
+    check_url(url, proto)
+    if dial < 1:
+        raise NngstreamError("--dial must be at least 1")
+    for f in files:
+        if not f.is_file():
+            raise NngstreamError(f"{f}: no such file")
+    ctx = zmq.Context() if proto is Proto.ZMQ else None
+    outlets: list[NngOutlet | ZmqOutlet] = []
+    report = Report()
+    lock = threading.Lock()
+    errors: list[str] = []
+    abort = threading.Event()
+
+    def run(outlet: NngOutlet | ZmqOutlet, share: Sequence[Path]) -> None:
+        sent = 0
+        try:
+            for path in share:
+                item, size = _load(path, proto)
+                while not outlet.send(item):
+                    if abort.is_set():
+                        outlet.discard(item)
+                        return
+                sent += 1
+                with lock:
+                    report.messages += 1
+                    report.bytes += size
+            outlet.finish(sent, linger, abort)
+        except NngstreamError as exc:
+            errors.append(str(exc))
+            abort.set()
+
+    t0 = time.monotonic()
+    try:
+        for _ in range(dial):
+            kw = {"dial": True, "dial_timeout": dial_timeout, "on_change": lambda: None}
+            outlets.append(ZmqOutlet(ctx, url, **kw) if ctx else NngOutlet(url, **kw))
+        threads = [
+            threading.Thread(target=run, args=(o, files[i::dial]), daemon=True)
+            for i, o in enumerate(outlets)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for o in outlets:
+            if isinstance(o, ZmqOutlet):
+                o.close(int(linger * 1000))
+            else:
+                o.close()
+        if ctx is not None:
+            ctx.term()
+    report.seconds = time.monotonic() - t0
+    if errors:
+        raise NngstreamError(errors[0])
+    return report
+
+
+def pull(
+    url: str,
+    proto: Proto = Proto.NNG,
+    *,
+    out_dir: Path | None = None,
+    dial_timeout: float = 10.0,
+    idle_timeout: float | None = None,
+    progress: Progress | None = None,
+    progress_interval: float = 1.0,
+) -> Report:
+    """Receive from `url` until the end of the stream (NNG: the buffer disconnects;
+    ZMQ: an empty frame), saving each message as OUT_DIR/NNNNNNNN.msg if asked."""
+    check_url(url, proto)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = zmq.Context() if proto is Proto.ZMQ else None
+    kw = {"dial": True, "dial_timeout": dial_timeout, "on_change": lambda: None}
+    inlet: NngInlet | ZmqInlet = ZmqInlet(ctx, url, **kw) if ctx else NngInlet(url, **kw)
+    report = Report()
+    t0 = last_msg = next_progress = time.monotonic()
+    try:
+        while True:
+            ended = inlet.end_marker_seen or (inlet.peers_seen and inlet.peers == 0)
+            got = inlet.recv()
+            now = time.monotonic()
+            if got is None:
+                if ended or inlet.end_marker_seen:
+                    break
+                if idle_timeout is not None and now - last_msg > idle_timeout:
+                    raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
+                continue
+            item, size = got
+            last_msg = now
+            report.messages += 1
+            report.bytes += size
+            if out_dir is not None:
+                view = nngio.body(item) if ctx is None else item.buffer  # type: ignore[attr-defined]
+                (out_dir / f"{report.messages:08d}.msg").write_bytes(view)
+            if ctx is None:
+                inlet.discard(item)
+            if progress is not None and now >= next_progress:
+                report.seconds = now - t0
+                progress(report)
+                next_progress = now + progress_interval
+    finally:
+        inlet.close()
+        if ctx is not None:
+            ctx.term()
+    report.seconds = time.monotonic() - t0
+    return report

@@ -1,0 +1,221 @@
+"""ZMQ sides of the buffer: PULL inlet and PUSH outlet.
+
+Frames received with copy=False are sent on with copy=False: libzmq shares the
+payload by reference count, so forwarding never copies it. Connected peers are counted
+from the socket monitor (a connection counts once its ZMTP handshake succeeded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from .errors import NngstreamError
+
+POLL_MS = 100
+# Per-connection queues of libzmq, in messages. Kept small so that the buffer's own
+# FIFO, bounded in bytes, holds the data rather than libzmq's unbounded-in-bytes queues.
+HWM = 4
+_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+)
+
+
+class _Peers:
+    """Live connection count of one socket, kept by a thread reading its monitor."""
+
+    def __init__(self, sock: zmq.Socket, on_change: Callable[[], None]) -> None:
+        self._mon = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_MONITOR_STOPPED
+            | _FAILED[0]
+            | _FAILED[1]
+            | _FAILED[2]
+        )
+        self._on_change = on_change
+        self.count = 0
+        self.seen = False
+        self.left = 0  # connections that ended after a successful handshake
+        self._thread = threading.Thread(target=self._run, name="zmq-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # A failed handshake is followed by a DISCONNECTED for the same connection:
+        # count it back so that port probes do not look like peers leaving.
+        try:
+            while True:
+                event = recv_monitor_message(self._mon)["event"]
+                if event == zmq.EVENT_MONITOR_STOPPED:
+                    break
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self.count += 1
+                    self.seen = True
+                elif event in _FAILED:
+                    self.count += 1
+                elif event == zmq.EVENT_DISCONNECTED:
+                    self.count -= 1
+                    self.left += 1
+                self._on_change()
+        except zmq.ZMQError:
+            pass
+        finally:
+            self._mon.close(linger=0)
+
+    def join(self, timeout: float = 2.0) -> None:
+        self._thread.join(timeout)
+
+
+def _attach(sock: zmq.Socket, url: str, dial: bool, what: str) -> None:
+    try:
+        if dial:
+            sock.connect(url)
+        else:
+            sock.bind(url)
+    except zmq.ZMQError as exc:
+        verb = "dial" if dial else "listen on"
+        raise NngstreamError(f"cannot {verb} {what} address {url}: {exc}") from None
+
+
+def _wait_connected(peers: _Peers, url: str, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while peers.count <= 0:
+        if time.monotonic() >= deadline:
+            raise NngstreamError(
+                f"cannot dial {what} address {url}: no ZMQ peer answered in {timeout:g} s"
+            )
+        time.sleep(0.02)
+
+
+class _ZmqSide:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        kind: int,
+        url: str,
+        *,
+        dial: bool,
+        dial_timeout: float,
+        on_change: Callable[[], None],
+        what: str,
+    ) -> None:
+        self.url = url
+        self.dial = dial
+        self.sock = ctx.socket(kind)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        self.sock.setsockopt(zmq.SNDTIMEO, POLL_MS)
+        self.sock.setsockopt(zmq.RCVHWM, HWM)
+        self.sock.setsockopt(zmq.SNDHWM, HWM)
+        self._peers = _Peers(self.sock, on_change)
+        try:
+            _attach(self.sock, url, dial, what)
+            if dial:
+                _wait_connected(self._peers, url, dial_timeout, what)
+        except NngstreamError:
+            self.close()
+            raise
+        self._bound = not dial
+
+    @property
+    def peers(self) -> int:
+        return max(self._peers.count, 0)
+
+    @property
+    def peers_seen(self) -> bool:
+        return self._peers.seen
+
+    def stop_accepting(self) -> None:
+        """No new connections (call from the thread that uses the socket)."""
+        if self._bound:
+            self._bound = False
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.unbind(self.url)
+
+    @staticmethod
+    def discard(item: object) -> None:
+        """Frames are freed by Python's reference counting."""
+
+    def close(self, linger_ms: int = 0) -> None:
+        if self.sock.closed:
+            return
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.disable_monitor()
+        self.sock.close(linger=linger_ms)
+        self._peers.join()
+
+
+class ZmqInlet(_ZmqSide):
+    """Producers' side: a ZMQ PULL socket."""
+
+    def __init__(self, ctx: zmq.Context, url: str, **kw) -> None:
+        super().__init__(ctx, zmq.PULL, url, what="IN", **kw)
+        self.end_marker_seen = False
+
+    def recv(self, block: bool = True) -> tuple[object, int] | None:
+        """One frame and its size, or None after POLL_MS (at once if not `block`). An
+        empty frame is an upstream's end-of-stream marker: noted, never forwarded."""
+        try:
+            frame = self.sock.recv(0 if block else zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        size = len(frame)
+        if size:
+            return frame, size
+        self.end_marker_seen = True
+        return None
+
+    def disconnect_all(self) -> None:
+        """Refuse new producers (libzmq cannot drop live connections short of closing)."""
+        self.stop_accepting()
+
+
+class ZmqOutlet(_ZmqSide):
+    """Consumers' side: a ZMQ PUSH socket (round-robin over connections with room)."""
+
+    def __init__(self, ctx: zmq.Context, url: str, **kw) -> None:
+        super().__init__(ctx, zmq.PUSH, url, what="OUT", **kw)
+
+    def send(self, item: object) -> bool:
+        try:
+            self.sock.send(item, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
+    def finish(self, sent: int, linger: float, abort: threading.Event) -> int:
+        """End of stream: one empty frame per connected consumer. PUSH skips full
+        connections, so while consumers stay connected the markers are repeated every
+        second (a consumer stops at its first); gives up `linger` seconds after the last
+        consumer left. A dialed downstream buffer gets one marker and is not waited for.
+        Queued frames still go out while the socket lingers on close."""
+        self.stop_accepting()
+        if self.dial:
+            self._markers(self.peers)
+            return 0
+        left, last_change = self._peers.left, time.monotonic()
+        while self.peers > 0 and not abort.is_set():
+            self._markers(self.peers)
+            for _ in range(10):
+                if self.peers == 0 or abort.is_set():
+                    break
+                time.sleep(0.1)
+            if self._peers.left != left:
+                left, last_change = self._peers.left, time.monotonic()
+            elif time.monotonic() - last_change >= max(linger, 1.0):
+                break
+        return 0
+
+    def _markers(self, n: int) -> None:
+        for _ in range(n):
+            try:
+                self.sock.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                break
