@@ -11,7 +11,7 @@ import httpx
 from .models import Callback, CallbackPolicy
 from .signing import HEADER, sign, verify
 
-__all__ = ["backoff_delays", "deliver", "verify"]
+__all__ = ["backoff_delays", "deliver", "read_callback", "verify"]
 
 
 def backoff_delays(policy: CallbackPolicy) -> list[float]:
@@ -25,12 +25,15 @@ def backoff_delays(policy: CallbackPolicy) -> list[float]:
     return delays
 
 
-def _client(url: str, certified: Path | None, timeout: float) -> httpx.Client:
+def _client(url: str, certified: Path | None, timeout: float) -> tuple[httpx.Client, str]:
+    """A client for `url` and the URL to post to (a certified nickname resolved and pinned)."""
     if certified is not None and url.startswith("https://"):
         from certified import Certified
 
-        return Certified(certified).client(timeout=timeout)
-    return httpx.Client(timeout=timeout)
+        ident = Certified(certified)
+        target, pinned = ident.resolve(url)
+        return httpx.Client(verify=ident.ssl_context(False, pinned=pinned), timeout=timeout), target
+    return httpx.Client(timeout=timeout), url
 
 
 def deliver(
@@ -53,14 +56,14 @@ def deliver(
         headers[HEADER] = sign(secret, body)
     delays = backoff_delays(policy)
     try:
-        client = _client(url, certified, policy.timeout)
+        client, target = _client(url, certified, policy.timeout)
     except Exception as exc:  # a broken identity must not crash the job
         log(f"callback {cb.state.value} to {url}: cannot build client: {exc}")
         return False
     with client:
         for attempt in range(len(delays) + 1):
             try:
-                resp = client.post(url, content=body, headers=headers)
+                resp = client.post(target, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -76,3 +79,14 @@ def deliver(
             sleep(delays[attempt])
     log(f"callback {cb.state.value} to {url}: giving up after {len(delays) + 1} attempts")
     return False
+
+
+def read_callback(secret: str, body: bytes, header: str | None) -> Callback:
+    """For receivers: the Callback in `body` if `header` signs it under `secret`.
+
+    Raises PermissionError on a missing or wrong signature and ValueError on a body that
+    is not a Callback.
+    """
+    if not verify(secret, body, header):
+        raise PermissionError("missing or wrong x-hub-signature-256")
+    return Callback.model_validate_json(body)

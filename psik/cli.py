@@ -180,3 +180,5 @@ def reached(
 
 def main() -> None:
     app()
+if __name__ == "__main__":
+    main()

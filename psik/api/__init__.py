@@ -1,0 +1,1 @@
+"""psik-api: the REST service over psik (run under certified's mTLS server)."""

@@ -1,0 +1,116 @@
+"""JobSpec/Config models, JSON/YAML loading with located errors, config search order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from psik.errors import SpecError
+from psik.jobdir import load_spec
+from psik.models import Config, JobSpec, JobState
+from psik.settings import config_path, load_config
+
+
+def test_yaml_and_json_load_to_the_same_spec(tmp_path):
+    doc = {
+        "name": "scan",
+        "script": "echo hi\n",
+        "environment": {"RUN": "355"},
+        "resources": {"duration": 2.5, "process_count": 4, "processes_per_node": 2},
+        "attributes": {"comment": "beamtime"},
+        "callback": "https://lclstream/cb",
+        "cb_secret": "x",
+    }
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    (tmp_path / "a.yaml").write_text(
+        "name: scan\nscript: |\n  echo hi\nenvironment: {RUN: '355'}\n"
+        "resources: {duration: 2.5, process_count: 4, processes_per_node: 2}\n"
+        "attributes: {comment: beamtime}\ncallback: https://lclstream/cb\ncb_secret: x\n"
+    )
+    a, b = load_spec(tmp_path / "a.json"), load_spec(tmp_path / "a.yaml")
+    assert a == b
+    assert a.resources.process_count == 4 and a.backend == "default"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("name: x\nscript: [unclosed\n", "line 3"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("script: echo\nbogus: 1\n", "bogus: Extra inputs are not permitted"),
+        ("script: echo\nresources: {duration: -1}\n", "resources.duration"),
+        ("script: echo\nresources: {node_count: 0}\n", "resources.node_count"),
+        ("name: x\n", "script: Field required"),
+        ("script: echo\nattributes: {partition: big}\n", "attributes: Value error"),
+        ("script: echo\nattributes: {'Bad Key': 1}\n", "attributes"),
+        ("script: echo\nenvironment: {'1X': a}\n", "environment"),
+        ("script: echo\ncallback: ftp://x\n", "callback"),
+        ("script: echo\ncb_secret: s\n", "cb_secret given without a callback"),
+        ("script: echo\nname: '../../etc'\n", "name"),
+    ],
+)
+def test_bad_specs_name_file_and_field(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value)
+    assert fragment in str(err.value)
+
+
+def test_malformed_json_reports_line(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"script": "x",\n "name": }\n')
+    with pytest.raises(SpecError, match=r"bad\.json: line 2"):
+        load_spec(path)
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="No such file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_models_forbid_extra_fields():
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate({"script": "x", "resources": {"gpus": 1}})
+    with pytest.raises(ValidationError):
+        Config.model_validate({"prefix": "/tmp", "backends": {"x": {"type": "pbs"}}})
+    with pytest.raises(ValidationError):
+        Config.model_validate({"backends": {}})
+
+
+def test_final_states():
+    assert {s for s in JobState if s.final} == {
+        JobState.completed,
+        JobState.failed,
+        JobState.canceled,
+    }
+
+
+def test_config_search_order(tmp_path):
+    flag = tmp_path / "flag.yaml"
+    env_file = tmp_path / "env.yaml"
+    venv = tmp_path / "venv"
+    (venv / "etc").mkdir(parents=True)
+    venv_file = venv / "etc" / "psik.yaml"
+    for path, prefix in ((flag, "a"), (env_file, "b"), (venv_file, "c")):
+        path.write_text(f"prefix: {tmp_path / prefix}\n")
+    environ = {"PSIK_CONFIG": str(env_file), "VIRTUAL_ENV": str(venv)}
+    assert config_path(flag, environ) == flag
+    assert config_path(None, environ) == env_file
+    assert config_path(None, {"VIRTUAL_ENV": str(venv)}) == venv_file
+    assert load_config(None, environ).prefix == tmp_path / "b"
+    # an explicit but missing file is an error, not a silent fallback
+    with pytest.raises(SpecError, match="not found"):
+        config_path(tmp_path / "missing.yaml", environ)
+    with pytest.raises(SpecError, match="not found"):
+        config_path(None, {"PSIK_CONFIG": str(tmp_path / "missing.yaml")})
+
+
+def test_bad_config_is_located(tmp_path):
+    path = tmp_path / "psik.yaml"
+    path.write_text("prefix: /x\nbackends:\n  big: {type: pbs}\n")
+    with pytest.raises(SpecError, match=r"psik\.yaml: backends\.big\.type"):
+        load_config(path, {})
