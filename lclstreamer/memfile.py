@@ -59,6 +59,16 @@ class MemoryFile(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def reserve(self, size: int) -> None:
+        """Make room for a file of `size` bytes at once (instead of growing step by step)."""
+        if size > len(self._buf):
+            try:
+                self._buf.extend(bytes(size - len(self._buf)))
+            except BufferError:  # a view of the old contents is still alive: leave it be
+                new = bytearray(size)
+                new[: self._size] = self._buf[: self._size]
+                self._buf = new
+
     def _reserve(self, size: int) -> None:
         if size > len(self._buf):
             grown = max(size, len(self._buf) + (len(self._buf) >> 1))

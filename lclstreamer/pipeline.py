@@ -1,4 +1,4 @@
-"""Processing pipelines: the `batch` pipeline stacks events into preallocated arrays."""
+"""Processing pipelines: the `batch` pipeline groups events into checked columns."""
 
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ def describe(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return f"{'str' if dtype.kind == 'O' else dtype.name} {shape}"
 
 
-class FieldBuffer:
-    """A (batch_size, ...) array for one field, fixed by the first event that filled it."""
+class FieldColumn:
+    """One field of a batch, its shape and dtype fixed by the first event of the run.
+
+    Values are checked and kept by reference (no copy per event); `stack()`
+    copies them into a buffer allocated once, only for consumers that want one
+    array. Serializers that write row by row never pay for that copy.
+    """
 
     def __init__(self, name: str, value: Any, batch_size: int, index: int) -> None:
         self.name = name
@@ -34,21 +39,42 @@ class FieldBuffer:
                     " cannot be batched (numbers, arrays of numbers and strings can)"
                 )
             self.shape, self.dtype = arr.shape, arr.dtype
-        self.array = np.empty((batch_size, *self.shape), dtype=self.dtype)
+        self.batch_size = batch_size
+        self._rows: list[Any] = []
+        self._buffer: np.ndarray | None = None
+        self._stacked: np.ndarray | None = None
 
-    def put(self, row: int, value: Any, index: int) -> None:
-        """Copy `value` into row `row`, or raise DataError if it does not fit the field."""
+    @property
+    def rows(self) -> list[Any]:
+        return self._rows
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._stacked = None
+
+    def add(self, value: Any, index: int) -> None:
+        """Keep `value`, or raise DataError if it does not fit the field."""
         if self.dtype.kind == "O":
             if not isinstance(value, str):
                 self._mismatch(np.asarray(value), index)
-            self.array[row] = value
-            return
-        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-        if arr.shape != self.shape or (
-            arr.dtype != self.dtype and not np.can_cast(arr.dtype, self.dtype, "same_kind")
-        ):
-            self._mismatch(arr, index)
-        self.array[row] = arr
+        else:
+            arr = value if isinstance(value, np.ndarray | np.generic) else np.asarray(value)
+            if arr.shape != self.shape or (
+                arr.dtype != self.dtype and not np.can_cast(arr.dtype, self.dtype, "same_kind")
+            ):
+                self._mismatch(arr, index)
+            value = arr
+        self._rows.append(value)
+
+    def stack(self) -> np.ndarray:
+        if self._stacked is None:
+            if self._buffer is None:
+                self._buffer = np.empty((self.batch_size, *self.shape), dtype=self.dtype)
+            out = self._buffer[: len(self._rows)]
+            for i, value in enumerate(self._rows):
+                out[i] = value
+            self._stacked = out
+        return self._stacked
 
     def _mismatch(self, arr: np.ndarray, index: int) -> None:
         raise DataError(
@@ -61,31 +87,33 @@ class FieldBuffer:
 class BatchPipeline:
     """Events -> batches of `batch_size`; the last, shorter batch is flushed too.
 
-    Buffers are allocated once, from the first event, and reused: a batch is
+    Columns are created once, from the first event, and reused: a batch is
     valid until the next one is requested.
     """
 
-    def __init__(self, cfg: BatchConfig, ctx: StreamContext) -> None:
+    def __init__(self, cfg: BatchConfig, ctx: StreamContext | None) -> None:
         self.batch_size = cfg.batch_size
 
     def __call__(self, events: Iterator[Event]) -> Iterator[Batch]:
         size = self.batch_size
-        buffers: dict[str, FieldBuffer] | None = None
+        columns: dict[str, FieldColumn] | None = None
         seq = fill = first = 0
         for event in events:
-            if buffers is None:
-                buffers = {
-                    name: FieldBuffer(name, value, size, event.index)
+            if columns is None:
+                columns = {
+                    name: FieldColumn(name, value, size, event.index)
                     for name, value in event.data.items()
                 }
             if fill == 0:
                 first = event.index
+                for column in columns.values():
+                    column.clear()
             for name, value in event.data.items():
-                buffers[name].put(fill, value, event.index)
+                columns[name].add(value, event.index)
             fill += 1
             if fill == size:
-                yield Batch(seq, first, fill, {n: b.array for n, b in buffers.items()})
+                yield Batch(seq, first, fill, dict(columns))
                 seq += 1
                 fill = 0
-        if fill and buffers is not None:
-            yield Batch(seq, first, fill, {n: b.array[:fill] for n, b in buffers.items()})
+        if fill and columns is not None:
+            yield Batch(seq, first, fill, dict(columns))

@@ -9,7 +9,7 @@ message.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -63,18 +63,38 @@ class Event:
     data: dict[str, Any]
 
 
+class Column(Protocol):
+    """One field of a batch: every event's value, all of one shape and dtype."""
+
+    shape: tuple[int, ...]  # of one event's value
+    dtype: np.dtype  # object for strings
+
+    @property
+    def rows(self) -> Sequence[Any]:
+        """The events' values, not copied (arrays, numpy scalars or strings)."""
+        ...
+
+    def stack(self) -> np.ndarray:
+        """The values as one (n_events, ...) array (into a reused buffer, on first request)."""
+        ...
+
+
 @dataclass
 class Batch:
-    """Events stacked per field: every array has shape (n_events, ...).
+    """A run of consecutive events of this rank, by field.
 
-    Arrays may be views of buffers the pipeline reuses: a batch is valid until
-    the next one is requested.
+    A batch and its columns are valid until the next batch is requested: the
+    pipeline reuses its buffers.
     """
 
     seq: int
     first_event: int
     n_events: int
-    data: dict[str, np.ndarray] = field(default_factory=dict)
+    columns: dict[str, Column] = field(default_factory=dict)
+
+    def array(self, name: str) -> np.ndarray:
+        """Field `name` as an (n_events, ...) array."""
+        return self.columns[name].stack()
 
 
 @runtime_checkable
@@ -89,7 +109,12 @@ class EventSource(Protocol):
 
 
 class DataSource(Protocol):
-    """Extracts one value from a raw event; None means the event lacks it."""
+    """Extracts one value from a raw event; None means the event lacks it.
+
+    Values are kept by reference until their batch is serialized, so a source
+    must not overwrite an array it has handed out (return a new one, or a
+    read-only one).
+    """
 
     def __call__(self, event: RawEvent) -> Any | None: ...
 

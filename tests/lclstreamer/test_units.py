@@ -144,16 +144,22 @@ def _events(shapes, dtype=np.float32):
 
 def test_batch_pipeline_stacks_flushes_and_reuses():
     pipe = BatchPipeline(m.BatchPipeline(type="batch", batch_size=3), None)
+    events = _events([(2, 2)] * 7)
     out = []
-    for b in pipe(iter(_events([(2, 2)] * 7))):
+    buffers = set()
+    for b in pipe(iter(events)):
+        rows = b.columns["a"].rows
+        assert all(r is events[b.first_event + i].data["a"] for i, r in enumerate(rows))  # no copy
+        stacked = b.array("a")
+        buffers.add(stacked.base.__array_interface__["data"][0] if stacked.base is not None else 0)
         out.append(
             (
                 b.seq,
                 b.first_event,
                 b.n_events,
-                b.data["a"][:, 0, 0].tolist(),
-                b.data["s"].tolist(),
-                b.data["t"].tolist(),
+                stacked[:, 0, 0].tolist(),
+                b.array("s").tolist(),
+                b.array("t").tolist(),
             )
         )
     assert out == [
@@ -161,6 +167,7 @@ def test_batch_pipeline_stacks_flushes_and_reuses():
         (1, 3, 3, [3, 4, 5], [3.0, 4.0, 5.0], ["x"] * 3),
         (2, 6, 1, [6], [6.0], ["x"]),
     ]
+    assert len(buffers) == 1  # one stacking buffer, allocated once and reused
 
 
 def test_batch_pipeline_rejects_shape_and_dtype_changes():
