@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +13,15 @@ import yaml
 
 from lclstreamer.sources.frames import timestamp, wavelength_m
 
-from .helpers import EXAMPLES, read_message, run_cli, synthetic_config, write_config
+from .helpers import (
+    EXAMPLES,
+    LCLSTREAMER,
+    MPIRUN,
+    read_message,
+    run_cli,
+    synthetic_config,
+    write_config,
+)
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
@@ -100,3 +111,23 @@ def test_gzip_shuffle_single_process_and_max_events(tmp_path):
         "MB/s": 0,
         "ranks": 1,
     }
+
+
+def test_sigterm_flushes_and_reports(tmp_path, spawn):
+    """SIGTERM to the job: every rank stops reading, flushes its partial batch, closes its
+    handlers; rank 0 prints the summary marked interrupted; exit status 130."""
+    out = tmp_path / "out"
+    cfg = synthetic_config(out, n=100_000, batch=4, rate_limit_hz=50)
+    path = write_config(tmp_path / "c.yaml", cfg)
+    proc = spawn([MPIRUN, "-n", "2", LCLSTREAMER, "-c", str(path), "--no-progress"])
+    deadline = time.monotonic() + 30
+    while len(list(out.glob("*.h5"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(30) == 130, proc.stderr()
+    summary = json.loads(proc.stdout().strip().splitlines()[-1])
+    assert summary["interrupted"] is True and 0 < summary["events"] < 100_000
+    msgs = _union(out)
+    assert len(msgs) == summary["batches"]
+    assert sum(m["attrs"]["n_events"] for _, m in msgs) == summary["events"]
+    assert "Traceback" not in proc.stderr()
