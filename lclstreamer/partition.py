@@ -20,15 +20,6 @@ def limit(n_events: int, max_events: int | None) -> int:
     return n_events if max_events is None else min(n_events, max_events)
 
 
-def locate(index: int, file_lengths: list[int]) -> tuple[int, int]:
-    """(file number, row) of global event `index` in files holding `file_lengths` events."""
-    for fileno, length in enumerate(file_lengths):
-        if index < length:
-            return fileno, index
-        index -= length
-    raise IndexError("event index beyond the last file")
-
-
 def blocks(indices: range, block: int) -> list[range]:
     """Split a stepped range into consecutive sub-ranges of at most `block` indices."""
     return [indices[i : i + block] for i in range(0, len(indices), block)]

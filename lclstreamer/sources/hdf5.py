@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..models import HDF5EventSource
-from ..partition import limit
+from ..partition import blocks, limit
 from ..protocols import RunInfo, StreamContext
 
 
@@ -140,17 +140,14 @@ class HDF5Source:
         for f in self._files:
             end = min(f.length, total - offset)
             first = (rank - offset) % size  # first row of this file that is ours
-            for start in range(first, max(end, 0), block * size):
-                stop = min(end, start + block * size)
-                sel = slice(start, stop, size)
+            for rows in blocks(range(first, max(end, 0), size), block):
+                sel = slice(rows.start, rows[-1] + 1, size)
                 try:
                     data = {name: ds[sel] for name, ds in f.datasets.items()}
                 except OSError as exc:
-                    raise SourceError(
-                        f"{f.path}: cannot read rows {start}..{stop}: {exc}"
-                    ) from None
-                for row in range(len(range(start, stop, size))):
-                    yield HDF5Event(offset + start + row * size, data, row)
+                    raise SourceError(f"{f.path}: cannot read rows {sel}: {exc}") from None
+                for k, row in enumerate(rows):
+                    yield HDF5Event(offset + row, data, k)
             offset += f.length
             if offset >= total:
                 break

@@ -20,7 +20,7 @@ from lclstreamer.engine import extract
 from lclstreamer.errors import ConfigError, DataError, SourceError
 from lclstreamer.handlers.tcpqueue import parse_endpoint, parse_proc_net_tcp
 from lclstreamer.memfile import MemoryFile
-from lclstreamer.partition import blocks, limit, locate, owner, rank_indices
+from lclstreamer.partition import blocks, limit, owner, rank_indices
 from lclstreamer.pipeline import BatchPipeline
 from lclstreamer.protocols import Event, StreamContext
 from lclstreamer.registry import LAYERS
@@ -128,9 +128,6 @@ def test_partition_is_deterministic_and_complete():
         assert sorted(i for p in parts for i in p) == list(range(20))
         assert all(owner(i, size) == r for r, p in enumerate(parts) for i in p)
     assert limit(10, None) == 10 and limit(10, 3) == 3 and limit(2, 5) == 2
-    assert locate(5, [3, 4]) == (1, 2)
-    with pytest.raises(IndexError):
-        locate(7, [3, 4])
     assert [list(b) for b in blocks(range(1, 12, 2), 4)] == [[1, 3, 5, 7], [9, 11]]
     with pytest.raises(ValueError):
         rank_indices(5, 2, 2)
@@ -259,3 +256,32 @@ def test_docs_reference_matches_models():
     doc = (ROOT / "docs" / "lclstreamer.md").read_text()
     start, end = doc.index(BEGIN), doc.index(END) + len(END)
     assert doc[start:end] + "\n" == reference(), "run python -m lclstreamer.docgen"
+
+
+def test_hdf5_source_partitions_across_files_and_marks_missing_datasets(tmp_path):
+    from lclstreamer.sources.hdf5 import HDF5Source
+
+    for k, (rows, with_energy) in enumerate([(5, True), (4, False), (6, True)]):
+        with h5py.File(tmp_path / f"f{k}.h5", "w") as f:
+            start = [0, 5, 9][k]
+            f["/d"] = np.arange(start, start + rows)[:, None] * np.ones((rows, 3))
+            if with_energy:
+                f["/e"] = np.full(rows, 9000.0)
+    cfg = m.HDF5EventSource(
+        type="hdf5",
+        files=str(tmp_path / "f*.h5"),
+        datasets={"d": "/d"},
+        photon_energy_ev="/e",
+        read_block=2,
+    )
+    seen = {}
+    for rank in range(3):
+        src = HDF5Source(cfg, StreamContext(rank, 3, "", max_events=14))
+        for e in src.events():
+            assert e.index % 3 == rank and e.detector("d", "calib")[0] == e.index
+            seen[e.index] = e.photon_energy_ev()
+        src.close()
+    assert sorted(seen) == list(range(14))
+    assert sorted(i for i, energy in seen.items() if energy is None) == [5, 6, 7, 8]
+    with pytest.raises(SourceError, match="no file has dataset /nope"):
+        HDF5Source(cfg.model_copy(update={"datasets": {"x": "/nope"}}), StreamContext(0, 1, ""))
