@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .models import Callback, CallbackPolicy
 from .signing import HEADER, sign, verify
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["backoff_delays", "deliver", "read_callback", "verify"]
 
@@ -27,6 +29,8 @@ def backoff_delays(policy: CallbackPolicy) -> list[float]:
 
 def _client(url: str, certified: Path | None, timeout: float) -> tuple[httpx.Client, str]:
     """A client for `url` and the URL to post to (a certified nickname resolved and pinned)."""
+    import httpx  # imported here: jobs without callbacks start faster
+
     if certified is not None and url.startswith("https://"):
         from certified import Certified
 
@@ -60,6 +64,8 @@ def deliver(
     except Exception as exc:  # a broken identity must not crash the job
         log(f"callback {cb.state.value} to {url}: cannot build client: {exc}")
         return False
+    import httpx
+
     with client:
         for attempt in range(len(delays) + 1):
             try:

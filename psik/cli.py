@@ -180,5 +180,7 @@ def reached(
 
 def main() -> None:
     app()
+
+
 if __name__ == "__main__":
     main()

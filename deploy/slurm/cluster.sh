@@ -20,7 +20,19 @@ conf=$dir/slurm.conf
 sbin() { command -v "$1" || echo "/usr/sbin/$1"; }
 
 stop() {
-    local name pid
+    local name pid jobs
+    # Cancel what is still queued or running, and let slurmd finish the job steps.
+    if [ -f "$dir/slurmctld.pid" ] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+        jobs=$(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null || true)
+        if [ -n "$jobs" ]; then
+            # shellcheck disable=SC2086
+            SLURM_CONF=$conf scancel $jobs 2>/dev/null || true
+            for _ in $(seq 150); do
+                [ -z "$(SLURM_CONF=$conf squeue -h -o %i 2>/dev/null)" ] && break
+                sleep 0.1
+            done
+        fi
+    fi
     for name in slurmd slurmctld; do
         [ -f "$dir/$name.pid" ] || continue
         pid=$(cat "$dir/$name.pid")
@@ -31,8 +43,6 @@ stop() {
         fi
         rm -f "$dir/$name.pid"
     done
-    # slurmstepd processes of jobs still running under this cluster's spool dir
-    pkill -KILL -f -- "slurmstepd.*$dir" 2>/dev/null || true
 }
 
 case "$cmd" in

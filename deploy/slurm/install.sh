@@ -4,7 +4,7 @@
 # (the tests' `slurm_cluster` fixture calls it), so nothing is left running here.
 set -euo pipefail
 if command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null; then
-    echo "slurm already installed: $(sbatch --version)"
+    echo "slurm already installed: $(dpkg-query -W -f='${Version}' slurmctld 2>/dev/null || echo unknown)"
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -14,4 +14,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends slurmctld slurmd slurm-client
-echo "installed: $(sbatch --version)"
+echo "installed slurm $(dpkg-query -W -f='${Version}' slurmctld)"

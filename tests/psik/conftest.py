@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.ports import free_port
 from tests.support.servers import start_certified_server
 
 from .helpers import job_processes, read_jsonl, wait_until
+from .slurm import slurm_cluster  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
-CLUSTER = REPO / "deploy" / "slurm" / "cluster.sh"
 
 
 @dataclass
@@ -103,41 +100,3 @@ def _no_orphans(tmp_path):
         for proc in left:
             proc.kill()
         pytest.fail(f"orphaned job processes: {desc}")
-
-
-def _slurm_installed() -> bool:
-    return all(
-        shutil.which(cmd) or Path(f"/usr/sbin/{cmd}").exists()
-        for cmd in ("sbatch", "scancel", "scontrol", "slurmctld", "slurmd")
-    )
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    """A running single-node SLURM cluster (deploy/slurm/cluster.sh); SLURM_CONF is set.
-
-    Outside CI a machine without SLURM skips; in CI (CI=true) that is a failure.
-    """
-    if not _slurm_installed():
-        msg = "SLURM not installed (run: sudo deploy/slurm/install.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " -- CI must run the SLURM tests")
-        pytest.skip(msg)
-    folder = tmp_path_factory.mktemp("slurm")
-    ports = [str(free_port()), str(free_port())]
-    out = subprocess.run(
-        ["bash", str(CLUSTER), "start", str(folder), *ports],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    if out.returncode != 0:
-        pytest.fail(f"cannot start the SLURM test cluster:\n{out.stdout}\n{out.stderr}")
-    old = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
-    yield folder
-    subprocess.run(["bash", str(CLUSTER), "stop", str(folder)], timeout=60, check=False)
-    if old is None:
-        os.environ.pop("SLURM_CONF", None)
-    else:
-        os.environ["SLURM_CONF"] = old

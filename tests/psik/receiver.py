@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -37,7 +38,12 @@ async def callback(request: Request, identity: str = Depends(client_identity)) -
         raise HTTPException(401, detail=str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
-    line = {**cb.model_dump(mode="json"), "identity": identity, "attempt": _seen["requests"]}
+    line = {
+        **cb.model_dump(mode="json"),
+        "identity": identity,
+        "attempt": _seen["requests"],
+        "received": time.time(),
+    }
     with open(LOG, "a") as fh:
         fh.write(json.dumps(line) + "\n")
     return {"ok": True}

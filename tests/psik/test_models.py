@@ -114,3 +114,32 @@ def test_bad_config_is_located(tmp_path):
     path.write_text("prefix: /x\nbackends:\n  big: {type: pbs}\n")
     with pytest.raises(SpecError, match=r"psik\.yaml: backends\.big\.type"):
         load_config(path, {})
+
+
+def test_example_service_settings_are_valid():
+    from pathlib import Path
+
+    from psik.api.settings import load_settings
+
+    example = Path(__file__).resolve().parents[2] / "services" / "psik-api" / "psik-api.yaml"
+    settings = load_settings(example, {})
+    assert set(settings.psik.backends) == {"default", "batch"}
+    assert settings.psik.backends["batch"].queue_name == "milano"
+    assert settings.job_config().certified == settings.certified
+
+
+def test_psik_api_refuses_bad_settings_clearly(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "psik-api.yaml"
+    bad.write_text("listen: https://127.0.0.1:1\npsik: {prefix: /x, backends: {a: {type: pbs}}}\n")
+    for path, fragment in ((bad, "psik.backends.a.type"), (tmp_path / "no.yaml", "not found")):
+        out = subprocess.run(
+            [sys.executable, "-m", "psik.api.cli", "serve", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 1 and fragment in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr

@@ -1,0 +1,157 @@
+"""psik benchmark: local-backend submit -> `active` callback latency, and jobs created per second.
+
+Run from the repository root:  .venv/bin/python tests/bench/bench_psik.py [--jobs N] [--runs N]
+
+Prints, with their same-run baselines:
+- job folders created per second (JobStore via Psik.create) vs. a bare mkdir + 3 small files;
+- local jobs submitted per second (create + start the wrapper + record `queued`);
+- latency from Psik.run() to the receiver getting the `queued` and `active` callbacks over
+  mTLS, vs. the start-up time of `python -c "import psik.wrapper"` (the floor for `active`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = str(REPO)  # job wrappers run with cwd = their job folder
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+from psik.jobs import Psik  # noqa: E402
+from psik.models import CallbackPolicy, Config, JobSpec  # noqa: E402
+from tests.support.pki import make_pki  # noqa: E402
+from tests.support.procs import ProcessSupervisor  # noqa: E402
+from tests.support.servers import start_certified_server  # noqa: E402
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:8.1f}/s ({count} in {seconds:.2f} s)"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (
+        f"median {statistics.median(ms):7.1f} ms  p90 {pct(ms, 0.9):7.1f} ms  "
+        f"min {min(ms):7.1f} ms  max {max(ms):7.1f} ms  (n={len(ms)})"
+    )
+
+
+def bench_create(root: Path, n: int) -> None:
+    base = root / "baseline"
+    base.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        d = base / str(i)
+        d.mkdir()
+        for name in ("spec.json", "status.csv", "config.json"):
+            (d / name).write_text("{}\n")
+    bare = time.perf_counter() - t0
+    psik = Psik(Config(prefix=root / "create"))
+    spec = JobSpec(script="true")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        psik.create(spec)
+    made = time.perf_counter() - t0
+    print(f"create job folders       {rate(n, made)}")
+    print(f"  baseline mkdir+3 files {rate(n, bare)}   ratio {made / bare:.1f}x")
+
+
+def wait_for(path: Path, jobid: str, state: str, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                if row["jobid"] == jobid and row["state"] == state:
+                    return row["received"]
+        time.sleep(0.005)
+    raise TimeoutError(f"no {state} callback for {jobid}")
+
+
+def wait_final(psik: Psik, jobids: list[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(jobids)
+    while pending and time.monotonic() < deadline:
+        pending = {j for j in pending if not psik.store.get(j).current().state.final}
+        time.sleep(0.05)
+    if pending:
+        raise TimeoutError(f"{len(pending)} jobs did not finish")
+
+
+def bench_submit(root: Path, n: int) -> None:
+    psik = Psik(Config(prefix=root / "submit"))
+    spec = JobSpec(script="true")
+    t0 = time.perf_counter()
+    ids = [psik.run(spec).jobid for _ in range(n)]
+    took = time.perf_counter() - t0
+    wait_final(psik, ids)
+    print(f"submit local jobs        {rate(n, took)}   (no callback; to `queued`)")
+
+
+def bench_latency(root: Path, runs: int) -> None:
+    pki = make_pki(root / "pki")
+    (root / "logs").mkdir()
+    sup = ProcessSupervisor(root / "logs")
+    log = root / "callbacks.jsonl"
+    env = {"PSIK_RECEIVER_SECRET": "bench", "PSIK_RECEIVER_LOG": str(log)}
+    try:
+        _proc, url = start_certified_server(sup, pki.server, "tests.psik.receiver:app", env=env)
+        pki.add_service(pki.client, "receiver", url)
+        config = Config(
+            prefix=root / "latency",
+            certified=pki.client,
+            callback=CallbackPolicy(first_delay=0.05, max_delay=0.5, give_up_after=5),
+        )
+        psik = Psik(config)
+        spec = JobSpec(script="true", callback="https://receiver/cb", cb_secret="bench")
+        queued, active, ids = [], [], []
+        for _ in range(runs):
+            t0 = time.time()
+            job = psik.run(spec)
+            ids.append(job.jobid)
+            queued.append(wait_for(log, job.jobid, "queued") - t0)
+            active.append(wait_for(log, job.jobid, "active") - t0)
+            wait_for(log, job.jobid, "completed")
+        wait_final(psik, ids)
+    finally:
+        sup.stop_all()
+    startup = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import psik.wrapper"], check=True, cwd=REPO)
+        startup.append(time.perf_counter() - t0)
+    print(f"submit -> queued callback  {summary(queued)}")
+    print(f"submit -> active callback  {summary(active)}")
+    print(f"  baseline python -c 'import psik.wrapper'  {summary(startup)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="folders to create")
+    parser.add_argument("--submits", type=int, default=30, help="local jobs to submit")
+    parser.add_argument("--runs", type=int, default=20, help="latency samples")
+    args = parser.parse_args()
+    print(f"psik bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    with tempfile.TemporaryDirectory(prefix="psik-bench-") as tmp:
+        root = Path(tmp)
+        bench_create(root, args.jobs)
+        bench_submit(root, args.submits)
+        bench_latency(root, args.runs)
+
+
+if __name__ == "__main__":
+    main()
