@@ -80,7 +80,9 @@ def serve(
     ),
     dial_in: bool = typer.Option(False, "--dial-in", help="dial IN_URL (another buffer's OUT)"),
     dial_out: bool = typer.Option(False, "--dial-out", help="dial OUT_URL (another's IN)"),
-    linger: float = typer.Option(5.0, "--linger", help="seconds for unconfirmable delivery"),
+    linger: float = typer.Option(
+        5.0, "--linger", help="seconds before giving up a delivery lost with a vanished consumer"
+    ),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:

@@ -260,7 +260,7 @@ class Buffer:
             c.bytes_out += size
             self._last_progress = time.monotonic()
         if not abort.is_set():
-            self.undelivered = outlet.finish(c.sent, self.settings.linger, abort)
+            self.undelivered = outlet.finish(c.sent, self.settings.linger, abort, self._progressed)
             if self.undelivered:
                 log.warning(
                     "%d message(s) may have been lost with consumers that disconnected",
@@ -268,6 +268,9 @@ class Buffer:
                 )
             self._output_finished = True
         self._wake.set()
+
+    def _progressed(self) -> None:
+        self._last_progress = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------
     def _control(self) -> None:
@@ -340,7 +343,10 @@ class Buffer:
             self.undelivered = len(leftover) + self.undelivered
             for item in leftover:
                 self._outlet.discard(item)  # type: ignore[union-attr]
-        self._close_sockets(linger=self.settings.linger if done else 0)
+        # ZMQ can only flush on close: wait for queued frames to leave when the stream
+        # completed (bounded by the idle timeout if there is one), else drop them.
+        linger = (self.settings.idle_timeout or -1.0) if done else 0.0
+        self._close_sockets(linger)
         self._report()
         if self._poster is not None:
             self._poster.close()
@@ -351,7 +357,7 @@ class Buffer:
             self._inlet.close()
         if self._outlet is not None:
             if isinstance(self._outlet, ZmqOutlet):
-                self._outlet.close(int(linger * 1000))
+                self._outlet.close(-1 if linger < 0 else int(linger * 1000))
             else:
                 self._outlet.close()
         if self._ctx is not None:

@@ -82,7 +82,8 @@ class BufferSettings(BaseModel):
     linger: float = Field(
         default=5.0,
         ge=0,
-        description="seconds allowed at the end for delivery that cannot be confirmed",
+        description="seconds without progress after which a delivery that can no longer be"
+        " confirmed (a consumer vanished with a message in flight) is given up",
     )
     dial_timeout: float = Field(default=10.0, gt=0, description="first connection when dialing")
 

@@ -191,7 +191,9 @@ class NngOutlet:
         """Messages fully written to consumers' connections so far (NNG pipe statistics)."""
         return self._gone_tx + sum(_pipe_tx(self._sock_id).values())
 
-    def finish(self, sent: int, linger: float, abort: threading.Event) -> int:
+    def finish(
+        self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
+    ) -> int:
         """Wait until every message handed to NNG is written to a connection (closing
         earlier would cut messages in flight). A consumer that vanished may have taken
         one in-flight message with it, so a shortfall of at most one per vanished pipe
@@ -204,6 +206,7 @@ class NngOutlet:
                 return max(missing, 0)
             if written != last:
                 last, last_change = written, time.monotonic()
+                progress()
             elif missing <= self._gone_pipes and time.monotonic() - last_change >= linger:
                 return missing
             time.sleep(0.01)

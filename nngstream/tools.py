@@ -94,7 +94,7 @@ def push(
                 with lock:
                     report.messages += 1
                     report.bytes += size
-            outlet.finish(sent, linger, abort)
+            outlet.finish(sent, linger, abort, lambda: None)
         except NngstreamError as exc:
             errors.append(str(exc))
             abort.set()
@@ -115,7 +115,7 @@ def push(
     finally:
         for o in outlets:
             if isinstance(o, ZmqOutlet):
-                o.close(int(linger * 1000))
+                o.close(-1 if not errors else 0)
             else:
                 o.close()
         if ctx is not None:

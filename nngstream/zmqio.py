@@ -8,6 +8,7 @@ from the socket monitor (a connection counts once its ZMTP handshake succeeded).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .errors import NngstreamError
 
+log = logging.getLogger("nngstream.zmq")
 POLL_MS = 100
 # Per-connection queues of libzmq, in messages. Kept small so that the buffer's own
 # FIFO, bounded in bytes, holds the data rather than libzmq's unbounded-in-bytes queues.
@@ -63,6 +65,7 @@ class _Peers:
                 elif event == zmq.EVENT_DISCONNECTED:
                     self.count -= 1
                     self.left += 1
+                log.debug("monitor: event %d, %d connected", event, self.count)
                 self._on_change()
         except zmq.ZMQError:
             pass
@@ -133,7 +136,9 @@ class _ZmqSide:
         return self._peers.seen
 
     def stop_accepting(self) -> None:
-        """No new connections (call from the thread that uses the socket)."""
+        """No new connections (call from the thread that uses the socket). libzmq also
+        ends the connections it accepted there; frames they already delivered stay
+        readable, but frames queued towards them are dropped: inlets only."""
         if self._bound:
             self._bound = False
             with contextlib.suppress(zmq.ZMQError):
@@ -190,17 +195,20 @@ class ZmqOutlet(_ZmqSide):
         except zmq.Again:
             return False
 
-    def finish(self, sent: int, linger: float, abort: threading.Event) -> int:
-        """End of stream: one empty frame per connected consumer. PUSH skips full
-        connections, so while consumers stay connected the markers are repeated every
-        second (a consumer stops at its first); gives up `linger` seconds after the last
-        consumer left. A dialed downstream buffer gets one marker and is not waited for.
-        Queued frames still go out while the socket lingers on close."""
-        self.stop_accepting()
+    def finish(
+        self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
+    ) -> int:
+        """End of stream: one empty frame per connected consumer, then wait until they
+        have all left (each leaves at its first empty frame). PUSH skips connections
+        that are full, so the markers are repeated every second while consumers remain;
+        a consumer stops at its first. A dialed downstream buffer gets one marker and is
+        not waited for: closing the socket lingers until the data and marker are out.
+        Returns 0: ZMQ cannot confirm delivery, consumers leaving is the confirmation.
+        (No unbind here: unbinding would end accepted connections and drop their queues.)"""
         if self.dial:
             self._markers(self.peers)
             return 0
-        left, last_change = self._peers.left, time.monotonic()
+        left = self._peers.left
         while self.peers > 0 and not abort.is_set():
             self._markers(self.peers)
             for _ in range(10):
@@ -208,9 +216,8 @@ class ZmqOutlet(_ZmqSide):
                     break
                 time.sleep(0.1)
             if self._peers.left != left:
-                left, last_change = self._peers.left, time.monotonic()
-            elif time.monotonic() - last_change >= max(linger, 1.0):
-                break
+                left = self._peers.left
+                progress()
         return 0
 
     def _markers(self, n: int) -> None:

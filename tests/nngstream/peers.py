@@ -1,0 +1,171 @@
+"""Test producers and consumers for nngstream, run as subprocesses.
+
+    python peers.py produce URL --id P --count N [--proto nng|zmq] [--sizes mixed|SIZE]
+    python peers.py consume URL --out FILE [--proto nng|zmq] [--delay S]
+
+A message is a 16-byte header `<IQI` (producer, sequence, size) followed by filler
+bytes derived from (producer, sequence), so a consumer can check each one. Producers
+print `sent K` lines as they go and `done K` at the end; consumers print `got K` lines
+and write a JSON record of everything they received (in arrival order) at end of stream.
+The consumer is written against the public pynng/pyzmq APIs only (an independent reader
+of the stream contract); the producer uses nngstream's NNG outlet to know when its
+last message has been written before it closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import threading
+import time
+
+HEADER = struct.Struct("<IQI")
+KIB, MIB = 1024, 1024 * 1024
+# 1 KiB .. 8 MiB, mostly small: 200 entries, mean about 230 KiB.
+MIXED = [1 * KIB] * 70 + [16 * KIB] * 50 + [128 * KIB] * 45 + [1 * MIB] * 32 + [8 * MIB] * 3
+
+
+def size_of(producer: int, seq: int, sizes: str) -> int:
+    if sizes == "mixed":
+        return MIXED[(seq * 37 + producer * 11) % len(MIXED)]
+    return int(sizes)
+
+
+def filler(producer: int, seq: int) -> int:
+    return (producer * 131 + seq * 7) % 251
+
+
+def make(producer: int, seq: int, size: int) -> bytes:
+    head = HEADER.pack(producer, seq, size)
+    return head + bytes([filler(producer, seq)]) * (size - HEADER.size)
+
+
+def check(data: bytes) -> tuple[int, int, int]:
+    """(producer, seq, size) of a message, or ValueError if it is damaged."""
+    if len(data) < HEADER.size:
+        raise ValueError(f"short message ({len(data)} bytes)")
+    producer, seq, size = HEADER.unpack_from(data)
+    want = filler(producer, seq)
+    if size != len(data) or data[HEADER.size] != want or data[-1] != want:
+        raise ValueError(f"damaged message p={producer} seq={seq} len={len(data)} size={size}")
+    return producer, seq, size
+
+
+def produce(args: argparse.Namespace) -> None:
+    if args.proto == "zmq":
+        import zmq
+
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, 4)
+        sock.connect(args.url)
+        for seq in range(args.count):
+            sock.send(make(args.id, seq, size_of(args.id, seq, args.sizes)), copy=False)
+            if seq % 50 == 49:
+                print(f"sent {seq + 1}", flush=True)
+            if args.delay:
+                time.sleep(args.delay)
+        sock.close(linger=-1)  # libzmq flushes everything queued before the context ends
+        ctx.term()
+    else:
+        from nngstream.nngio import NngOutlet, new_message
+
+        out = NngOutlet(args.url, dial=True, dial_timeout=20.0, on_change=lambda: None)
+        for seq in range(args.count):
+            data = make(args.id, seq, size_of(args.id, seq, args.sizes))
+            msg, view = new_message(len(data))
+            view[:] = data
+            del view
+            while not out.send(msg):
+                pass
+            if seq % 50 == 49:
+                print(f"sent {seq + 1}", flush=True)
+            if args.delay:
+                time.sleep(args.delay)
+        out.finish(args.count, 5.0, threading.Event(), lambda: None)
+        out.close()
+    print(f"done {args.count}", flush=True)
+
+
+def consume(args: argparse.Namespace) -> None:
+    received: list[tuple[int, int]] = []
+    nbytes = 0
+    eos = None
+    if args.proto == "zmq":
+        import zmq
+
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, 4)
+        sock.connect(args.url)
+        while True:
+            data = sock.recv()
+            if not data:
+                eos = "empty-frame"
+                break
+            p, s, n = check(data)
+            received.append((p, s))
+            nbytes += n
+            print(f"got {len(received)}", flush=True)
+            if args.delay:
+                time.sleep(args.delay)
+        sock.close(linger=0)
+        ctx.term()
+    else:
+        import pynng
+
+        live: set[int] = set()
+        seen = threading.Event()
+
+        def added(pipe: pynng.Pipe) -> None:
+            live.add(pipe.id)
+            seen.set()
+
+        sock = pynng.Pull0(recv_max_size=0, recv_timeout=200, recv_buffer_size=1)
+        sock.add_post_pipe_connect_cb(added)
+        sock.add_post_pipe_remove_cb(lambda pipe: live.discard(pipe.id))
+        sock.dial(args.url, block=False)
+        while True:
+            gone = seen.is_set() and not live
+            try:
+                data = sock.recv()
+            except pynng.Timeout:
+                if gone:
+                    eos = "disconnect"
+                    break
+                continue
+            p, s, n = check(data)
+            received.append((p, s))
+            nbytes += n
+            print(f"got {len(received)}", flush=True)
+            if args.delay:
+                time.sleep(args.delay)
+        sock.close()
+    with open(args.out, "w") as f:
+        json.dump({"received": received, "bytes": nbytes, "eos": eos}, f)
+    print("eos", eos, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("url")
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--sizes", default="mixed")
+    p.add_argument("--proto", default="nng")
+    p.add_argument("--delay", type=float, default=0.0)
+    c = sub.add_parser("consume")
+    c.add_argument("url")
+    c.add_argument("--out", required=True)
+    c.add_argument("--proto", default="nng")
+    c.add_argument("--delay", type=float, default=0.0)
+    args = ap.parse_args()
+    produce(args) if args.cmd == "produce" else consume(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

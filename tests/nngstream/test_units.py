@@ -1,0 +1,257 @@
+"""Pure logic: sizes, the bounded FIFO, the lifecycle, settings and signatures."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from nngstream.callback import sign, verify
+from nngstream.fifo import BoundedFifo, WhenFull
+from nngstream.lifecycle import Event, Observation, State, next_event, transition
+from nngstream.models import BufferSettings, Metrics
+from nngstream.sizes import format_size, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "nbytes"),
+    [
+        ("4096", 4096),
+        ("1B", 1),
+        ("64MiB", 64 * 2**20),
+        ("64mib", 64 * 2**20),
+        ("8M", 8 * 2**20),
+        ("1.5G", 3 * 2**29),
+        ("2GB", 2_000_000_000),
+        ("10 KiB", 10240),
+        ("1k", 1024),
+        ("1kB", 1000),
+        ("1TiB", 2**40),
+        (".5K", 512),
+        (7, 7),
+    ],
+)
+def test_parse_size(text, nbytes):
+    assert parse_size(text) == nbytes
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "expected a number"),
+        ("lots", "expected a number"),
+        ("-5M", "expected a number"),
+        ("12XB", "unknown unit"),
+        ("1.5B", "whole number"),
+        ("0", "at least 1 byte"),
+        ("0.4", "whole number"),
+        ("5 M B", "expected a number"),
+        ("1e6", "expected a number"),
+        (0, "at least 1 byte"),
+        (True, "invalid size"),
+    ],
+)
+def test_parse_size_rejects(text, why):
+    with pytest.raises(ValueError, match=why):
+        parse_size(text)
+
+
+def test_format_size():
+    assert format_size(512) == "512 B"
+    assert format_size(1536) == "1.5 KiB"
+    assert format_size(3 * 2**30) == "3 GiB"
+
+
+def test_fifo_is_fifo_and_tracks_bytes():
+    f: BoundedFifo[str] = BoundedFifo(100, 10, WhenFull.BLOCK)
+    for i, size in enumerate((10, 20, 30)):
+        assert f.fits(size)
+        assert f.put(f"m{i}", size) == []
+    assert (len(f), f.nbytes) == (3, 60)
+    assert f.pop() == ("m0", 10)
+    assert (len(f), f.nbytes) == (2, 50)
+    assert f.clear() == ["m1", "m2"]
+    assert (len(f), f.nbytes, f.dropped) == (0, 0, 0)
+    with pytest.raises(IndexError):
+        f.pop()
+
+
+def test_fifo_block_refuses_instead_of_overflowing():
+    f: BoundedFifo[str] = BoundedFifo(100, 3, WhenFull.BLOCK)
+    f.put("a", 60)
+    assert not f.fits(41)
+    assert f.fits(40)
+    with pytest.raises(ValueError, match="wait until fits"):
+        f.put("b", 41)
+    f.put("b", 40)
+    assert not f.fits(0) or len(f) < 3
+    f.put("c", 0)
+    assert not f.fits(0)  # message bound reached
+    assert f.nbytes == 100 and f.dropped == 0
+
+
+def test_fifo_admits_one_oversized_message_when_empty():
+    f: BoundedFifo[str] = BoundedFifo(10, 5, WhenFull.BLOCK)
+    assert f.fits(1000)
+    f.put("big", 1000)
+    assert not f.fits(1)
+    assert f.pop() == ("big", 1000)
+
+
+def test_fifo_drop_newest_counts():
+    f: BoundedFifo[int] = BoundedFifo(1000, 2, WhenFull.DROP_NEWEST)
+    assert f.put(1, 10) == [] and f.put(2, 10) == []
+    assert f.put(3, 10) == [3]
+    assert f.put(4, 30) == [4]
+    assert (f.dropped, f.dropped_bytes) == (2, 40)
+    assert [f.pop()[0], f.pop()[0]] == [1, 2]
+
+
+def test_fifo_drop_oldest_evicts_until_it_fits():
+    f: BoundedFifo[int] = BoundedFifo(100, 10, WhenFull.DROP_OLDEST)
+    for i in range(5):
+        f.put(i, 20)
+    assert f.put(5, 50) == [0, 1, 2]
+    assert (f.dropped, f.dropped_bytes, f.nbytes, len(f)) == (3, 60, 90, 3)
+    assert [f.pop()[0] for _ in range(3)] == [3, 4, 5]
+    f2: BoundedFifo[int] = BoundedFifo(100, 2, WhenFull.DROP_OLDEST)
+    for i in range(5):
+        f2.put(i, 1)
+    assert (f2.dropped, [f2.pop()[0], f2.pop()[0]]) == (3, [3, 4])
+
+
+def test_fifo_rejects_bad_bounds():
+    with pytest.raises(ValueError):
+        BoundedFifo(0, 1, WhenFull.BLOCK)
+    with pytest.raises(ValueError):
+        BoundedFifo(1, 0, "block")
+    with pytest.raises(ValueError):
+        BoundedFifo(1, 1, "sometimes")  # type: ignore[arg-type]
+
+
+def test_transitions():
+    W, S, D = State.WAITING, State.STREAMING, State.DRAINING
+    assert transition(W, Event.PRODUCER_JOINED) is S
+    assert transition(W, Event.STOP) is D
+    assert transition(W, Event.IDLE_TIMEOUT) is State.FAILED
+    assert transition(W, Event.PRODUCERS_GONE) is W
+    assert transition(W, Event.DRAINED) is W
+    assert transition(S, Event.PRODUCERS_GONE) is D
+    assert transition(S, Event.STOP) is D
+    assert transition(S, Event.IDLE_TIMEOUT) is S  # streaming never times out
+    assert transition(S, Event.DRAINED) is S
+    assert transition(D, Event.DRAINED) is State.DONE
+    assert transition(D, Event.PRODUCER_JOINED) is D  # no new producers once draining
+    assert transition(D, Event.IDLE_TIMEOUT) is State.FAILED
+    for s in (W, S, D):
+        assert transition(s, Event.ABORT) is State.FAILED
+        assert transition(s, Event.ERROR) is State.FAILED
+    for final in (State.DONE, State.FAILED):
+        for e in Event:
+            assert transition(final, e) is final
+
+
+def _obs(**kw) -> Observation:
+    base = dict(
+        producers=0,
+        producer_seen=False,
+        stop_requested=False,
+        abort_requested=False,
+        output_finished=False,
+        idle_for=0.0,
+        idle_timeout=None,
+    )
+    base.update(kw)
+    return Observation(**base)
+
+
+def test_next_event():
+    W, S, D = State.WAITING, State.STREAMING, State.DRAINING
+    assert next_event(W, _obs()) is None
+    assert next_event(W, _obs(idle_for=99.0)) is None  # no timeout configured
+    assert next_event(W, _obs(idle_for=2.0, idle_timeout=2.0)) is Event.IDLE_TIMEOUT
+    assert next_event(W, _obs(producers=1)) is Event.PRODUCER_JOINED
+    # joined and left between two looks: still a join, then the end
+    assert next_event(W, _obs(producer_seen=True)) is Event.PRODUCER_JOINED
+    assert next_event(S, _obs(producers=2, producer_seen=True)) is None
+    assert next_event(S, _obs(producers=0, producer_seen=True)) is Event.PRODUCERS_GONE
+    assert next_event(S, _obs(producers=1, stop_requested=True)) is Event.STOP
+    assert next_event(S, _obs(idle_for=1e9, idle_timeout=1.0, producers=1)) is None
+    assert next_event(D, _obs()) is None
+    assert next_event(D, _obs(output_finished=True)) is Event.DRAINED
+    assert next_event(D, _obs(idle_for=3.0, idle_timeout=2.0)) is Event.IDLE_TIMEOUT
+    assert next_event(S, _obs(abort_requested=True, stop_requested=True)) is Event.ABORT
+    assert next_event(D, _obs(error=True, output_finished=True)) is Event.ERROR
+    assert next_event(State.DONE, _obs(abort_requested=True)) is None
+
+
+def _settings(**kw) -> BufferSettings:
+    return BufferSettings(
+        **{"in_url": "tcp://127.0.0.1:5000", "out_url": "tcp://127.0.0.1:5001", **kw}
+    )
+
+
+def test_settings_defaults_and_sizes():
+    s = _settings(max_bytes="16MiB")
+    assert (s.in_proto, s.out_proto, s.when_full, s.dial_in, s.dial_out) == (
+        "nng", "nng", WhenFull.BLOCK, False, False
+    )  # fmt: skip
+    assert s.max_bytes == 16 * 2**20
+    assert _settings(in_url="ipc:///tmp/x.sock", out_proto="zmq").out_proto == "zmq"
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [
+        ({"in_url": "http://127.0.0.1:5000"}, "invalid nng address"),
+        ({"in_url": "tcp://127.0.0.1"}, "HOST:PORT"),
+        ({"in_url": "tcp://127.0.0.1:99999"}, "HOST:PORT"),
+        ({"out_url": "tcp://:5001"}, "HOST:PORT"),
+        ({"out_url": "tcp://h:1/x"}, "no path"),
+        ({"out_url": "ipc://"}, "needs a path"),
+        ({"out_url": "127.0.0.1:5001"}, "invalid nng address"),
+        ({"in_url": "tcp4://127.0.0.1:5000", "in_proto": "zmq"}, "invalid zmq address"),
+        ({"in_proto": "mqtt"}, "in_proto"),
+        ({"max_bytes": "lots"}, "invalid size"),
+        ({"max_bytes": 0}, "at least 1 byte"),
+        ({"max_messages": 0}, "greater than or equal to 1"),
+        ({"metrics_interval": 0}, "greater than 0"),
+        ({"idle_timeout": -1}, "greater than 0"),
+        ({"when_full": "sometimes"}, "when_full"),
+        ({"callback": "http://127.0.0.1:9/cb"}, "needs cb_secret"),
+        ({"callback": "ftp://x/cb", "cb_secret": "s"}, "invalid callback URL"),
+        ({"cb_secret": "s"}, "without a callback"),
+        ({"certified_config": "/tmp"}, "only used for the callback"),
+        ({"out_url": "tcp://127.0.0.1:5000"}, "same address"),
+        ({"surprise": 1}, "Extra inputs"),
+    ],
+)
+def test_settings_reject(kw, why):
+    with pytest.raises(ValidationError, match=why):
+        _settings(**kw)
+
+
+def test_signature_roundtrip():
+    body = b'{"state":"done"}'
+    header = sign(body, "s3cret")
+    assert header.startswith("sha256=") and len(header) == 7 + 64
+    assert verify(body, "s3cret", header)
+    assert not verify(body + b" ", "s3cret", header)
+    assert not verify(body, "other", header)
+    assert not verify(body, "s3cret", None)
+    # the value psik and the API compute: HMAC-SHA256(secret, raw body), hex
+    import hashlib
+    import hmac
+
+    assert header == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+
+
+def test_metrics_model_is_strict():
+    fields = dict(
+        time=1.0, state="streaming", producers=1, consumers=2, recvd=3, sent=2, dropped=0,
+        buffered=1, buffered_bytes=10, bytes_in=30, bytes_out=20, rate_in=1.0, rate_out=2.0,
+    )  # fmt: skip
+    assert Metrics(**fields).state is State.STREAMING
+    with pytest.raises(ValidationError):
+        Metrics(**fields, extra=1)
+    with pytest.raises(ValidationError):
+        Metrics(**{**fields, "state": "sleeping"})
