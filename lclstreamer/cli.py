@@ -146,11 +146,17 @@ def _stream(config: Path, max_events: int | None, progress: bool) -> None:
 
 
 @app.command()
-def schema(indent: int = typer.Option(2, help="JSON indentation.")) -> None:
+def schema(
+    indent: int = typer.Option(2, help="JSON indentation."),
+    without_handlers: bool = typer.Option(
+        False, "--without-handlers", help="Schema of a transfer request (no data_handlers)."
+    ),
+) -> None:
     """Print the JSON schema of a configuration file."""
-    from .models import json_schema
+    from .models import PipelineConfig, json_schema
 
-    typer.echo(json.dumps(json_schema(), indent=indent))
+    doc = PipelineConfig.model_json_schema() if without_handlers else json_schema()
+    typer.echo(json.dumps(doc, indent=indent))
 
 
 def main() -> None:

@@ -10,7 +10,17 @@ from typing import Any
 
 from .errors import DataError
 from .models import LclstreamerConfig
-from .protocols import DataHandler, DataSource, Event, EventSource, RawEvent, StreamContext
+from .protocols import (
+    Batch,
+    DataHandler,
+    DataSource,
+    Event,
+    EventSource,
+    ProcessingPipeline,
+    RawEvent,
+    Serializer,
+    StreamContext,
+)
 from .registry import build
 from .stats import RankStats
 
@@ -52,8 +62,8 @@ class Engine:
     ctx: StreamContext
     source: EventSource
     sources: dict[str, DataSource]
-    pipeline: Any
-    serializer: Any
+    pipeline: ProcessingPipeline
+    serializer: Serializer
     handlers: list[DataHandler]
     _stack: ExitStack = field(default_factory=ExitStack)
 
@@ -109,11 +119,13 @@ class Engine:
         self._stack.__exit__(None, None, None)
 
 
-def _with_batches(batches: Iterator[Any], serializer: Any) -> Iterator[tuple[Any, Any]]:
+def _with_batches(
+    batches: Iterator[Batch], serializer: Serializer
+) -> Iterator[tuple[Batch, memoryview | bytes]]:
     """Pair each message with the batch it came from (serializers yield one per batch)."""
-    current: list[Any] = []
+    current: list[Batch] = []
 
-    def remember() -> Iterator[Any]:
+    def remember() -> Iterator[Batch]:
         for batch in batches:
             current[:] = [batch]
             yield batch

@@ -285,3 +285,20 @@ def test_hdf5_source_partitions_across_files_and_marks_missing_datasets(tmp_path
     assert sorted(i for i, energy in seen.items() if energy is None) == [5, 6, 7, 8]
     with pytest.raises(SourceError, match="no file has dataset /nope"):
         HDF5Source(cfg.model_copy(update={"datasets": {"x": "/nope"}}), StreamContext(0, 1, ""))
+
+
+def test_schema_command():
+    import json
+
+    from .helpers import run_cli
+
+    full = run_cli(["schema"])
+    request = run_cli(["schema", "--without-handlers"])
+    assert full.code == 0 and request.code == 0
+    assert "data_handlers" in json.loads(full.stdout)["required"]
+    assert "data_handlers" not in json.loads(request.stdout)["properties"]
+    assert json.loads(request.stdout)["required"] == [
+        "event_source",
+        "data_sources",
+        "data_serializer",
+    ]
