@@ -34,7 +34,7 @@ from tests.support.servers import start_certified_server  # noqa: E402
 
 
 def rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:8.1f}/s ({count} in {seconds:.2f} s)"
+    return f"{count / seconds:8.1f}/s  ({count} in {seconds:.2f} s)"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -50,24 +50,29 @@ def summary(values: list[float]) -> str:
     )
 
 
-def bench_create(root: Path, n: int) -> None:
-    base = root / "baseline"
-    base.mkdir()
-    t0 = time.perf_counter()
-    for i in range(n):
-        d = base / str(i)
-        d.mkdir()
-        for name in ("spec.json", "status.csv", "config.json"):
-            (d / name).write_text("{}\n")
-    bare = time.perf_counter() - t0
+def bench_create(root: Path, n: int, rounds: int = 5) -> None:
+    """Alternate rounds of baseline and psik so both see the same machine load."""
     psik = Psik(Config(prefix=root / "create"))
     spec = JobSpec(script="true")
-    t0 = time.perf_counter()
-    for _ in range(n):
-        psik.create(spec)
-    made = time.perf_counter() - t0
-    print(f"create job folders       {rate(n, made)}")
-    print(f"  baseline mkdir+3 files {rate(n, bare)}   ratio {made / bare:.1f}x")
+    per = max(1, n // rounds)
+    bare_rates, psik_rates = [], []
+    for r in range(rounds):
+        base = root / "baseline" / str(r)
+        base.mkdir(parents=True)
+        t0 = time.perf_counter()
+        for i in range(per):
+            d = base / str(i)
+            d.mkdir()
+            for name in ("spec.json", "status.csv", "config.json"):
+                (d / name).write_text("{}\n")
+        bare_rates.append(per / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for _ in range(per):
+            psik.create(spec)
+        psik_rates.append(per / (time.perf_counter() - t0))
+    made, bare = statistics.median(psik_rates), statistics.median(bare_rates)
+    print(f"create job folders       {made:8.1f}/s  median of {rounds} rounds of {per}")
+    print(f"  baseline mkdir+3 files {bare:8.1f}/s  (psik takes {bare / made:.1f}x the time)")
 
 
 def wait_for(path: Path, jobid: str, state: str, timeout: float = 120) -> float:
