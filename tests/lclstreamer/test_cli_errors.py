@@ -110,3 +110,22 @@ def test_incomplete_event_without_skip_is_an_error(tmp_path):
     _assert_clean_failure(
         res, 1, "event 3 has no value for data source 'frames'", "skip_incomplete_events: true"
     )
+
+
+def test_setup_failure_on_one_rank_is_reported_once_and_ends_the_job(tmp_path, free_port):
+    """Both ranks try to listen on one address: rank 1 cannot; rank 0 reports it, naming
+    the rank, and both exit."""
+    cfg = synthetic_config(tmp_path / "out")
+    url = f"tcp://127.0.0.1:{free_port()}"
+    cfg["data_handlers"] = [{"type": "nng_push", "urls": [url], "mode": "listen"}]
+    res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg))], ranks=2)
+    err = _assert_clean_failure(res, 1, f"nng_push: cannot listen {url}")
+    assert re.search(r"\(rank [01]\)$", err.strip().splitlines()[0]), err
+
+
+def test_no_consumer_within_send_timeout(tmp_path, free_port):
+    cfg = synthetic_config(tmp_path / "out")
+    url = f"tcp://127.0.0.1:{free_port()}"
+    cfg["data_handlers"] = [{"type": "nng_push", "urls": [url], "send_timeout": 0.5}]
+    res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg)), "--no-progress"])
+    _assert_clean_failure(res, 1, f"nng_push: no peer took a message within 0.5 s ({url})")
