@@ -24,7 +24,7 @@ from .errors import IllegalTransition, PsikError
 from .jobdir import JobDir
 from .jobs import announce
 from .models import JobSpec, JobState
-from .procs import group_alive, signal_group
+from .procs import group_alive, session_members, signal_group
 
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -60,6 +60,7 @@ class _Runner:
         self.jobndx = jobndx
         self.grace = grace
         self.reason: str | None = None  # "signal N" or "overrun"
+        self.exit_reason: str | None = None  # `reason` as it was when the script ended
         self.term_at: float | None = None
         self.pgid: int | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -118,6 +119,7 @@ class _Runner:
                     pass
             except BlockingIOError:
                 pass
+        self.exit_reason = self.reason  # a signal after this does not change the outcome
         self._sweep(proc.pid)
         return rc
 
@@ -132,8 +134,6 @@ class _Runner:
             self.job.note(f"run {self.jobndx}: stopped processes left in group {pgid}")
         if os.getsid(0) == os.getpid():
             me = os.getpid()
-            from .procs import session_members
-
             for pid in session_members(me):
                 if pid != me:
                     with contextlib.suppress(ProcessLookupError):
@@ -191,7 +191,7 @@ def run_job(base: Path, jobndx: int, gate: int | None = None) -> int:
             job.note(f"run {jobndx}: cannot start script: {exc}")
             state, info, rc = JobState.failed, f"cannot start script: {exc.strerror}", 127
         else:
-            state, info = _outcome(runner.reason, rc, spec.resources.duration)
+            state, info = _outcome(runner.exit_reason, rc, spec.resources.duration)
     # Refused when e.g. `psik cancel` already recorded `canceled` (noted in log/console).
     with contextlib.suppress(IllegalTransition):
         announce(job, jobndx, state, info, config)

@@ -110,3 +110,22 @@ def test_rendered_script_is_accepted_by_sbatch(slurm_cluster, tmp_path):
     assert 'Comment=beam time "A" run 355' in show
     assert "NumTasks=2" in show and "Partition=debug" in show and "Nice=10" in show
     assert "TimeLimit=00:01:00" in show and "JobName=render-check" in show
+
+
+def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_config, receiver):
+    spec = {
+        "script": "echo never",
+        "attributes": {"begin": "now+3600"},  # stays PENDING for an hour
+        "callback": receiver.url,
+        "cb_secret": receiver.secret,
+    }
+    jobid, store = submit(tmp_path, psik_config, spec)
+    job = store.get(jobid)
+    native = job.current().info.split(":")[1]
+    assert job.current().state.value == "queued" and slurm_state(native) == "PENDING"
+    out = psik_cli("cancel", jobid, config=psik_config)
+    assert out.returncode == 0, out.stderr
+    assert [r["state"] for r in receiver.wait_for(jobid, "canceled")] == ["queued", "canceled"]
+    assert states(job) == [(1, "new"), (1, "queued"), (1, "canceled")]
+    wait_until(lambda: slurm_state(native) in ("CANCELLED", "gone"), 30, "SLURM to cancel")
+    assert not job.log_path("stdout", 1).exists()
