@@ -45,7 +45,6 @@ class Buffer:
         self._cond = threading.Condition()
         self._rx_waiting = False  # receiver waits for room
         self._tx_waiting = False  # sender waits for data
-        self._in_hand = 0  # bytes of the message the sender is trying to hand over (0: none)
         self.counters = Counters()
         self._wake = threading.Event()
         self._abort = threading.Event()
@@ -112,8 +111,7 @@ class Buffer:
 
     def metrics(self) -> Metrics:
         with self._cond:
-            buffered = len(self._fifo) + (1 if self._in_hand else 0)
-            nbytes = self._fifo.nbytes + self._in_hand
+            buffered, nbytes = self._fifo.held, self._fifo.nbytes
         return snapshot(
             self._state,
             self._inlet.peers if self._inlet else 0,
@@ -238,8 +236,14 @@ class Buffer:
         assert outlet is not None
         fifo, cond, c, abort = self._fifo, self._cond, self.counters, self._abort
         send = outlet.send
+        size = 0  # bytes of the message sent last, released at the next lock
         while True:
             with cond:
+                if size:
+                    fifo.release(size)
+                    size = 0
+                    if self._rx_waiting:
+                        cond.notify_all()
                 while not fifo and not self._input_closed and not abort.is_set():
                     self._tx_waiting = True
                     cond.wait(0.1)
@@ -247,15 +251,13 @@ class Buffer:
                 if abort.is_set() or not fifo:
                     break
                 item, size = fifo.pop()
-                self._in_hand = size
-                if self._rx_waiting:
-                    cond.notify_all()
             while not send(item):
                 if abort.is_set():
                     outlet.discard(item)
-                    self._in_hand = 0
+                    with cond:
+                        fifo.release(size)
+                    self.undelivered += 1
                     return
-            self._in_hand = 0
             c.sent += 1
             c.bytes_out += size
             self._last_progress = time.monotonic()
@@ -343,6 +345,7 @@ class Buffer:
             self.undelivered = len(leftover) + self.undelivered
             for item in leftover:
                 self._outlet.discard(item)  # type: ignore[union-attr]
+            log.warning("ended in state failed; %d message(s) discarded", self.undelivered)
         # ZMQ can only flush on close: wait for queued frames to leave when the stream
         # completed (bounded by the idle timeout if there is one), else drop them.
         linger = (self.settings.idle_timeout or -1.0) if done else 0.0

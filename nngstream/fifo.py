@@ -18,8 +18,12 @@ class WhenFull(StrEnum):
 
 
 class BoundedFifo(Generic[T]):
-    """Messages with their sizes, oldest first; never above the bounds except for one
-    message that is larger than `max_bytes` on its own (it is admitted into an empty FIFO).
+    """Messages with their sizes, oldest first, bounded in messages and bytes.
+
+    A message taken by `pop()` still counts against the bounds until `release()`d (it
+    is in memory until the consumer side has it). The bounds hold at all times except
+    for a single message admitted when nothing else is held, however large, and, with
+    drop-oldest, one arrival while only the taken message remains.
 
     Not thread-safe: the engine serialises access.
     """
@@ -31,18 +35,25 @@ class BoundedFifo(Generic[T]):
         self.max_messages = max_messages
         self.when_full = WhenFull(when_full)
         self._items: deque[tuple[T, int]] = deque()
-        self.nbytes = 0
+        self.nbytes = 0  # bytes held: waiting plus taken
+        self.taken = 0  # messages popped and not yet released
         self.dropped = 0
         self.dropped_bytes = 0
 
     def __len__(self) -> int:
+        """Messages waiting to be popped."""
         return len(self._items)
 
+    @property
+    def held(self) -> int:
+        """Messages held: waiting plus taken."""
+        return len(self._items) + self.taken
+
     def fits(self, size: int) -> bool:
-        """Whether a message of `size` bytes can be appended without breaking a bound."""
-        if not self._items:
+        """Whether a message of `size` bytes can be added without breaking a bound."""
+        if not self._items and not self.taken:
             return True
-        return len(self._items) < self.max_messages and self.nbytes + size <= self.max_bytes
+        return self.held < self.max_messages and self.nbytes + size <= self.max_bytes
 
     def put(self, item: T, size: int) -> list[T]:
         """Append `item` and return the messages dropped to respect the bounds.
@@ -50,37 +61,47 @@ class BoundedFifo(Generic[T]):
         With `block`, the caller must have waited until `fits(size)`; a message that
         does not fit is refused with ValueError rather than silently exceeding the bound.
         """
-        if self.fits(size):
-            self._items.append((item, size))
-            self.nbytes += size
-            return []
-        if self.when_full is WhenFull.DROP_NEWEST:
-            self._count_drop(size)
-            return [item]
-        if self.when_full is WhenFull.DROP_OLDEST:
+        if not self.fits(size):
+            if self.when_full is WhenFull.BLOCK:
+                raise ValueError("FIFO full: with when_full=block wait until fits(size) is true")
+            if self.when_full is WhenFull.DROP_NEWEST:
+                self._count_drop(size)
+                return [item]
             evicted: list[T] = []
-            while not self.fits(size):
+            while self._items and not self.fits(size):
                 old, old_size = self._items.popleft()
                 self.nbytes -= old_size
                 self._count_drop(old_size)
                 evicted.append(old)
-            self._items.append((item, size))
-            self.nbytes += size
+            self._append(item, size)
             return evicted
-        raise ValueError("FIFO full: with when_full=block wait until fits(size) is true")
+        self._append(item, size)
+        return []
 
     def pop(self) -> tuple[T, int]:
-        """Remove and return the oldest message and its size (IndexError when empty)."""
+        """Take the oldest message and its size (IndexError when none waits); it still
+        counts as held until `release(size)`."""
         item, size = self._items.popleft()
-        self.nbytes -= size
+        self.taken += 1
         return item, size
 
+    def release(self, size: int) -> None:
+        """A taken message of `size` bytes has left the buffer."""
+        if self.taken < 1:
+            raise ValueError("release() without a matching pop()")
+        self.taken -= 1
+        self.nbytes -= size
+
     def clear(self) -> list[T]:
-        """Remove everything (not counted as dropped) and return it, oldest first."""
+        """Remove every waiting message (not counted as dropped) and return them."""
         items = [item for item, _ in self._items]
+        self.nbytes -= sum(size for _, size in self._items)
         self._items.clear()
-        self.nbytes = 0
         return items
+
+    def _append(self, item: T, size: int) -> None:
+        self._items.append((item, size))
+        self.nbytes += size
 
     def _count_drop(self, size: int) -> None:
         self.dropped += 1

@@ -66,13 +66,36 @@ def test_fifo_is_fifo_and_tracks_bytes():
     for i, size in enumerate((10, 20, 30)):
         assert f.fits(size)
         assert f.put(f"m{i}", size) == []
-    assert (len(f), f.nbytes) == (3, 60)
+    assert (len(f), f.held, f.nbytes) == (3, 3, 60)
     assert f.pop() == ("m0", 10)
-    assert (len(f), f.nbytes) == (2, 50)
+    # taken but not released: still held
+    assert (len(f), f.held, f.nbytes, f.taken) == (2, 3, 60, 1)
+    f.release(10)
+    assert (len(f), f.held, f.nbytes, f.taken) == (2, 2, 50, 0)
+    with pytest.raises(ValueError, match="without a matching pop"):
+        f.release(10)
     assert f.clear() == ["m1", "m2"]
     assert (len(f), f.nbytes, f.dropped) == (0, 0, 0)
     with pytest.raises(IndexError):
         f.pop()
+
+
+def test_fifo_taken_message_counts_against_the_bound():
+    f: BoundedFifo[str] = BoundedFifo(100, 2, WhenFull.BLOCK)
+    f.put("a", 80)
+    f.pop()
+    assert not f.fits(30)  # 80 bytes are still in memory
+    assert f.fits(20)
+    f.put("b", 20)
+    assert not f.fits(0)  # two messages held
+    f.release(80)
+    assert f.fits(30)
+    d: BoundedFifo[str] = BoundedFifo(100, 5, WhenFull.DROP_OLDEST)
+    d.put("a", 80)
+    d.pop()
+    d.put("b", 10)
+    assert d.put("c", 50) == ["b"]  # evicts what waits, never the taken one
+    assert (d.nbytes, d.dropped) == (130, 1)  # admitted: only the taken one remained
 
 
 def test_fifo_block_refuses_instead_of_overflowing():
