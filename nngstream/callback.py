@@ -41,7 +41,7 @@ class CallbackPoster:
         self.url = url
         self._secret = secret
         if certified_config is not None:
-            from certified import Certified
+            from certified.identity import Certified
 
             self._client = Certified(certified_config).client(timeout=timeout)
         else:

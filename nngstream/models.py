@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .fifo import WhenFull
 from .lifecycle import State
@@ -59,10 +66,10 @@ class BufferSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    in_url: str = Field(description="where producers connect (or, with dial_in, what to dial)")
-    out_url: str = Field(description="where consumers connect (or, with dial_out, what to dial)")
     in_proto: Proto = Proto.NNG
     out_proto: Proto = Proto.NNG
+    in_url: str = Field(description="where producers connect (or, with dial_in, what to dial)")
+    out_url: str = Field(description="where consumers connect (or, with dial_out, what to dial)")
     max_bytes: ByteSize = Field(default=1024**3, description="bound on buffered bytes")
     max_messages: int = Field(default=100_000, ge=1, description="bound on buffered messages")
     when_full: WhenFull = WhenFull.BLOCK
@@ -94,22 +101,26 @@ class BufferSettings(BaseModel):
             return parse_size(value)
         raise ValueError(f"invalid size {value!r}")
 
+    @field_validator("in_url", "out_url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        proto = info.data.get("in_proto" if info.field_name == "in_url" else "out_proto")
+        return check_url(value, proto) if proto is not None else value
+
     @model_validator(mode="after")
     def _check(self) -> BufferSettings:
-        check_url(self.in_url, self.in_proto)
-        check_url(self.out_url, self.out_proto)
         if self.callback is not None:
             parts = urlsplit(self.callback)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(
-                    f"invalid callback URL {self.callback!r}: expected http(s)://HOST/..."
+                    f"invalid callback URL {self.callback!r} (--callback): expected http(s)://HOST/..."
                 )
             if not self.cb_secret:
-                raise ValueError("a callback needs cb_secret (--cb-secret) to sign its body")
+                raise ValueError("callback (--callback) needs cb_secret (--cb-secret) to sign")
         elif self.cb_secret is not None:
-            raise ValueError("cb_secret given without a callback URL")
+            raise ValueError("cb_secret (--cb-secret) given without a callback (--callback)")
         if self.certified_config is not None and self.callback is None:
-            raise ValueError("certified_config is only used for the callback; give --callback")
+            raise ValueError("certified_config (--certified-config) is only used for --callback")
         if not self.dial_in and not self.dial_out and self.in_url == self.out_url:
             raise ValueError("IN and OUT cannot listen on the same address")
         return self

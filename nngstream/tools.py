@@ -74,6 +74,8 @@ def push(
     for f in files:
         if not f.is_file():
             raise NngstreamError(f"{f}: no such file")
+        if f.stat().st_size == 0:
+            raise NngstreamError(f"{f}: empty file (empty messages mark the end of a stream)")
     ctx = zmq.Context() if proto is Proto.ZMQ else None
     outlets: list[NngOutlet | ZmqOutlet] = []
     report = Report()

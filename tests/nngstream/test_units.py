@@ -243,7 +243,7 @@ def test_settings_defaults_and_sizes():
         ({"callback": "http://127.0.0.1:9/cb"}, "needs cb_secret"),
         ({"callback": "ftp://x/cb", "cb_secret": "s"}, "invalid callback URL"),
         ({"cb_secret": "s"}, "without a callback"),
-        ({"certified_config": "/tmp"}, "only used for the callback"),
+        ({"certified_config": "/tmp"}, "only used for --callback"),
         ({"out_url": "tcp://127.0.0.1:5000"}, "same address"),
         ({"surprise": 1}, "Extra inputs"),
     ],
