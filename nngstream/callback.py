@@ -16,6 +16,7 @@ log = logging.getLogger("nngstream.callback")
 
 SIGNATURE_HEADER = "x-hub-signature-256"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # after attempts 1..4; attempt 5 is the last
+MAX_PENDING = 100
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -54,6 +55,13 @@ class CallbackPoster:
         self._thread.start()
 
     def post(self, body: bytes) -> None:
+        """Queue `body`; beyond MAX_PENDING waiting bodies the oldest is dropped."""
+        while self._queue.qsize() >= MAX_PENDING:
+            try:
+                self._queue.get_nowait()
+                log.warning("callback to %s is behind: dropped the oldest pending body", self.url)
+            except queue.Empty:
+                break
         self._queue.put(body)
 
     def close(self, timeout: float = 10.0) -> None:

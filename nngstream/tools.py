@@ -68,6 +68,7 @@ def push(
 ) -> Report:
     """Send every file as one message to `url` over `dial` connections (files dealt to
     them in turn, each connection keeps its files' order); returns once all are written."""
+    proto = Proto(proto)
     check_url(url, proto)
     if dial < 1:
         raise NngstreamError("--dial must be at least 1")
@@ -97,8 +98,8 @@ def push(
                     report.messages += 1
                     report.bytes += size
             outlet.finish(sent, linger, abort, lambda: None)
-        except NngstreamError as exc:
-            errors.append(str(exc))
+        except Exception as exc:
+            errors.append(str(exc) if isinstance(exc, NngstreamError) else repr(exc))
             abort.set()
 
     t0 = time.monotonic()
@@ -140,6 +141,7 @@ def pull(
 ) -> Report:
     """Receive from `url` until the end of the stream (NNG: the buffer disconnects;
     ZMQ: an empty frame), saving each message as OUT_DIR/NNNNNNNN.msg if asked."""
+    proto = Proto(proto)
     check_url(url, proto)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)

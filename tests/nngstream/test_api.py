@@ -1,0 +1,81 @@
+"""The in-process API: Buffer(settings) behaves like the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pynng
+import pytest
+
+from nngstream import Buffer, BufferSettings, NngstreamError, State
+from nngstream.tools import pull, push
+
+
+def settings(free_port, **kw) -> BufferSettings:
+    return BufferSettings(
+        in_url=f"tcp://127.0.0.1:{free_port()}",
+        out_url=f"tcp://127.0.0.1:{free_port()}",
+        metrics_interval=0.1,
+        **kw,
+    )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("proto", ["nng", "zmq"])
+def test_buffer_in_process(free_port, tmp_path, proto):
+    s = settings(free_port, in_proto=proto, out_proto=proto)
+    files = []
+    for i in range(20):
+        f = tmp_path / f"m{i:02d}.bin"
+        f.write_bytes(bytes([i]) * (1000 + i * 5000))
+        files.append(f)
+    out = io.StringIO()
+    with Buffer(s, out=out) as buf:
+        assert buf.state is State.WAITING
+        result = {}
+        t = threading.Thread(
+            target=lambda: result.setdefault("r", pull(s.out_url, proto, out_dir=tmp_path / "o"))
+        )
+        t.start()
+        sent = push(files, s.in_url, proto)
+        assert buf.wait(30) is State.DONE
+        t.join(30)
+    assert sent.messages == result["r"].messages == 20
+    got = sorted(p.read_bytes() for p in (tmp_path / "o").iterdir())
+    assert got == sorted(f.read_bytes() for f in files)
+    m = buf.metrics()
+    assert (m.state, m.recvd, m.sent, m.buffered, m.producers, m.consumers) == (
+        State.DONE, 20, 20, 0, 0, 0
+    )  # fmt: skip
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert lines[-1]["state"] == "done" and lines[-1]["bytes_out"] == sent.bytes
+
+
+@pytest.mark.timeout(30)
+def test_stop_and_abort(free_port):
+    buf = Buffer(settings(free_port), out=None).start()
+    buf.stop()
+    assert buf.wait(10) is State.DONE
+    s = settings(free_port)
+    buf = Buffer(s, out=None).start()
+    with pynng.Push0(dial=s.in_url) as p:
+        p.send(b"held")
+    buf.abort()
+    assert buf.wait(10) is State.FAILED
+    with pytest.raises(RuntimeError, match="starts once"):
+        buf.start()
+
+
+@pytest.mark.timeout(30)
+def test_start_reports_unusable_addresses(free_port):
+    s = settings(free_port)
+    with Buffer(s, out=None):
+        clash = BufferSettings(in_url=s.in_url, out_url=f"tcp://127.0.0.1:{free_port()}")
+        with pytest.raises(NngstreamError, match="cannot listen on IN address"):
+            Buffer(clash, out=None).start()
+    # the first buffer released its ports: they can be used again
+    again = Buffer(s, out=None).start()
+    again.stop()
+    assert again.wait(10) is State.DONE
