@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import yaml
@@ -252,3 +253,25 @@ def test_receiver_rejects_a_wrong_signature(tmp_path, pki, receiver):
     assert (bad.status_code, none.status_code, forged.status_code) == (401, 401, 401)
     assert good.status_code == 200
     assert len(receiver.received()) == 1
+
+
+def test_sigterm_to_the_wrapper_alone_is_forwarded_to_the_script_group(
+    tmp_path, psik_config, receiver
+):
+    """Whoever signals the wrapper (an OS shutdown, a scheduler) stops the whole job."""
+    script = "trap 'echo got-term; exit 143' TERM\necho ready\nsleep 300 &\nwait\n"
+    spec = {"script": script, "callback": receiver.url, "cb_secret": receiver.secret}
+    jobid, store = submit(tmp_path, psik_config, spec)
+    job = store.get(jobid)
+    stdout = job.log_path("stdout", 1)
+    wait_until(lambda: stdout.is_file() and "ready" in stdout.read_text(), 30, "script start")
+    wrapper = int(job.transitions()[1].info.split(":")[1])
+    os.kill(wrapper, signal.SIGTERM)  # the wrapper only, not its group
+    assert final_state(job, 30) == "canceled"
+    assert job.current().info == "signal 15"
+    assert "got-term" in stdout.read_text()  # the script's group got the forwarded SIGTERM
+    assert [r["state"] for r in receiver.wait_for(jobid, "canceled")] == [
+        "queued",
+        "active",
+        "canceled",
+    ]
