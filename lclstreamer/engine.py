@@ -97,7 +97,7 @@ class Engine:
         stop: Callable[[], bool] = lambda: False,
     ) -> RankStats:
         """Stream every event of this rank, then close the handlers (which flush)."""
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         with self._stack:
             events = extract(
                 self.source.events(), self.sources, self.cfg.skip_incomplete_events, stats, stop
@@ -112,6 +112,7 @@ class Engine:
                 stats.bytes += len(message)
                 on_batch(stats)
         stats.seconds = time.monotonic() - start
+        stats.cpu_seconds = time.process_time() - cpu
         return stats
 
     def close(self) -> None:

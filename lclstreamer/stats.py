@@ -17,10 +17,15 @@ class RankStats:
     batches: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def summarize(ranks: list[RankStats]) -> dict[str, Any]:
-    """The job summary: sums over ranks, wall time of the slowest rank, and rates."""
+    """The job summary: sums over ranks, wall time of the slowest rank, and rates.
+
+    `cpu_seconds` (CPU time of all ranks while streaming) shows, on a shared machine,
+    whether a rate is limited by the work itself or by the cores available.
+    """
     seconds = max((r.seconds for r in ranks), default=0.0)
     events = sum(r.events for r in ranks)
     nbytes = sum(r.bytes for r in ranks)
@@ -33,6 +38,7 @@ def summarize(ranks: list[RankStats]) -> dict[str, Any]:
         "events/s": round(events / seconds, 1) if seconds > 0 else 0.0,
         "MB/s": round(nbytes / 1e6 / seconds, 1) if seconds > 0 else 0.0,
         "ranks": len(ranks),
+        "cpu_seconds": round(sum(r.cpu_seconds for r in ranks), 3),
     }
 
 

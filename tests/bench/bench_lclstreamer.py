@@ -118,6 +118,7 @@ def _rate(result: float | dict) -> float:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]
     arrays = frames()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,20 +134,22 @@ def main() -> None:
     print(
         f"# {EVENTS} events of {SHAPE} float32 ({EVENT_MB:.2f} MB), batch {BATCH}, null handler,"
         f" best of {REPEATS} interleaved runs; {platform.machine()}, {os.cpu_count()} cores,"
+        f" load average before/after {load_before:.1f}/{os.getloadavg()[0]:.1f};"
         f" Python {platform.python_version()}, h5py {h5py.__version__}"
     )
     print(
         "| compression | baseline BytesIO ev/s | baseline MemoryFile ev/s | lclstreamer 1 rank"
         " ev/s (input MB/s, output MB/s) | 1 rank / baseline | lclstreamer 2 ranks ev/s |"
-        " 2 ranks / 1 rank |"
+        " 2 ranks / 1 rank | events per CPU-second, 1 rank / 2 ranks |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for compression, base, reuse, one, two in rows:
         e1, e2 = one["events/s"], two["events/s"]
+        c1, c2 = (r["events"] / r["cpu_seconds"] for r in (one, two))
         print(
             f"| {compression} | {base:.0f} | {reuse:.0f} | {e1:.0f} ({e1 * EVENT_MB:.0f},"
             f" {one['MB/s']:.0f}) | {e1 / base:.2f} (vs MemoryFile loop {e1 / reuse:.2f}) |"
-            f" {e2:.0f} | {e2 / e1:.2f} |"
+            f" {e2:.0f} | {e2 / e1:.2f} | {c1:.0f} / {c2:.0f} |"
         )
 
 

@@ -101,7 +101,7 @@ def test_gzip_shuffle_single_process_and_max_events(tmp_path):
     assert [int(i) for _, m in msgs for i in m["/entry_1/event_index"]] == list(range(13))
     assert [m["attrs"]["n_events"] for _, m in msgs] == [6, 6, 1]
     assert msgs[0][1]["filters"]["/entry_1/data_1/data"][1] == [SHUFFLE, GZIP]
-    assert res.summary() | {"seconds": 0, "events/s": 0, "MB/s": 0} == {
+    assert res.summary() | {"seconds": 0, "events/s": 0, "MB/s": 0, "cpu_seconds": 0} == {
         "events": 13,
         "skipped": 0,
         "batches": 3,
@@ -110,6 +110,7 @@ def test_gzip_shuffle_single_process_and_max_events(tmp_path):
         "events/s": 0,
         "MB/s": 0,
         "ranks": 1,
+        "cpu_seconds": 0,
     }
 
 

@@ -237,7 +237,7 @@ def test_synthetic_frames_do_not_depend_on_rank_count():
 
 
 def test_summary_and_missing_files(tmp_path):
-    s = summarize([RankStats(10, 1, 2, 4_000_000, 2.0), RankStats(6, 0, 1, 1_000_000, 1.0)])
+    s = summarize([RankStats(10, 1, 2, 4_000_000, 2.0, 1.5), RankStats(6, 0, 1, 1_000_000, 1.0)])
     assert s == {
         "events": 16,
         "skipped": 1,
@@ -247,6 +247,7 @@ def test_summary_and_missing_files(tmp_path):
         "events/s": 8.0,
         "MB/s": 2.5,
         "ranks": 2,
+        "cpu_seconds": 1.5,
     }
     with pytest.raises(SourceError, match="no file exists for"):
         expand_files(str(tmp_path / "a.h5"))
