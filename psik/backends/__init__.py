@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -52,7 +53,5 @@ def parse_native(info: str) -> tuple[str, str]:
 
 
 def wrapper_command(job: JobDir, jobndx: int) -> list[str]:
-    """The command that runs one job inside its allocation."""
-    import sys
-
+    """The command that runs one job inside its allocation (this interpreter's psik)."""
     return [sys.executable, "-m", "psik.wrapper", str(job.base), str(jobndx)]
