@@ -4,19 +4,13 @@ or print the configuration schema."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import threading
-import traceback
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from .config import load_config
-from .errors import ConfigError, LclstreamerError
-from .stats import Progress, RankStats, as_dict, summarize
+from .errors import ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -28,39 +22,6 @@ app = typer.Typer(
 def _fail(message: str, code: int) -> None:
     typer.echo(f"lclstreamer: error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def _collective_check(comm: Any, error: LclstreamerError | None) -> None:
-    """Every rank learns whether any rank failed; rank 0 reports, every rank exits."""
-    errors = comm.allgather(None if error is None else (type(error).__name__, str(error)))
-    failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
-    if not failed:
-        return
-    code = 2 if any(e[0] == "ConfigError" for _, e in failed) else 1
-    if comm.rank == 0:
-        texts = {e[1] for _, e in failed}
-        if len(texts) == 1:
-            who = (
-                ""
-                if len(failed) == comm.size
-                else f" (rank {', '.join(str(r) for r, _ in failed)})"
-            )
-            _report(texts.pop() + who)
-        else:
-            for rank, e in failed:
-                _report(f"rank {rank}: {e[1]}")
-    raise typer.Exit(code)
-
-
-def _unexpected(exc: BaseException) -> str:
-    """One line for an exception we did not anticipate (full traceback with LCLSTREAMER_DEBUG=1)."""
-    if os.environ.get("LCLSTREAMER_DEBUG") == "1":
-        traceback.print_exception(exc)
-    return f"unexpected {type(exc).__name__}: {exc}"
-
-
-def _report(message: str) -> None:
-    typer.echo(f"lclstreamer: error: {message}", err=True)
 
 
 @app.callback(invoke_without_command=True)
@@ -91,58 +52,9 @@ def run(
             f"{', '.join(h.type for h in cfg.data_handlers)})"
         )
         return
-    _stream(config, max_events, progress)
+    from .job import run_job
 
-
-def _stream(config: Path, max_events: int | None, progress: bool) -> None:
-    from .engine import Engine
-    from .mpi import world
-    from .protocols import StreamContext
-
-    comm = world()
-    cfg = engine = None
-    error: LclstreamerError | None = None
-    try:
-        cfg = load_config(config)
-        ctx = StreamContext(comm.rank, comm.size, cfg.source_identifier, max_events)
-        engine = Engine.open(cfg, ctx)
-    except LclstreamerError as exc:
-        error = exc
-    except Exception as exc:  # an unexpected failure must still reach the collective check
-        error = LclstreamerError(_unexpected(exc))
-    try:
-        _collective_check(comm, error)
-    except typer.Exit:
-        if engine is not None:
-            engine.close()
-        raise
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    bar = Progress(f"rank 0 of {comm.size}") if progress and comm.rank == 0 else None
-    stats = RankStats()
-    try:
-        engine.stream(stats, on_batch=bar.update if bar else lambda s: None, stop=stop.is_set)
-    except Exception as exc:
-        if bar:
-            bar.finish()
-        text = str(exc) if isinstance(exc, LclstreamerError) else _unexpected(exc)
-        _report(f"rank {comm.rank}: {text}" if comm.size > 1 else text)
-        if comm.size > 1:
-            comm.abort(1)
-        raise typer.Exit(1) from None
-    if bar:
-        bar.update(stats, force=True)
-        bar.finish()
-    everyone = comm.gather(as_dict(stats))
-    if comm.rank == 0 and everyone is not None:
-        summary = summarize([RankStats(**s) for s in everyone])
-        if stop.is_set():
-            summary["interrupted"] = True
-        typer.echo(json.dumps(summary))
-    if stop.is_set():
-        raise typer.Exit(130)
+    raise typer.Exit(run_job(config, max_events, progress))
 
 
 @app.command()

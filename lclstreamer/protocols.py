@@ -9,7 +9,7 @@ message.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -33,6 +33,8 @@ class StreamContext:
     size: int
     source_identifier: str
     max_events: int | None = None
+    stop: Callable[[], bool] = field(default=lambda: False, compare=False)
+    """True once the job was asked to stop (handlers give up waiting for peers)."""
 
 
 class RawEvent(Protocol):

@@ -29,6 +29,7 @@ class NNGPushHandler:
     def __init__(self, cfg: NNGConfig, ctx: StreamContext, suffix: str) -> None:
         self.cfg = cfg
         self.urls = chosen_urls(cfg.urls, cfg.distribute, ctx.rank)
+        self.stop = ctx.stop
         self.sock: Any = None
 
     def __enter__(self) -> NNGPushHandler:
@@ -57,6 +58,8 @@ class NNGPushHandler:
                 self.sock.send(data)
                 return
             except self._pynng.Timeout:
+                if self.stop():
+                    raise HandlerError("nng_push: stopped while waiting for a peer") from None
                 if deadline is not None and time.monotonic() > deadline:
                     raise HandlerError(
                         f"nng_push: no peer took a message within {limit} s"
@@ -107,6 +110,7 @@ class ZMQPushHandler:
     def __init__(self, cfg: ZMQConfig, ctx: StreamContext, suffix: str) -> None:
         self.cfg = cfg
         self.urls = chosen_urls(cfg.urls, cfg.distribute, ctx.rank)
+        self.stop = ctx.stop
         self.sock: Any = None
 
     def __enter__(self) -> ZMQPushHandler:
@@ -138,6 +142,8 @@ class ZMQPushHandler:
                 self.sock.send(message, copy=True)
                 return
             except self._zmq.Again:
+                if self.stop():
+                    raise HandlerError("zmq_push: stopped while waiting for a peer") from None
                 if deadline is not None and time.monotonic() > deadline:
                     raise HandlerError(
                         f"zmq_push: no peer took a message within {limit} s"

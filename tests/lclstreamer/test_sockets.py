@@ -5,6 +5,7 @@ process exits. Also ZeroMQ delivery, and an NNG dialer that reconnects to a rest
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 import time
 
@@ -137,3 +138,24 @@ def test_nng_dialer_waits_for_and_reconnects_to_a_restarted_peer(tmp_path, free_
     assert proc.wait(30) == 0, proc.stderr()
     assert [int(m["/entry_1/event_index"][0]) for m in got_first] == list(range(5))
     assert len(got_second) > 40  # at most the messages in flight at the restart are lost
+
+
+def test_sigterm_while_waiting_for_a_peer(tmp_path, free_port, spawn):
+    """A raw TCP listener that never speaks NNG: the producer connects and waits for a peer
+    forever; SIGTERM ends that wait with a clear message instead of hanging."""
+    import socket
+
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)) as server:
+        server.settimeout(30)
+        cfg = synthetic_config(tmp_path, n=10, shape=(8, 8))
+        cfg["data_handlers"] = [{"type": "nng_push", "urls": [f"tcp://127.0.0.1:{port}"]}]
+        path = write_config(tmp_path / "c.yaml", cfg)
+        proc = spawn([shutil.which("lclstreamer"), "-c", str(path), "--no-progress"])
+        conn, _ = server.accept()  # the handler is set up and dialing
+        with conn:
+            time.sleep(0.5)  # let the first send start waiting
+            proc.signal(signal.SIGTERM)
+            assert proc.wait(30) == 1, proc.stderr()
+    assert "nng_push: stopped while waiting for a peer" in proc.stderr()
+    assert "Traceback" not in proc.stderr()
