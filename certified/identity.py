@@ -125,13 +125,66 @@ class Certified:
         return url, None
 
     def client(self, base_url: str = "", **kwargs) -> httpx.Client:
-        """An httpx.Client speaking mTLS as this identity; nicknames resolved and pinned."""
+        """An httpx.Client speaking mTLS as this identity.
+
+        Nicknames are resolved and pinned both in `base_url` and in absolute request
+        URLs (`client.post("https://psik/jobs")`)."""
         url, pinned = self.resolve(base_url) if base_url else ("", None)
-        return httpx.Client(base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs)
+        if base_url:
+            return httpx.Client(
+                base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs
+            )
+        return httpx.Client(transport=_NicknameTransport(self), **kwargs)
 
     def async_client(self, base_url: str = "", **kwargs) -> httpx.AsyncClient:
-        """An httpx.AsyncClient speaking mTLS as this identity."""
+        """An httpx.AsyncClient speaking mTLS as this identity (nicknames as in `client`)."""
         url, pinned = self.resolve(base_url) if base_url else ("", None)
-        return httpx.AsyncClient(
-            base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs
-        )
+        if base_url:
+            return httpx.AsyncClient(
+                base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs
+            )
+        return httpx.AsyncClient(transport=_AsyncNicknameTransport(self), **kwargs)
+
+
+class _Routes:
+    """Resolve a request's nickname and pick a transport pinned to that service."""
+
+    def __init__(self, certified: Certified, make) -> None:
+        self.certified = certified
+        self.make = make
+        self.transports: dict[str | None, object] = {}
+
+    def route(self, request: httpx.Request):
+        real, pinned = self.certified.resolve(str(request.url))
+        if real != str(request.url):
+            request.url = httpx.URL(real)
+            request.headers["host"] = request.url.netloc.decode()
+        if pinned not in self.transports:
+            self.transports[pinned] = self.make(
+                verify=self.certified.ssl_context(False, pinned=pinned)
+            )
+        return self.transports[pinned]
+
+
+class _NicknameTransport(httpx.BaseTransport):
+    def __init__(self, certified: Certified) -> None:
+        self.routes = _Routes(certified, httpx.HTTPTransport)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.routes.route(request).handle_request(request)
+
+    def close(self) -> None:
+        for t in self.routes.transports.values():
+            t.close()
+
+
+class _AsyncNicknameTransport(httpx.AsyncBaseTransport):
+    def __init__(self, certified: Certified) -> None:
+        self.routes = _Routes(certified, httpx.AsyncHTTPTransport)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.routes.route(request).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for t in self.routes.transports.values():
+            await t.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -102,8 +103,17 @@ def build_config(
     )
 
 
-def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn finishes in-flight requests first)."""
-    configure_json_logging(kwargs.get("log_level", "info"))
-    config = build_config(app, url, certified=certified, **kwargs)
+def run_uvicorn(config: uvicorn.Config) -> None:
+    """Run until SIGINT/SIGTERM; a signal-initiated clean shutdown returns normally (exit 0).
+
+    Uvicorn drains in-flight requests, restores the previous signal handlers and re-raises
+    the signal; the no-op handlers installed here absorb it."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
+
+
+def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> None:
+    """Serve over mTLS until SIGINT/SIGTERM (in-flight requests finish first)."""
+    configure_json_logging(kwargs.get("log_level", "info"))
+    run_uvicorn(build_config(app, url, certified=certified, **kwargs))

@@ -54,6 +54,8 @@ def serve(
     """Sign users' CSRs as uid:<login>, the login taken from the socket peer (SO_PEERCRED)."""
     import uvicorn
 
+    from certified.serve import run_uvicorn
+
     from .app import create_app
     from .peercred import PeerCredProtocol
 
@@ -74,7 +76,7 @@ def serve(
         access_log=False,
         log_level=log_level,
     )
-    uvicorn.Server(config_).run()
+    run_uvicorn(config_)
 
 
 def _client(socket_path: Path) -> httpx.Client:

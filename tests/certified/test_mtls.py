@@ -248,3 +248,27 @@ def test_async_client_speaks_mtls(pki, server):
             return (await c.post("/echo", json={"n": 1})).json()
 
     assert asyncio.run(call()) == {"identity": "cn:client", "body": {"n": 1}}
+
+
+def test_client_resolves_nicknames_in_absolute_urls(pki, server):
+    import asyncio
+
+    with Certified(pki.client).client() as c:
+        assert c.get("https://whoami/").json()["identity"] == "cn:client"
+
+    async def call() -> dict:
+        async with Certified(pki.client).async_client() as c:
+            return (await c.post("https://whoami/echo", json=[1])).json()
+
+    assert asyncio.run(call())["body"] == [1]
+
+
+def test_sigterm_drains_and_exits_zero(pki, server):
+    proc, _url = server
+    with Certified(pki.client).client("https://whoami") as c:
+        assert c.get("/").status_code == 200
+    import signal as _signal
+
+    proc.popen.send_signal(_signal.SIGTERM)
+    assert proc.popen.wait(timeout=20) == 0
+    assert "Application shutdown complete" in proc.stderr()
