@@ -486,7 +486,7 @@ def _check_dataset_path(path: str, what: str) -> str:
     if not _DATASET_PATH.match(path):
         raise ValueError(
             f"{what} must be an absolute HDF5 path like /entry_1/data_1/data, got {path!r}"
-        )  # noqa: E501
+        )
     return path
 
 

@@ -49,16 +49,22 @@ class SyntheticSource:
     """Events `rank, rank + size, ...` of a simulated run.
 
     Frames depend only on (seed, detector, frame number), never on the rank
-    count. With `pool_size > 0`, event i shows pool frame i % pool_size.
+    count. With `pool_size > 0`, event i shows pool frame i % pool_size; a rank
+    makes the pool frames it will show at start-up.
     """
 
     def __init__(self, cfg: SyntheticEventSource, ctx: StreamContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self._dets = {name: (k, det) for k, (name, det) in enumerate(cfg.detectors.items())}
-        self._pool: dict[str, list[np.ndarray]] = {}
-        for name in cfg.detectors:
-            self._pool[name] = [self._generate(name, i) for i in range(cfg.pool_size)]
+        self._pool: dict[tuple[str, int], np.ndarray] = {}
+        if cfg.pool_size:  # at start-up, only the pool frames this rank will show
+            n = limit(cfg.number_of_events, ctx.max_events)
+            period = cfg.pool_size * ctx.size  # the pattern of i % pool_size repeats
+            needed = {i % cfg.pool_size for i in rank_indices(min(n, period), ctx.rank, ctx.size)}
+            for name in cfg.detectors:
+                for k in sorted(needed):
+                    self._pool[name, k] = self._generate(name, k)
         self._codes = sorted(cfg.event_codes.items())
 
     def _generate(self, name: str, number: int) -> np.ndarray:
@@ -84,8 +90,10 @@ class SyntheticSource:
         every = entry[1].missing_every
         if every is not None and index % every == every - 1:
             return None
-        pool = self._pool[name]
-        return pool[index % len(pool)] if pool else self._generate(name, index)
+        size = self.cfg.pool_size
+        if not size:
+            return self._generate(name, index)
+        return self._pool[name, index % size]
 
     def codes_of(self, index: int) -> np.ndarray:
         return np.array([c for c, period in self._codes if index % period == 0], dtype=np.uint8)

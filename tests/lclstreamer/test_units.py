@@ -77,7 +77,7 @@ def test_errors_are_located_and_readable():
     assert "must be an absolute HDF5 path" in _error(MINIMAL.replace("{f: /f}", "{f: f}"))
     assert "needs host:port" in _error(
         MINIMAL.replace("type: null", "{type: nng_push, urls: ['tcp://h']}")[:-1]
-    )  # noqa: E501
+    )
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/nonexistent/cfg.yaml")
 
@@ -217,11 +217,12 @@ def test_proc_net_tcp_parsing():
     assert parse_endpoint("[::1]:80") == ("::1", 80) and parse_endpoint("/tmp/sock") is None
 
 
-def test_synthetic_frames_do_not_depend_on_rank_count():
+@pytest.mark.parametrize("pool", [0, 4])
+def test_synthetic_frames_do_not_depend_on_rank_count(pool):
     cfg = m.SyntheticEventSource(
         type="synthetic",
         number_of_events=9,
-        pool_size=0,
+        pool_size=pool,
         detectors={"d": m.SyntheticDetector(shape=[4, 8, 8], peaks=2)},
     )
     solo = {
@@ -229,10 +230,14 @@ def test_synthetic_frames_do_not_depend_on_rank_count():
         for e in SyntheticSource(cfg, StreamContext(0, 1, "")).events()
     }
     for rank in range(3):
-        for e in SyntheticSource(cfg, StreamContext(rank, 3, "")).events():
+        src = SyntheticSource(cfg, StreamContext(rank, 3, ""))
+        if pool:  # rank r shows events r, r+3, r+6: pool frames {r, r+3, r+6} % 4
+            assert {k for _, k in src._pool} == {i % 4 for i in range(rank, 9, 3)}
+        for e in src.events():
             assert e.index % 3 == rank
             assert np.array_equal(e.detector("d", "calib"), solo[e.index])
     assert not np.array_equal(solo[0], solo[1])
+    assert np.array_equal(solo[1], solo[5]) == bool(pool)
     assert solo[0].max() > 50  # peaks stand out of the background
 
 
