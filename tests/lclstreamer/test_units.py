@@ -308,3 +308,44 @@ def test_schema_command():
         "data_sources",
         "data_serializer",
     ]
+
+
+@pytest.mark.parametrize(
+    "compression, level, filters",
+    [
+        ("none", None, []),
+        ("gzip", 7, [1]),
+        ("gzip_with_shuffle", None, [2, 1]),
+        ("bitshuffle_lz4", None, [32008]),
+        ("bitshuffle_zstd", 5, [32008]),
+    ],
+)
+def test_hdf5_serializer_round_trip(compression, level, filters):
+    from lclstreamer.serializers.hdf5 import HDF5Serializer
+
+    from .helpers import read_message
+
+    cfg = m.HDF5Serializer(
+        type="hdf5",
+        compression=compression,
+        compression_level=level,
+        fields={"a": "/x/a", "s": "/s", "t": "/t"},
+    )
+    ctx = StreamContext(1, 2, "src-id")
+    events = _events([(2, 3)] * 5)
+    batches = BatchPipeline(m.BatchPipeline(type="batch", batch_size=3), ctx)(iter(events))
+    messages = [bytes(msg) for msg in HDF5Serializer(cfg, ctx, None)(batches)]
+    assert len(messages) == 2
+    last = read_message(messages[1])
+    assert last["attrs"] == {
+        "rank": 1,
+        "ranks": 2,
+        "seq": 1,
+        "n_events": 2,
+        "first_event": 3,
+        "source_identifier": "src-id",
+    }
+    assert last["/x/a"].shape == (2, 2, 3) and last["/x/a"][:, 0, 0].tolist() == [3.0, 4.0]
+    assert last["filters"]["/x/a"] == ((1, 2, 3), filters)
+    assert last["/s"].tolist() == [3.0, 4.0] and last["filters"]["/s"][1] == []
+    assert [v.decode() for v in last["/t"]] == ["x", "x"]
