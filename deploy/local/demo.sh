@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The certified + signer demo, all on this machine:
-#   a CA-backed server identity, a user certificate issued by the signer from the UNIX
-#   login, an app served over mTLS, a call with `message`, the access-log line naming
-#   the user, then revocation and the refusal that follows.
+# The suite on one machine, until the transfer service lands:
+#   identities and a signer-issued user certificate; an app served over mTLS and called
+#   with `message`; then a real stream: the user submits a buffer job (nngstream) and a
+#   2-rank MPI streamer job (lclstreamer) to psik-api over mTLS, pulls the stream,
+#   and summarizes what arrived; finally the user is revoked and refused.
 # Run through `make demo` (which puts .venv/bin first on PATH).
 set -euo pipefail
 
@@ -58,14 +59,78 @@ step "6. The server's JSON access log line, naming the user"
 sleep 0.3
 grep '"certified.access"' server.log | tail -1
 
-step "7. Facility: revoke the user's certificates"
+step "7. Facility: start psik-api (jobs over mTLS; users from the signer, CRL enforced)"
+PSIK_PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+certified init psik-api --host 127.0.0.1 --host localhost --config psik-api-id
+certified add-client signer signer-ca/CA.crt --config psik-api-id
+cat > psik-api.yaml <<YAML
+certified: $RUN/psik-api-id
+listen: https://127.0.0.1:$PSIK_PORT
+crl: unix:$RUN/signer.sock
+psik:
+  prefix: $RUN/jobs
+  backends:
+    default: {type: local}
+YAML
+psik-api serve --config psik-api.yaml 2>psik-api.log &
+PIDS+=($!)
+wait_for "psik-api" python -c "import socket; socket.create_connection(('127.0.0.1', $PSIK_PORT), 1)"
+certified add-service psik "https://127.0.0.1:$PSIK_PORT" psik-api-id/CA.crt --config user
+
+step "8. User: submit a buffer job (nngstream) to psik-api"
+read -r IN_PORT OUT_PORT < <(python -c '
+import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))')
+cat > buffer-job.yaml <<YAML
+name: buffer
+script: nngstream tcp://127.0.0.1:$IN_PORT tcp://127.0.0.1:$OUT_PORT --metrics-interval 2
+resources: {duration: 10}
+YAML
+BUF_JOB="$(message https://psik/jobs --yaml buffer-job.yaml --config user | tee /dev/stderr \
+    | python -c 'import json, sys; print(json.load(sys.stdin)["jobid"])')"
+
+step "9. User: submit the streamer job: mpirun -n 2 lclstreamer (synthetic epix10k2M, HDF5 + bitshuffle/LZ4)"
+EVENTS=320
+sed -e "s#@IN_URL@#tcp://127.0.0.1:$IN_PORT#" -e "s#@EVENTS@#$EVENTS#" \
+    "$ROOT/deploy/local/stream.yaml" > stream.yaml
+cat > streamer-job.yaml <<YAML
+name: streamer
+script: \$mpirun -n 2 lclstreamer -c $RUN/stream.yaml --no-progress
+resources: {duration: 10, process_count: 2}
+YAML
+STREAM_JOB="$(message https://psik/jobs --yaml streamer-job.yaml --config user | tee /dev/stderr \
+    | python -c 'import json, sys; print(json.load(sys.stdin)["jobid"])')"
+
+step "10. User: receive the stream from the buffer and summarize it"
+nngstream pull "tcp://127.0.0.1:$OUT_PORT" --out received
+python "$ROOT/deploy/local/summarize.py" received --expect "$EVENTS"
+
+step "11. The jobs' final states and the buffer's last metrics line (from psik-api)"
+for job in "$BUF_JOB" "$STREAM_JOB"; do
+    for _ in $(seq 1 100); do
+        state="$(message "https://psik/jobs/$job" --config user \
+            | python -c 'import json, sys; print(json.load(sys.stdin)["state"])')"
+        case "$state" in completed|failed|canceled) break;; esac
+        sleep 0.2
+    done
+    echo "job $job: $state"
+    [ "$state" = completed ] || { message "https://psik/jobs/$job/logs/stderr" --config user; exit 1; }
+done
+echo "streamer run summary (rank 0's stdout):"
+message "https://psik/jobs/$STREAM_JOB/logs/stdout" --config user
+echo "buffer's final metrics:"
+message "https://psik/jobs/$BUF_JOB/logs/stdout" --config user | grep . | tail -1
+
+step "12. Facility: revoke the user's certificates"
 SERIAL="$(python -c "
 from certified.keys import load_certificate; from pathlib import Path
 print(format(load_certificate(Path('user/id.crt')).serial_number, 'x'))")"
 signer revoke --user "$LOGIN" --config signer-ca
 signer status "$SERIAL" --config signer-ca
 
-step "8. User: the same call is now refused"
+step "13. User: the same call is now refused"
 sleep 1
 if message https://hello/ --config user; then
     echo "ERROR: a revoked certificate was accepted" >&2
@@ -73,5 +138,5 @@ if message https://hello/ --config user; then
 fi
 grep '"certified.access"' server.log | tail -1
 
-step "Demo complete: identities, signer, mTLS, access log and revocation all worked."
+step "Demo complete: identities, signer, mTLS, jobs, a 2-rank stream through the buffer, revocation."
 echo "Files are in $RUN"
