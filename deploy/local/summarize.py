@@ -69,9 +69,9 @@ def main() -> int:
                     indexes.append(ds[()])
     events = sum(per_rank.values())
     print(f"received {len(files)} batches, {events} events, {total_bytes / 1e6:.1f} MB")
-    print(
-        "events per producer rank: " + ", ".join(f"{r}: {n}" for r, n in sorted(per_rank.items()))
-    )
+    ranks = ", ".join(f"{r}: {n}" for r, n in sorted(per_rank.items()))
+    print(f"events per producer rank: {ranks}")
+    print(f"array bytes {raw_bytes / 1e6:.1f} MB: {raw_bytes / total_bytes:.1f}x the bytes sent")
     for name, (shape, dtype, comp) in sorted(shapes.items()):
         print(f"  /{name}: per event {shape} {dtype}, compression {comp}")
     if not indexes:
