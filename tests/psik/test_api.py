@@ -8,13 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from certified import Certified
 from psik.jobdir import JobStore
-from tests.support.ports import free_port
 from tests.support.procs import ProcessSupervisor
-from tests.support.servers import start_certified_server
+from tests.support.servers import start_certified_server, start_psik_api
 
 from .conftest import REPO, Receiver
 from .helpers import final_state, job_processes, wait_until
@@ -47,25 +45,15 @@ def api(tmp_path_factory):
         sup, pki.server, "tests.psik.receiver:app", name="receiver", env=rx_env
     )
     pki.add_service(pki.server, "receiver", rx_url)  # psik-api calls back as cn:server
-    port = free_port()
-    url = f"https://127.0.0.1:{port}"
-    settings = {
-        "psik": {
-            "prefix": str(root / "jobs"),
-            "kill_grace": 1.0,
-            "callback": {"first_delay": 0.1, "max_delay": 0.5, "give_up_after": 2},
-            "backends": {
-                "default": {"type": "local"},
-                "batch": {"type": "slurm", "queue_name": "secret-queue", "project_name": "acct"},
-            },
+    psik_cfg = {
+        "kill_grace": 1.0,
+        "callback": {"first_delay": 0.1, "max_delay": 0.5, "give_up_after": 2},
+        "backends": {
+            "default": {"type": "local"},
+            "batch": {"type": "slurm", "queue_name": "secret-queue", "project_name": "acct"},
         },
-        "certified": str(pki.server),
-        "listen": url,
     }
-    cfg = root / "psik-api.yaml"
-    cfg.write_text(yaml.safe_dump(settings))
-    proc = sup(["psik-api", "serve", "--config", str(cfg)], name="psik-api", env=env)
-    proc.wait_port(port)
+    proc, url = start_psik_api(sup, pki.server, root, psik=psik_cfg, env=env)
     for ident in (pki.client, pki.other):
         pki.add_service(ident, "psik", url)
     owner = Certified(pki.client).client("https://psik", timeout=30)

@@ -63,3 +63,25 @@ def start_signer(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"signer not listening on {socket_path}") from None
             time.sleep(0.05)
+
+
+def start_psik_api(
+    spawn: ProcessSupervisor,
+    identity: Path,
+    root: Path,
+    *,
+    psik: dict | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Proc, str]:
+    """Run `psik-api serve` as `identity` with jobs under root/jobs; return (proc, URL)."""
+    import yaml
+
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    psik_cfg = {"prefix": str(root / "jobs"), "backends": {"default": {"type": "local"}}}
+    settings = {"psik": {**psik_cfg, **(psik or {})}, "certified": str(identity), "listen": url}
+    cfg = root / "psik-api.yaml"
+    cfg.write_text(yaml.safe_dump(settings))
+    proc = spawn(["psik-api", "serve", "--config", str(cfg)], name="psik-api", env=env)
+    proc.wait_port(port)
+    return proc, url
