@@ -22,7 +22,7 @@ log = logging.getLogger("nngstream.zmq")
 POLL_MS = 100
 # Per-connection queues of libzmq, in messages. Kept small so that the buffer's own
 # FIFO, bounded in bytes, holds the data rather than libzmq's unbounded-in-bytes queues.
-HWM = 4
+HWM = 16
 _FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,

@@ -1,0 +1,5 @@
+"""`python -m nngstream` is the `nngstream` command."""
+
+from .cli import main
+
+main()
