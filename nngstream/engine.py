@@ -42,7 +42,8 @@ class Buffer:
         self._fifo: BoundedFifo[object] = BoundedFifo(
             settings.max_bytes, settings.max_messages, settings.when_full
         )
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        self._block = settings.when_full is WhenFull.BLOCK
         self._rx_waiting = False  # receiver waits for room
         self._tx_waiting = False  # sender waits for data
         self.counters = Counters()
@@ -86,6 +87,7 @@ class Buffer:
             raise
         if s.callback and s.cb_secret:
             self._poster = CallbackPoster(s.callback, s.cb_secret, s.certified_config)
+        self._try_send = self._outlet.try_send
         self._threads = [
             threading.Thread(target=self._guard(self._receive), name="rx", daemon=True),
             threading.Thread(target=self._guard(self._send), name="tx", daemon=True),
@@ -171,52 +173,49 @@ class Buffer:
     def _receive(self) -> None:
         inlet = self._inlet
         assert inlet is not None
-        fifo, cond, c = self._fifo, self._cond, self.counters
-        block = self.settings.when_full is WhenFull.BLOCK
+        c, recv, admit = self.counters, inlet.recv, self._admit
+        abort = self._abort
         accepting = True
         try:
-            while not self._abort.is_set():
+            while not abort.is_set():
                 if self._stop_requested:
                     # Stop reading from producers; keep only what already arrived.
                     inlet.disconnect_all()
                     while (got := inlet.recv(block=False)) is not None:
                         c.recvd += 1
                         c.bytes_in += got[1]
-                        self._admit(*got, block)
+                        admit(*got)
                     break
                 ending = self._input_ending
                 if ending and accepting:
                     inlet.stop_accepting()
                     accepting = False
-                got = inlet.recv()
+                got = recv()
                 if got is None:
                     if ending:  # producers were gone before this receive found nothing
                         break
                     continue
-                item, size = got
                 c.recvd += 1
-                c.bytes_in += size
-                if block:
-                    self._admit(item, size, True)
-                    continue
-                with cond:
-                    dropped = fifo.put(item, size)
-                    c.dropped = fifo.dropped
-                    if self._tx_waiting:
-                        cond.notify_all()
-                for old in dropped:
-                    inlet.discard(old)
+                c.bytes_in += got[1]
+                admit(*got)
         finally:
-            with cond:
+            with self._cond:
                 self._input_closed = True
-                cond.notify_all()
+                self._cond.notify_all()
             self._wake.set()
 
-    def _admit(self, item: object, size: int, block: bool) -> None:
-        """Append to the FIFO, waiting for room with the `block` policy."""
-        fifo, cond = self._fifo, self._cond
+    def _admit(self, item: object, size: int) -> None:
+        """Hand a received message on: straight to a consumer if the sender is idle and
+        one is ready (cut-through, under the lock so the OUT socket is never used by two
+        threads at once), else into the FIFO, waiting for room with `block`."""
+        fifo, cond, c = self._fifo, self._cond, self.counters
         with cond:
-            if block:
+            if self._tx_waiting and not fifo.held and self._try_send(item):
+                c.sent += 1
+                c.bytes_out += size
+                self._last_progress = time.monotonic()
+                return
+            if self._block:
                 while not fifo.fits(size):
                     if self._abort.is_set():
                         self._inlet.discard(item)  # type: ignore[union-attr]
@@ -225,9 +224,10 @@ class Buffer:
                     cond.wait(0.1)
                 self._rx_waiting = False
             dropped = fifo.put(item, size)
-            self.counters.dropped = fifo.dropped
+            if dropped:
+                c.dropped = fifo.dropped
             if self._tx_waiting:
-                cond.notify_all()
+                cond.notify()
         for old in dropped:
             self._inlet.discard(old)  # type: ignore[union-attr]
 
@@ -236,14 +236,16 @@ class Buffer:
         assert outlet is not None
         fifo, cond, c, abort = self._fifo, self._cond, self.counters, self._abort
         send = outlet.send
-        size = 0  # bytes of the message sent last, released at the next lock
+        size = 0  # bytes of the message sent last: released and counted at the next lock
         while True:
             with cond:
                 if size:
                     fifo.release(size)
+                    c.sent += 1
+                    c.bytes_out += size
                     size = 0
                     if self._rx_waiting:
-                        cond.notify_all()
+                        cond.notify()
                 while not fifo and not self._input_closed and not abort.is_set():
                     self._tx_waiting = True
                     cond.wait(0.1)
@@ -258,8 +260,6 @@ class Buffer:
                         fifo.release(size)
                     self.undelivered += 1
                     return
-            c.sent += 1
-            c.bytes_out += size
             self._last_progress = time.monotonic()
         if not abort.is_set():
             self.undelivered = outlet.finish(c.sent, self.settings.linger, abort, self._progressed)

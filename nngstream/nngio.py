@@ -179,6 +179,10 @@ class NngOutlet:
             return False
         raise NngstreamError(f"sending on OUT failed: {_nng_error(rc)}")
 
+    def try_send(self, item: object) -> bool:
+        """Hand `item` to a consumer only if one is ready now."""
+        return lib.nng_sendmsg(self._raw, item, lib.NNG_FLAG_NONBLOCK) == 0
+
     @staticmethod
     def discard(item: object) -> None:
         lib.nng_msg_free(item)

@@ -195,6 +195,14 @@ class ZmqOutlet(_ZmqSide):
         except zmq.Again:
             return False
 
+    def try_send(self, item: object) -> bool:
+        """Hand `item` to a consumer only if one has room now."""
+        try:
+            self.sock.send(item, zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            return False
+
     def finish(
         self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
     ) -> int:
