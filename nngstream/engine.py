@@ -77,6 +77,8 @@ class Buffer:
             raise RuntimeError("a Buffer starts once")
         self._started = True
         s = self.settings
+        if s.callback and s.cb_secret:
+            self._poster = CallbackPoster(s.callback, s.cb_secret, s.certified_config)
         try:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
@@ -84,9 +86,9 @@ class Buffer:
             self._inlet = self._open_inlet()
         except BaseException:
             self._close_sockets(linger=0)
+            if self._poster is not None:
+                self._poster.close(timeout=0)
             raise
-        if s.callback and s.cb_secret:
-            self._poster = CallbackPoster(s.callback, s.cb_secret, s.certified_config)
         self._try_send = self._outlet.try_send
         self._threads = [
             threading.Thread(target=self._guard(self._receive), name="rx", daemon=True),
@@ -112,6 +114,10 @@ class Buffer:
         return self._state if self._done.wait(timeout) else None
 
     def metrics(self) -> Metrics:
+        """The current record; rates are over the time since the last report."""
+        return self._snapshot(update_rates=False)
+
+    def _snapshot(self, update_rates: bool) -> Metrics:
         with self._cond:
             buffered, nbytes = self._fifo.held, self._fifo.nbytes
         return snapshot(
@@ -121,7 +127,7 @@ class Buffer:
             self.counters,
             buffered,
             nbytes,
-            self._rates.rates(self.counters.bytes_in, self.counters.bytes_out),
+            self._rates.rates(self.counters.bytes_in, self.counters.bytes_out, update_rates),
         )
 
     def __enter__(self) -> Buffer:
@@ -327,7 +333,7 @@ class Buffer:
                 self._report()
 
     def _report(self) -> None:
-        m = self.metrics()
+        m = self._snapshot(update_rates=True)
         line = m.model_dump_json()
         if self._out is not None:
             self._out.write(line + "\n")

@@ -29,13 +29,17 @@ class RateMeter:
         self._in = 0
         self._out = 0
 
-    def rates(self, bytes_in: int, bytes_out: int, now: float | None = None) -> tuple[float, float]:
+    def rates(
+        self, bytes_in: int, bytes_out: int, update: bool = True, now: float | None = None
+    ) -> tuple[float, float]:
+        """Rates since the last update; `update` starts a new interval."""
         now = time.monotonic() if now is None else now
         dt = now - self._t
         if dt <= 0:
             return 0.0, 0.0
         r_in, r_out = (bytes_in - self._in) / dt, (bytes_out - self._out) / dt
-        self._t, self._in, self._out = now, bytes_in, bytes_out
+        if update:
+            self._t, self._in, self._out = now, bytes_in, bytes_out
         return r_in, r_out
 
 

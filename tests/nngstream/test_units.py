@@ -278,3 +278,15 @@ def test_metrics_model_is_strict():
         Metrics(**fields, extra=1)
     with pytest.raises(ValidationError):
         Metrics(**{**fields, "state": "sleeping"})
+
+
+def test_rate_meter_intervals():
+    from nngstream.metrics import RateMeter
+
+    m = RateMeter()
+    t0 = m._t
+    assert m.rates(1000, 500, now=t0 + 2.0) == (500.0, 250.0)
+    # a look without update does not start a new interval
+    assert m.rates(3000, 500, update=False, now=t0 + 4.0) == (1000.0, 0.0)
+    assert m.rates(3000, 500, now=t0 + 4.0) == (1000.0, 0.0)
+    assert m.rates(3000, 500, now=t0 + 4.0) == (0.0, 0.0)  # no time passed
