@@ -102,7 +102,7 @@ class NngInlet:
     def __init__(
         self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
     ) -> None:
-        self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=8)
+        self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
         self._pipes = _PipeCounter(self.sock, on_change)
         self._msg_p = ffi.new("nng_msg **")
         self._raw = self.sock.socket
