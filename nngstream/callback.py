@@ -44,9 +44,12 @@ class CallbackPoster:
         if certified_config is not None:
             from certified.identity import Certified
 
-            self._client = Certified(certified_config).client(timeout=timeout)
+            # the URL as base: certified resolves a service nickname and pins its cert
+            self._client = Certified(certified_config).client(url, timeout=timeout)
+            self._target = ""
         else:
             self._client = httpx.Client(timeout=timeout)
+            self._target = url
         self._queue: queue.Queue[bytes | None] = queue.Queue()
         self._closing = threading.Event()
         self.delivered = 0
@@ -83,7 +86,7 @@ class CallbackPoster:
         headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(body, self._secret)}
         for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
             try:
-                resp = self._client.post(self.url, content=body, headers=headers)
+                resp = self._client.post(self._target, content=body, headers=headers)
                 if resp.is_success:
                     return True
                 reason = f"HTTP {resp.status_code}"

@@ -62,8 +62,9 @@ def test_signed_callbacks_over_mtls(spawn, free_port, tmp_path, pki):
     rx = Receiver(ssl_context=server_ctx)
     try:
         pki.add_service(pki.client, "lclstream-api", rx.url.rsplit("/", 1)[0])
+        # a trusted-service nickname: certified resolves it and pins the server
         buf = run_stream(
-            spawn, free_port, tmp_path, "--callback", rx.url,
+            spawn, free_port, tmp_path, "--callback", "https://lclstream-api/callback",
             "--certified-config", str(pki.client),
         )  # fmt: skip
         check_bodies(rx, buf)
