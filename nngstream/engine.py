@@ -284,16 +284,28 @@ class Buffer:
     def _control(self) -> None:
         interval = self.settings.metrics_interval
         next_report = time.monotonic() + interval
-        self._report()
-        while not self._state.final:
-            self._wake.wait(TICK)
-            self._wake.clear()
-            self._step()
-            now = time.monotonic()
-            if now >= next_report and not self._state.final:
-                self._report()
-                next_report = now + interval
-        self._finish()
+        try:
+            self._report()
+            while not self._state.final:
+                self._wake.wait(TICK)
+                self._wake.clear()
+                self._step()
+                now = time.monotonic()
+                if now >= next_report and not self._state.final:
+                    self._report()
+                    next_report = now + interval
+        except Exception as exc:  # never leave wait() hanging: end as failed
+            log.error("control thread failed: %s", exc, exc_info=True)
+            self._error = str(exc)
+            self._state = State.FAILED
+            self._abort.set()
+        try:
+            self._finish()
+        except Exception as exc:
+            log.error("shutting down failed: %s", exc, exc_info=True)
+            self._state = State.FAILED
+        finally:
+            self._done.set()
 
     def _observe(self) -> Observation:
         inlet = self._inlet
@@ -370,7 +382,13 @@ class Buffer:
             else:
                 self._outlet.close()
         if self._ctx is not None:
-            self._ctx.term()
+            # term() waits until lingering frames are out; say so if that takes long
+            term = threading.Thread(target=self._ctx.term, name="zmq-term", daemon=True)
+            term.start()
+            term.join(5.0)
+            while term.is_alive():
+                log.warning("waiting for ZMQ to flush queued frames to connected peers")
+                term.join(10.0)
 
 
 def describe_error(exc: BaseException) -> str:
