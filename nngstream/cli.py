@@ -28,6 +28,7 @@ _OPTION_NAMES = {
     "max_messages": "--max-messages",
     "metrics_interval": "--metrics-interval",
     "idle_timeout": "--idle-timeout",
+    "producers": "--producers",
     "callback": "--callback",
     "cb_secret": "--cb-secret",
     "certified_config": "--certified-config",
@@ -78,6 +79,9 @@ def serve(
     idle_timeout: float | None = typer.Option(
         None, "--idle-timeout", help="fail if no producer connects / nothing drains this long"
     ),
+    producers: int | None = typer.Option(
+        None, "--producers", help="end only after N producers connected and left (MPI ranks)"
+    ),
     dial_in: bool = typer.Option(False, "--dial-in", help="dial IN_URL (another buffer's OUT)"),
     dial_out: bool = typer.Option(False, "--dial-out", help="dial OUT_URL (another's IN)"),
     linger: float = typer.Option(
@@ -101,6 +105,7 @@ def serve(
             cb_secret=cb_secret,
             certified_config=certified_config,
             idle_timeout=idle_timeout,
+            producers=producers,
             dial_in=dial_in,
             dial_out=dial_out,
             linger=linger,

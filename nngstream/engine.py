@@ -324,6 +324,8 @@ class Buffer:
             idle_for=idle_for,
             idle_timeout=self.settings.idle_timeout,
             error=self._error is not None,
+            producers_joined=inlet.peers_joined,
+            producers_expected=self.settings.producers,
         )
 
     def _step(self) -> None:

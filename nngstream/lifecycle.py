@@ -66,6 +66,8 @@ class Observation:
     idle_for: float  # seconds without progress that the idle timeout applies to
     idle_timeout: float | None
     error: bool = False
+    producers_joined: int = 0  # producer connections ever made
+    producers_expected: int | None = None  # end only after this many have joined
 
 
 def next_event(state: State, obs: Observation) -> Event | None:
@@ -86,7 +88,9 @@ def next_event(state: State, obs: Observation) -> Event | None:
     if state is State.STREAMING:
         if obs.stop_requested:
             return Event.STOP
-        return Event.PRODUCERS_GONE if obs.producers == 0 and obs.producer_seen else None
+        enough = obs.producers_expected is None or obs.producers_joined >= obs.producers_expected
+        gone = obs.producers == 0 and obs.producer_seen and enough
+        return Event.PRODUCERS_GONE if gone else None
     # draining
     if obs.output_finished:
         return Event.DRAINED

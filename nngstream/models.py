@@ -84,6 +84,12 @@ class BufferSettings(BaseModel):
         gt=0,
         description="fail when no producer connects, or nothing drains, for this long",
     )
+    producers: int | None = Field(
+        default=None,
+        ge=1,
+        description="end the stream only after this many producer connections were made and"
+        " all have left (e.g. the MPI rank count); default: when all that came have left",
+    )
     dial_in: bool = False
     dial_out: bool = False
     linger: float = Field(

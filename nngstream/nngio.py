@@ -69,6 +69,7 @@ class _PipeCounter:
         self._on_removed = on_removed
         self.live: set[int] = set()
         self.seen = False
+        self.joined = 0  # connections ever completed
         self.accepting = True
         sock.add_pre_pipe_connect_cb(self._pre)
         sock.add_post_pipe_connect_cb(self._added)
@@ -86,6 +87,7 @@ class _PipeCounter:
         with self._lock:
             self.live.add(pipe.id)
             self.seen = True
+            self.joined += 1
         self._on_change()
 
     def _removed(self, pipe: pynng.Pipe) -> None:
@@ -116,6 +118,10 @@ class NngInlet:
     @property
     def peers_seen(self) -> bool:
         return self._pipes.seen
+
+    @property
+    def peers_joined(self) -> int:
+        return self._pipes.joined
 
     def recv(self, block: bool = True) -> tuple[object, int] | None:
         """One message and its size, or None after POLL_MS (or at once if not `block`).

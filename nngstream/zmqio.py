@@ -45,6 +45,7 @@ class _Peers:
         self._on_change = on_change
         self.count = 0
         self.seen = False
+        self.joined = 0  # handshakes ever completed
         self.left = 0  # connections that ended after a successful handshake
         self._thread = threading.Thread(target=self._run, name="zmq-monitor", daemon=True)
         self._thread.start()
@@ -60,6 +61,7 @@ class _Peers:
                 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.count += 1
                     self.seen = True
+                    self.joined += 1
                 elif event in _FAILED:
                     self.count += 1
                 elif event == zmq.EVENT_DISCONNECTED:
@@ -134,6 +136,10 @@ class _ZmqSide:
     @property
     def peers_seen(self) -> bool:
         return self._peers.seen
+
+    @property
+    def peers_joined(self) -> int:
+        return self._peers.joined
 
     def stop_accepting(self) -> None:
         """No new connections (call from the thread that uses the socket). libzmq also

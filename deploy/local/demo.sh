@@ -85,7 +85,7 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))')
 cat > buffer-job.yaml <<YAML
 name: buffer
-script: nngstream tcp://127.0.0.1:$IN_PORT tcp://127.0.0.1:$OUT_PORT --metrics-interval 2
+script: nngstream tcp://127.0.0.1:$IN_PORT tcp://127.0.0.1:$OUT_PORT --producers 2 --metrics-interval 2
 resources: {duration: 10}
 YAML
 BUF_JOB="$(message https://psik/jobs --yaml buffer-job.yaml --config user | tee /dev/stderr \

@@ -78,7 +78,7 @@ def start_stream(client, root: Path, events: int, rate_hz: float | None = None):
     cfg.write_text(yaml.safe_dump(streamer_config(f"tcp://127.0.0.1:{in_port}", events, rate_hz)))
     buf = submit(client, "buffer",
                  f"nngstream tcp://127.0.0.1:{in_port} tcp://127.0.0.1:{out_port} "
-                 "--metrics-interval 1")  # fmt: skip
+                 "--producers 2 --metrics-interval 1")  # fmt: skip
     streamer = submit(client, "streamer", f"$mpirun -n 2 lclstreamer -c {cfg} --no-progress", 2)
     return buf, streamer, out_port
 

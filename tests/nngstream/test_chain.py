@@ -25,7 +25,7 @@ def test_chain_of_two_buffers(spawn, free_port, tmp_path, proto, how):
     p = ("--in-proto", proto, "--out-proto", proto)
     if how == "dial-in":
         # A listens on both sides; B pulls from A's OUT as a consumer.
-        first = start_buffer(spawn, a_in, a_out, *p, name="first")
+        first = start_buffer(spawn, a_in, a_out, *p, "--producers", "3", name="first")
         second = spawn(
             ["nngstream", f"tcp://127.0.0.1:{a_out}", f"tcp://127.0.0.1:{b_out}", *p, "--dial-in"],
             name="second",
@@ -35,7 +35,15 @@ def test_chain_of_two_buffers(spawn, free_port, tmp_path, proto, how):
         # B listens on both sides; A pushes into B's IN as a producer.
         second = start_buffer(spawn, b_in, b_out, *p, name="second")
         first = spawn(
-            ["nngstream", f"tcp://127.0.0.1:{a_in}", f"tcp://127.0.0.1:{b_in}", *p, "--dial-out"],
+            [
+                "nngstream",
+                f"tcp://127.0.0.1:{a_in}",
+                f"tcp://127.0.0.1:{b_in}",
+                *p,
+                "--dial-out",
+                "--producers",
+                "3",
+            ],
             name="first",
         )
         first.wait_port(a_in)

@@ -290,3 +290,16 @@ def test_rate_meter_intervals():
     assert m.rates(3000, 500, update=False, now=t0 + 4.0) == (1000.0, 0.0)
     assert m.rates(3000, 500, now=t0 + 4.0) == (1000.0, 0.0)
     assert m.rates(3000, 500, now=t0 + 4.0) == (0.0, 0.0)  # no time passed
+
+
+def test_expected_producers_hold_the_end_until_all_have_joined():
+    S = State.STREAMING
+    # Two of three expected ranks came and left: not the end yet.
+    early = _obs(producers=0, producer_seen=True, producers_joined=2, producers_expected=3)
+    assert next_event(S, early) is None
+    done = _obs(producers=0, producer_seen=True, producers_joined=3, producers_expected=3)
+    assert next_event(S, done) is Event.PRODUCERS_GONE
+    # A reconnecting rank counts again; more joins than expected still end the stream.
+    assert next_event(S, _obs(producer_seen=True, producers_joined=4, producers_expected=3)) is (
+        Event.PRODUCERS_GONE
+    )
