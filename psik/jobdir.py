@@ -19,9 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from .errors import IllegalTransition, JobNotFound, SpecError, describe_validation_error
+from .errors import IllegalTransition, JobNotFound
 from .models import Config, JobSpec, JobState, Transition
 from .states import check_transition
 
@@ -223,19 +221,6 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def load_spec(path: Path) -> JobSpec:
     """Read a JobSpec from a JSON or YAML file, with located errors."""
-    from .models import load_document
+    from .settings import load_model
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: {exc.strerror}") from None
-    try:
-        data = load_document(text, str(path))
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: a JobSpec must be a mapping, not {type(data).__name__}")
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(describe_validation_error(exc, str(path))) from None
+    return load_model(JobSpec, path)

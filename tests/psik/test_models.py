@@ -38,7 +38,7 @@ def test_yaml_and_json_load_to_the_same_spec(tmp_path):
     ("text", "fragment"),
     [
         ("name: x\nscript: [unclosed\n", "line 3"),
-        ("- just\n- a list\n", "must be a mapping"),
+        ("- just\n- a list\n", "expected a mapping"),
         ("script: echo\nbogus: 1\n", "bogus: Extra inputs are not permitted"),
         ("script: echo\nresources: {duration: -1}\n", "resources.duration"),
         ("script: echo\nresources: {node_count: 0}\n", "resources.node_count"),
