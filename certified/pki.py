@@ -143,6 +143,15 @@ def make_csr(key: PrivateKey, subject: x509.Name, sans: Sequence[x509.GeneralNam
     return builder.sign(key, None)
 
 
+def parse_csr(data: bytes) -> tuple[PublicKey, x509.Name, list[x509.GeneralName]]:
+    """Like `parse_request`, but only a CSR: its signature proves the key's possession."""
+    if b"CERTIFICATE REQUEST" not in data:
+        raise CertifiedError(
+            "expected a PEM certificate signing request (its signature proves you hold the key)"
+        )
+    return parse_request(data)
+
+
 def parse_request(data: bytes) -> tuple[PublicKey, x509.Name, list[x509.GeneralName]]:
     """Public key, subject and SANs from a PEM CSR (signature checked) or certificate."""
     text = data.strip()

@@ -113,7 +113,13 @@ class JobDir:
         work = self.base / "work"
         if spec.directory is None:
             return work
-        return (work / Path(spec.directory).expanduser()).resolve()
+        return (work / Path(spec.directory)).resolve()
+
+    @property
+    def files_root(self) -> Path:
+        """The folder the files API serves: always the job's own work/, whatever
+        `directory` says (an absolute working directory is not exposed)."""
+        return self.base / "work"
 
     def transitions(self) -> list[Transition]:
         return parse_status(self.status_path.read_text())

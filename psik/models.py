@@ -131,6 +131,8 @@ class JobSpec(_Strict):
     def _directory(cls, value: str | None) -> str | None:
         if value is not None and ("\0" in value or not value):
             raise ValueError("directory must be a non-empty path")
+        if value is not None and (value.startswith("~") or ".." in value.split("/")):
+            raise ValueError("directory must not start with '~' or contain '..'")
         return value
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from certified.keys import load_certificate, load_private_key
 from certified.layout import Layout
-from certified.pki import build_crl, issue_certificate, key_fingerprint, parse_request, pem
+from certified.pki import build_crl, issue_certificate, key_fingerprint, parse_csr, pem
 
 from .ledger import Ledger
 from .models import LedgerRow, SignResponse
@@ -24,7 +24,7 @@ class Authority:
         self.days = days
 
     def sign(self, csr_pem: str, login: str, uid: int) -> SignResponse:
-        pub, requested, sans = parse_request(csr_pem.encode())
+        pub, requested, sans = parse_csr(csr_pem.encode())
         subject = user_subject(requested, sans, login)
         cert = issue_certificate(self.ca_key, self.ca_cert, pub, subject, days=self.days)
         serial = f"{cert.serial_number:x}"

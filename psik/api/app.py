@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -193,8 +194,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
         ndx = jobndx or cur.jobndx
         path = job.console if stream == "console" else job.log_path(stream, ndx)
         data = b""
-        if path.is_file():
-            with open(path, "rb") as fh:
+        try:  # O_NOFOLLOW: a job cannot swap its log for a symlink to someone else's file
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            raise HTTPException(404, detail=f"{stream} log is not a regular file") from None
+        else:
+            with os.fdopen(fd, "rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise HTTPException(404, detail=f"{stream} log is not a regular file")
                 fh.seek(offset)
                 data = fh.read(settings.max_log_chunk)
         state = cur.state.value if ndx == cur.jobndx else "final"
@@ -212,14 +221,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def list_root(jobid: str, identity: Identity) -> list[FileEntry]:
         """The job's working directory listing."""
         job = owned(jobid, identity)
-        root = job.workdir()
+        root = job.files_root
         return sorted((_entry(p) for p in root.iterdir()), key=lambda e: e.name)
 
     @app.get("/jobs/{jobid}/files/{path:path}", response_model=None)
     def get_file(jobid: str, path: str, identity: Identity) -> FileResponse | list[FileEntry]:
         """A file (or directory listing) inside the job's working directory."""
         job = owned(jobid, identity)
-        target = _safe_target(job.workdir(), path)
+        target = _safe_target(job.files_root, path)
         if target.is_dir():
             return sorted((_entry(p) for p in target.iterdir()), key=lambda e: e.name)
         if not target.is_file():

@@ -229,6 +229,29 @@ def test_files_refuse_traversal_and_symlink_escape(api):
     assert resp.status_code == 404
 
 
+def test_directory_cannot_widen_what_the_files_api_serves(api):
+    victim = post_job(api, {"script": "echo secret > s.txt"})["jobid"]
+    assert final_state(api.store.get(victim), 30) == "completed"
+    for bad in (f"../../{victim}/work", "~", "a/../../b"):
+        resp = api.other.post("/jobs", json={"script": "true", "directory": bad})
+        assert resp.status_code == 422, (bad, resp.text)
+        assert resp.json()["detail"][0]["loc"] == ["body", "directory"]
+    # An absolute working directory is allowed, but the files API still serves work/ only.
+    jobid = api.other.post("/jobs", json={"script": "true", "directory": "/"}).json()["jobid"]
+    listing = {e["name"] for e in api.other.get(f"/jobs/{jobid}/files").json()}
+    assert "etc" not in listing and "root" not in listing
+    assert api.other.get(f"/jobs/{jobid}/files/etc/passwd").status_code == 404
+
+
+def test_log_swapped_for_a_symlink_is_not_followed(api):
+    script = 'echo hi; ln -sf /etc/passwd "$base/log/stderr.$jobndx"'
+    jobid = post_job(api, {"script": script})["jobid"]
+    assert final_state(api.store.get(jobid), 30) == "completed"
+    resp = api.owner.get(f"/jobs/{jobid}/logs/stderr")
+    assert resp.status_code == 404 and b"root:" not in resp.content
+    assert api.owner.get(f"/jobs/{jobid}/logs/stdout").content == b"hi\n"
+
+
 def test_malformed_jobspecs_get_422_naming_the_field(api):
     cases = [
         ({"script": "x", "resources": {"duration": "soon"}}, ["body", "resources", "duration"]),

@@ -84,6 +84,15 @@ def test_malformed_requests_get_clear_errors(signer):
     resp = uds_post(sock, "/sign", {"csr": "hello"})
     assert resp.status_code == 400 and "PEM" in resp.json()["detail"]
     assert uds_post(sock, "/sign", {"csr": "x", "subject": "root"}).status_code == 422
+    # A certificate wrapping someone else's public key proves nothing: only CSRs are signed.
+    from certified.pki import ca_certificate, issue_certificate
+
+    mallory_ca = new_key()
+    ca = ca_certificate(mallory_ca, "mallory")
+    alice_pub = new_key().public_key()
+    forged = issue_certificate(mallory_ca, ca, alice_pub, subject_name(LOGIN, uid=LOGIN))
+    resp = uds_post(sock, "/sign", {"csr": pem(forged)})
+    assert resp.status_code == 400 and "signing request" in resp.json()["detail"]
 
 
 def test_revocation_is_visible_and_enforced(signer, tmp_path, spawn, pki):
