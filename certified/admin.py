@@ -74,11 +74,17 @@ def introduce(root: Path, request_pem: bytes, *, days: int = 365) -> Signed:
     return Signed(signed_cert=pem(cert), ca_cert=pem(ca_cert))
 
 
-def add_client(root: Path, name: str, ca_cert_pem: str) -> Path:
-    """Trust clients whose certificates are signed by this CA."""
+def add_client(root: Path, name: str, ca_cert_pem: str, *, users: bool = False) -> Path:
+    """Trust clients signed by this CA: as `cn:NAME`, or with `users` as `uid:<login>`
+    (a signer's CA). What else the CA signs is seen namespaced (`cn:x@NAME`)."""
     cert = parse_certificate(ca_cert_pem, f"CA certificate for client {name!r}")
     path = Layout(root).client_file(name)
     write_pem(path, pem(cert), overwrite=True)
+    marker = path.with_suffix(".users")
+    if users:
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
     return path
 
 
@@ -116,9 +122,8 @@ def list_trust(root: Path) -> list[TrustItem]:
         items.append(item("identity", cert.identity, cert.certificate))
     if lay.ca_cert.exists():
         items.append(item("ca", "CA", load_certificate(lay.ca_cert)))
-    if lay.known_clients.is_dir():
-        for p in sorted(lay.known_clients.glob("*.crt")):
-            items.append(item("client", p.stem, load_certificate(p)))
+    for ca in cert.trusted_clients():
+        items.append(item("users" if ca.users else "client", ca.name, ca.cert))
     for name, entry in cert.services().items():
         items.append(item("service", name, parse_certificate(entry.cert, name), entry.url))
     return items

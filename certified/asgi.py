@@ -18,6 +18,7 @@ from fastapi import HTTPException, Request
 
 from .pki import identity_of, pem
 from .revocation import RevocationList
+from .trust import ClientCA, client_identity_of
 
 access_log = logging.getLogger("certified.access")
 
@@ -32,11 +33,15 @@ class Peer:
     pem: str
 
 
-def peer_from_der(der: bytes | None) -> Peer | None:
+def peer_from_der(der: bytes | None, cas: list[ClientCA] | None = None) -> Peer | None:
+    """The peer of a connection; with `cas`, its identity as those CAs vouch for it."""
     if not der:
         return None
     cert = x509.load_der_x509_certificate(der)
-    return Peer(identity_of(cert), cert.serial_number, cert.issuer.rfc4514_string(), pem(cert))
+    ident = identity_of(cert) if cas is None else client_identity_of(cert, cas)
+    if ident is None:
+        return None
+    return Peer(ident, cert.serial_number, cert.issuer.rfc4514_string(), pem(cert))
 
 
 def bind_peer(app, peer: Peer | None):

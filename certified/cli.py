@@ -62,10 +62,18 @@ def introduce(
 
 
 @app.command("add-client")
-def add_client(name: str, ca_cert: str, config: Path | None = ConfigOpt) -> None:
-    """Trust clients whose certificates that CA signed."""
-    path = admin.add_client(find_config_dir(config), name, _read_input(ca_cert).decode())
-    typer.echo(f"trusting clients signed by {name!r} ({path})")
+def add_client(
+    name: str,
+    ca_cert: str,
+    users: bool = typer.Option(False, "--users", help="a signer's CA: accept uid:<login>"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Trust clients that CA signed: as cn:NAME, or with --users as uid:<login>."""
+    path = admin.add_client(
+        find_config_dir(config), name, _read_input(ca_cert).decode(), users=users
+    )
+    what = "user certificates (uid:<login>)" if users else f"cn:{name}"
+    typer.echo(f"trusting {what} signed by {name!r} ({path})")
 
 
 @app.command("add-service")

@@ -17,6 +17,7 @@ from .keys import check_key_permissions, load_certificate, load_private_key
 from .layout import NAME_RE, Layout, find_config_dir
 from .models import ServiceEntry
 from .pki import identity_of, pem
+from .trust import ClientCA
 
 
 class Certified:
@@ -49,9 +50,18 @@ class Certified:
             ) from None
 
     # -- trust ------------------------------------------------------------------
-    def trusted_client_cas(self) -> list[x509.Certificate]:
+    def trusted_clients(self) -> list[ClientCA]:
+        """CAs whose clients this identity accepts; `NAME.users` marks user-issuing CAs."""
         d = self.layout.known_clients
-        return [load_certificate(p) for p in sorted(d.glob("*.crt"))] if d.is_dir() else []
+        if not d.is_dir():
+            return []
+        return [
+            ClientCA(p.stem, load_certificate(p), users=p.with_suffix(".users").exists())
+            for p in sorted(d.glob("*.crt"))
+        ]
+
+    def trusted_client_cas(self) -> list[x509.Certificate]:
+        return [c.cert for c in self.trusted_clients()]
 
     def services(self) -> dict[str, ServiceEntry]:
         d = self.layout.known_servers

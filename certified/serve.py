@@ -27,7 +27,8 @@ class _PeerMixin:
         super().connection_made(transport)  # type: ignore[misc]
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        self.app = bind_peer(self.app, peer_from_der(der))  # type: ignore[attr-defined]
+        cas = getattr(self.config, "client_cas", None)  # type: ignore[attr-defined]
+        self.app = bind_peer(self.app, peer_from_der(der, cas))  # type: ignore[attr-defined]
 
 
 class PeerH11Protocol(_PeerMixin, H11Protocol):
@@ -90,7 +91,7 @@ def build_config(
     def context_factory(_config: uvicorn.Config, _default: Callable) -> Any:
         return ctx
 
-    return uvicorn.Config(
+    config = uvicorn.Config(
         wrapped,
         host=host,
         port=port,
@@ -101,6 +102,8 @@ def build_config(
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
+    config.client_cas = certified.trusted_clients()  # read by _PeerMixin per connection
+    return config
 
 
 def run_uvicorn(config: uvicorn.Config) -> None:

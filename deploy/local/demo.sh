@@ -46,7 +46,7 @@ signer request --socket "$RUN/signer.sock" --config user
 certified add-service hello "$URL" server/CA.crt --config user
 
 step "4. Facility: trust users signed by the signer; serve an app over mTLS with its CRL"
-certified add-client signer signer-ca/CA.crt --config server
+certified add-client signer signer-ca/CA.crt --users --config server
 certified serve certified.whoami:app "$URL" --config server \
     --crl "unix:$RUN/signer.sock" --crl-refresh 0.5 2>server.log &
 PIDS+=($!)
@@ -62,7 +62,7 @@ grep '"certified.access"' server.log | tail -1
 step "7. Facility: start psik-api (jobs over mTLS; users from the signer, CRL enforced)"
 PSIK_PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 certified init psik-api --host 127.0.0.1 --host localhost --config psik-api-id
-certified add-client signer signer-ca/CA.crt --config psik-api-id
+certified add-client signer signer-ca/CA.crt --users --config psik-api-id
 cat > psik-api.yaml <<YAML
 certified: $RUN/psik-api-id
 listen: https://127.0.0.1:$PSIK_PORT

@@ -272,3 +272,23 @@ def test_sigterm_drains_and_exits_zero(pki, server):
     proc.popen.send_signal(_signal.SIGTERM)
     assert proc.popen.wait(timeout=20) == 0
     assert "Application shutdown complete" in proc.stderr()
+
+
+def test_trusted_ca_cannot_impersonate_over_tls(pki, server, tmp_path):
+    """cn:client's CA signs certificates for `server` and a user: the server sees them
+    namespaced, so ownership checks keyed on identity cannot be fooled."""
+    _proc, _url = server
+    ca_key = load_private_key(pki.client / "CA.key")
+    ca_cert = load_certificate(pki.client / "CA.crt")
+    for name, subject, expected in (
+        ("as-server", subject_name("server"), "cn:server@client"),
+        ("as-alice", subject_name("alice", uid="alice"), "uid:alice@client"),
+    ):
+        d = tmp_path / name
+        shutil.copytree(pki.client, d)
+        key = new_key()
+        cert = issue_certificate(ca_key, ca_cert, key.public_key(), subject)
+        write_private_key(d / "id.key", key, overwrite=True)
+        write_pem(d / "id.crt", pem(cert) + pem(ca_cert), overwrite=True)
+        with Certified(d).client("https://whoami") as c:
+            assert c.get("/").json()["identity"] == expected

@@ -87,3 +87,34 @@ def test_crl_lists_serials_and_verifies():
     assert crl.is_signature_valid(ca.public_key())
     assert crl.get_revoked_certificate_by_serial_number(1234) is not None
     assert crl.get_revoked_certificate_by_serial_number(99) is None
+
+
+def test_a_trusted_ca_vouches_only_for_what_it_was_trusted_as():
+    from certified.trust import ClientCA, client_identity_of
+
+    signer_key, client_key, stranger_key = new_key(), new_key(), new_key()
+    signer = ClientCA("signer", ca_certificate(signer_key, "signer"), users=True)
+    client = ClientCA("client", ca_certificate(client_key, "client"))
+    stranger_ca = ca_certificate(stranger_key, "client")  # same subject, different key
+    cas = [signer, client]
+
+    def leaf(key, ca, subject):
+        return issue_certificate(key, ca, new_key().public_key(), subject)
+
+    assert client_identity_of(leaf(signer_key, signer.cert, subject_name("al", uid="al")), cas) == (
+        "uid:al"
+    )
+    assert client_identity_of(leaf(client_key, client.cert, subject_name("client")), cas) == (
+        "cn:client"
+    )
+    # The client's CA minting someone else's names gets them namespaced, never bare.
+    assert client_identity_of(leaf(client_key, client.cert, subject_name("server")), cas) == (
+        "cn:server@client"
+    )
+    forged_user = leaf(client_key, client.cert, subject_name("al", uid="al"))
+    assert client_identity_of(forged_user, cas) == "uid:al@client"
+    assert client_identity_of(leaf(signer_key, signer.cert, subject_name("svc")), cas) == (
+        "cn:svc@signer"
+    )
+    # A look-alike CA (same subject, other key) is nobody's issuer.
+    assert client_identity_of(leaf(stranger_key, stranger_ca, subject_name("client")), cas) is None

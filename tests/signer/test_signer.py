@@ -97,7 +97,7 @@ def test_malformed_requests_get_clear_errors(signer):
 
 def test_revocation_is_visible_and_enforced(signer, tmp_path, spawn, pki):
     conf, sock, _proc = signer
-    admin.add_client(pki.server, "signer", (conf / "CA.crt").read_text())
+    admin.add_client(pki.server, "signer", (conf / "CA.crt").read_text(), users=True)
     _srv, url = start_certified_server(
         spawn, pki.server, extra=["--crl", f"unix:{sock}", "--crl-refresh", "0.2"], name="app"
     )
