@@ -44,8 +44,21 @@ RESERVED_ATTRIBUTES = frozenset(
         "uid",
         "gid",
         "wrap",
+        # these would let a job read or reset the environment or working directory psik sets
+        "export-file",
+        "get-user-env",
+        "workdir",
     }
 )
+
+
+def reserved_attribute(key: str) -> str | None:
+    """The reserved option `key` would set: sbatch accepts any unambiguous prefix of a
+    long option (`--accou` is `--account`), so prefixes are refused too."""
+    for name in sorted(RESERVED_ATTRIBUTES):
+        if name.startswith(key):
+            return name
+    return None
 
 
 class _Strict(BaseModel):
@@ -83,8 +96,9 @@ def _check_attributes(value: dict[str, str]) -> dict[str, str]:
     for key, val in value.items():
         if not _ATTR_KEY.match(key):
             raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY.pattern}")
-        if key in RESERVED_ATTRIBUTES:
-            raise ValueError(f"attribute {key!r} is set by psik or the operator, not a JobSpec")
+        if (reserved := reserved_attribute(key)) is not None:
+            shown = key if key == reserved else f"{key!r} (an abbreviation of {reserved!r})"
+            raise ValueError(f"attribute {shown} is set by psik or the operator, not a JobSpec")
         if "\n" in val or "\r" in val or "\0" in val:
             raise ValueError(f"attribute {key!r} value must be one line")
     return value

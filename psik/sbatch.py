@@ -22,7 +22,13 @@ def _value(text: str) -> str:
 def sbatch_options(spec: JobSpec, backend: BackendConfig) -> list[tuple[str, str | None]]:
     """The (option, value) pairs for a run; value None means a bare flag."""
     res = spec.resources
+    operator = dict(backend.attributes)
+    # The job's own attributes come first: for a repeated option sbatch keeps the last
+    # value, so psik's and the operator's settings below always win.
     opts: list[tuple[str, str | None]] = [
+        (k, v) for k, v in spec.attributes.items() if k not in operator
+    ]
+    opts += [
         ("job-name", spec.name),
         ("time", str(max(1, math.ceil(res.duration)))),
         ("nodes", str(res.node_count)),
@@ -41,10 +47,6 @@ def sbatch_options(spec: JobSpec, backend: BackendConfig) -> list[tuple[str, str
         opts.append(("account", backend.project_name))
     if backend.reservation_id:
         opts.append(("reservation", backend.reservation_id))
-    operator = dict(backend.attributes)
-    for key, val in spec.attributes.items():
-        if key not in operator:  # the operator's setting wins
-            opts.append((key, val))
     opts.extend(operator.items())
     return opts
 

@@ -143,3 +143,15 @@ def test_psik_api_refuses_bad_settings_clearly(tmp_path):
         )
         assert out.returncode == 1 and fragment in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("key", ["accou", "partit", "qo", "a", "outp", "export-file", "workdir"])
+def test_abbreviated_reserved_sbatch_options_are_refused(key):
+    # sbatch takes any unambiguous prefix of a long option: `--accou` sets the account.
+    with pytest.raises(ValidationError, match="set by psik or the operator"):
+        JobSpec(script="true", attributes={key: "x"})
+
+
+def test_allowed_attributes_pass():
+    spec = JobSpec(script="true", attributes={"comment": "run 355", "mem": "4G", "time-min": "5"})
+    assert spec.attributes["comment"] == "run 355"

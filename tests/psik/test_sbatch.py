@@ -39,6 +39,7 @@ def test_every_resource_and_backend_field_is_rendered():
     script = render_sbatch(spec, backend, CMD, console="/jobs/my job/17/log/console", workdir="/w")
     assert script.startswith("#!/bin/bash\n")
     assert header(script) == [
+        '#SBATCH --comment="run 355 of mfx"',  # the job's first: later lines win in sbatch
         "#SBATCH --job-name=streamer",
         "#SBATCH --time=31",
         "#SBATCH --nodes=2",
@@ -50,7 +51,6 @@ def test_every_resource_and_backend_field_is_rendered():
         "#SBATCH --partition=milano",
         "#SBATCH --account=lcls:mfx",
         "#SBATCH --reservation=beamtime",
-        '#SBATCH --comment="run 355 of mfx"',
         "#SBATCH --mail-type=NONE",  # the operator's value wins over the spec's
         "#SBATCH --qos=high",
         '#SBATCH --output="/jobs/my job/17/log/console"',
