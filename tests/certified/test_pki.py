@@ -118,3 +118,35 @@ def test_a_trusted_ca_vouches_only_for_what_it_was_trusted_as():
     )
     # A look-alike CA (same subject, other key) is nobody's issuer.
     assert client_identity_of(leaf(stranger_key, stranger_ca, subject_name("client")), cas) is None
+
+
+def test_revoked_certificate_cannot_open_a_websocket():
+    """The middleware's check covers websocket scopes too (driven directly as ASGI)."""
+    import asyncio
+
+    from certified.asgi import CertifiedMiddleware
+
+    class Revoked:
+        def is_revoked(self, issuer, serial):
+            return (issuer, serial) == ("CN=x CA", 7)
+
+    reached, sent = [], []
+
+    async def app(scope, receive, send):
+        reached.append(scope["type"])
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    tls = {"client_serial": 7, "client_issuer": "CN=x CA", "client_identity": "cn:x"}
+    scope = {"type": "websocket", "extensions": {"tls": tls}}
+    asyncio.run(CertifiedMiddleware(app, Revoked())(scope, receive, send))
+    assert reached == [] and sent == [
+        {"type": "websocket.close", "code": 1008, "reason": "certificate revoked"}
+    ]
+    tls["client_serial"] = 8
+    asyncio.run(CertifiedMiddleware(app, Revoked())(scope, receive, send))
+    assert reached == ["websocket"]
