@@ -82,13 +82,24 @@ class CertifiedMiddleware:
         self.app = app
         self.revocation = revocation
 
+    def _revoked(self, tls: dict) -> bool:
+        return (
+            self.revocation is not None
+            and tls.get("client_serial") is not None
+            and self.revocation.is_revoked(tls["client_issuer"], tls["client_serial"])
+        )
+
     async def __call__(self, scope, receive, send):
+        tls = (scope.get("extensions") or {}).get("tls") or {}
+        if scope["type"] == "websocket" and self._revoked(tls):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": "certificate revoked"})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = {"code": 500}
-        tls = (scope.get("extensions") or {}).get("tls") or {}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -96,11 +107,7 @@ class CertifiedMiddleware:
             await send(message)
 
         try:
-            if (
-                self.revocation is not None
-                and tls.get("client_serial") is not None
-                and (self.revocation.is_revoked(tls["client_issuer"], tls["client_serial"]))
-            ):
+            if self._revoked(tls):
                 await _refuse(send_wrapper, 403, b'{"detail":"client certificate revoked"}')
             else:
                 await self.app(scope, receive, send_wrapper)
