@@ -1,9 +1,9 @@
 """ASGI side of mTLS: the peer certificate in the scope, identity, revocation, access log.
 
 Uvicorn does not put the TLS peer certificate into the ASGI scope. `certified.serve`
-uses protocol subclasses that, per connection, wrap the app with `bind_peer`, which
-fills ``scope["extensions"]["tls"]`` (ASGI TLS extension keys plus
-``client_identity``). `CertifiedMiddleware` then refuses revoked certificates and
+uses protocol subclasses that, per connection, wrap the app with `bind_extensions`,
+filling ``scope["extensions"]["tls"]`` from `tls_extension` (ASGI TLS extension keys
+plus ``client_identity``). `CertifiedMiddleware` then refuses revoked certificates and
 writes one JSON access-log line per request.
 """
 
@@ -44,23 +44,29 @@ def peer_from_der(der: bytes | None, cas: list[ClientCA] | None = None) -> Peer 
     return Peer(ident, cert.serial_number, cert.issuer.rfc4514_string(), pem(cert))
 
 
-def bind_peer(app, peer: Peer | None):
-    """Wrap `app` for one connection so every request scope carries the peer."""
+def tls_extension(peer: Peer | None) -> tuple[dict, dict]:
+    """Scope extensions and state for one TLS connection's peer."""
+    tls = {
+        "client_cert_chain": [peer.pem] if peer else [],
+        "client_identity": peer.identity if peer else None,
+        "client_serial": peer.serial if peer else None,
+        "client_issuer": peer.issuer if peer else None,
+    }
+    return {"tls": tls}, {"client_identity": tls["client_identity"]}
 
-    async def with_peer(scope, receive, send):
+
+def bind_extensions(app, extensions: dict, state: dict | None = None):
+    """Wrap `app` for one connection: every http/websocket scope gets `extensions`
+    (and `state` entries) merged in. Both are computed once, when the connection is made."""
+
+    async def with_extensions(scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            tls = {
-                "client_cert_chain": [peer.pem] if peer else [],
-                "client_identity": peer.identity if peer else None,
-                "client_serial": peer.serial if peer else None,
-                "client_issuer": peer.issuer if peer else None,
-            }
-            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), "tls": tls}}
-            state = scope.setdefault("state", {})
-            state["client_identity"] = tls["client_identity"]
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}), **extensions}}
+            if state:
+                scope.setdefault("state", {}).update(state)
         await app(scope, receive, send)
 
-    return with_peer
+    return with_extensions
 
 
 def scope_identity(scope) -> str | None:

@@ -13,7 +13,7 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from .errors import CertifiedError
-from .keys import check_key_permissions, load_certificate, load_private_key
+from .keys import load_certificate, load_private_key
 from .layout import NAME_RE, Layout, find_config_dir
 from .models import ServiceEntry
 from .pki import identity_of, pem
@@ -41,7 +41,6 @@ class Certified:
     def _load_chain(self, ctx: ssl.SSLContext) -> None:
         key_path = self.layout.id_key
         load_private_key(key_path)  # permission and format check with a clear error
-        check_key_permissions(key_path)
         try:
             ctx.load_cert_chain(str(self.layout.id_cert), str(key_path))
         except (ssl.SSLError, OSError) as exc:
@@ -59,9 +58,6 @@ class Certified:
             ClientCA(p.stem, load_certificate(p), users=p.with_suffix(".users").exists())
             for p in sorted(d.glob("*.crt"))
         ]
-
-    def trusted_client_cas(self) -> list[x509.Certificate]:
-        return [c.cert for c in self.trusted_clients()]
 
     def services(self) -> dict[str, ServiceEntry]:
         d = self.layout.known_servers
@@ -94,7 +90,7 @@ class Certified:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_3
             self._load_chain(ctx)
-            cas = self.trusted_client_cas()
+            cas = [c.cert for c in self.trusted_clients()]
             if not cas:
                 raise CertifiedError(
                     f"{self.layout.root} trusts no clients;"

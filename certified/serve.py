@@ -13,22 +13,34 @@ from urllib.parse import urlsplit
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .asgi import CertifiedMiddleware, bind_peer, peer_from_der
+from .asgi import CertifiedMiddleware, bind_extensions, peer_from_der, tls_extension
 from .errors import CertifiedError
 from .identity import Certified
 from .logs import configure_json_logging
 from .revocation import RevocationList
 
 
-class _PeerMixin:
-    """Attach the TLS peer certificate to every request of a connection."""
+class ConnectionScopeMixin:
+    """For uvicorn protocol classes: what `connection_scope(transport)` returns, computed
+    once per connection, is merged into the scope of every request on it."""
+
+    def connection_scope(self, transport) -> tuple[dict, dict]:
+        """(scope extensions, state entries) for this connection."""
+        raise NotImplementedError
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
+        self.app = bind_extensions(self.app, *self.connection_scope(transport))  # type: ignore[attr-defined]
+
+
+class _PeerMixin(ConnectionScopeMixin):
+    """Attach the TLS peer certificate and identity to every request of a connection."""
+
+    def connection_scope(self, transport) -> tuple[dict, dict]:
         ssl_object = transport.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         cas = getattr(self.config, "client_cas", None)  # type: ignore[attr-defined]
-        self.app = bind_peer(self.app, peer_from_der(der, cas))  # type: ignore[attr-defined]
+        return tls_extension(peer_from_der(der, cas))
 
 
 class PeerH11Protocol(_PeerMixin, H11Protocol):
@@ -85,7 +97,8 @@ def build_config(
     """A uvicorn Config serving `app` over mTLS at `url` (errors raised before binding)."""
     host, port = parse_listen_url(url)
     ctx = certified.ssl_context(server=True)
-    revocation = RevocationList(crl, certified.trusted_client_cas(), crl_refresh) if crl else None
+    clients = certified.trusted_clients()
+    revocation = RevocationList(crl, [c.cert for c in clients], crl_refresh) if crl else None
     wrapped = CertifiedMiddleware(load_app(app, factory), revocation)
 
     def context_factory(_config: uvicorn.Config, _default: Callable) -> Any:
@@ -102,7 +115,7 @@ def build_config(
         log_level=log_level,
         timeout_graceful_shutdown=10,
     )
-    config.client_cas = certified.trusted_clients()  # read by _PeerMixin per connection
+    config.client_cas = clients  # read by _PeerMixin per connection
     return config
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from certified.serve import ConnectionScopeMixin
+
 _UCRED = struct.Struct("3i")
 
 
@@ -31,20 +33,8 @@ def peer_cred(sock) -> PeerCred:
     return PeerCred(pid, uid, gid, login)
 
 
-class PeerCredProtocol(H11Protocol):
+class PeerCredProtocol(ConnectionScopeMixin, H11Protocol):
     """h11 protocol that puts the peer's credentials into every request's scope."""
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        cred = peer_cred(transport.get_extra_info("socket"))
-        inner = self.app
-
-        async def with_cred(scope, receive, send):
-            if scope["type"] == "http":
-                scope = {
-                    **scope,
-                    "extensions": {**(scope.get("extensions") or {}), "peercred": cred},
-                }
-            await inner(scope, receive, send)
-
-        self.app = with_cred
+    def connection_scope(self, transport) -> tuple[dict, dict]:
+        return {"peercred": peer_cred(transport.get_extra_info("socket"))}, {}

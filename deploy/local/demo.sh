@@ -28,7 +28,15 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...
     echo "timed out waiting for $what" >&2; exit 1
 }
 
-PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+free_ports() {  # free_ports N: N distinct free TCP ports on 127.0.0.1
+    python -c "
+import socket
+ss = [socket.socket() for _ in range($1)]
+for s in ss: s.bind(('127.0.0.1', 0))
+print(*(s.getsockname()[1] for s in ss))"
+}
+
+PORT="$(free_ports 1)"
 URL="https://127.0.0.1:$PORT"
 LOGIN="$(id -un)"
 
@@ -60,7 +68,7 @@ sleep 0.3
 grep '"certified.access"' server.log | tail -1
 
 step "7. Facility: start psik-api (jobs over mTLS; users from the signer, CRL enforced)"
-PSIK_PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PSIK_PORT="$(free_ports 1)"
 certified init psik-api --host 127.0.0.1 --host localhost --config psik-api-id
 certified add-client signer signer-ca/CA.crt --users --config psik-api-id
 cat > psik-api.yaml <<YAML
@@ -78,11 +86,7 @@ wait_for "psik-api" python -c "import socket; socket.create_connection(('127.0.0
 certified add-service psik "https://127.0.0.1:$PSIK_PORT" psik-api-id/CA.crt --config user
 
 step "8. User: submit a buffer job (nngstream) to psik-api"
-read -r IN_PORT OUT_PORT < <(python -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))')
+read -r IN_PORT OUT_PORT < <(free_ports 2)
 cat > buffer-job.yaml <<YAML
 name: buffer
 script: nngstream tcp://127.0.0.1:$IN_PORT tcp://127.0.0.1:$OUT_PORT --producers 2 --metrics-interval 2
