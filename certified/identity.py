@@ -12,7 +12,7 @@ import httpx
 from cryptography import x509
 from pydantic import ValidationError
 
-from .errors import CertifiedError
+from .errors import CertifiedError, ConfigError
 from .keys import load_certificate, load_private_key
 from .layout import NAME_RE, Layout, find_config_dir
 from .models import ServiceEntry
@@ -26,7 +26,7 @@ class Certified:
     def __init__(self, config_dir: str | os.PathLike | None = None) -> None:
         self.layout = Layout(find_config_dir(config_dir))
         if not self.layout.root.is_dir():
-            raise CertifiedError(f"certified config directory {self.layout.root} does not exist")
+            raise ConfigError(f"certified config directory {self.layout.root} does not exist")
 
     # -- identity ---------------------------------------------------------------
     @cached_property

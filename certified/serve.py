@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +14,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .asgi import CertifiedMiddleware, bind_extensions, peer_from_der, tls_extension
 from .errors import CertifiedError
+from .handshake import alerting_protocol_factory, refuse_revoked
 from .identity import Certified
 from .logs import configure_json_logging
 from .revocation import RevocationList
@@ -99,17 +99,16 @@ def build_config(
     ctx = certified.ssl_context(server=True)
     clients = certified.trusted_clients()
     revocation = RevocationList(crl, [c.cert for c in clients], crl_refresh) if crl else None
+    if revocation is not None:
+        refuse_revoked(ctx, revocation.is_revoked_certificate)
     wrapped = CertifiedMiddleware(load_app(app, factory), revocation)
-
-    def context_factory(_config: uvicorn.Config, _default: Callable) -> Any:
-        return ctx
-
+    # TLS is done by the protocol (so refused clients get their alert), not by uvicorn:
+    # uvicorn's start-up line therefore says http://, but every connection is mTLS.
     config = uvicorn.Config(
         wrapped,
         host=host,
         port=port,
-        http=http or DEFAULT_PROTOCOL,
-        ssl_context_factory=context_factory,
+        http=alerting_protocol_factory(http or DEFAULT_PROTOCOL, ctx),
         log_config=None,
         access_log=False,
         log_level=log_level,

@@ -167,4 +167,4 @@ def crl(
 
 
 def main() -> None:
-    run_typer(app)
+    run_typer(app, "signer")

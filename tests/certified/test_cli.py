@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -20,11 +21,12 @@ def run(*args, check=True, **kw):
     return proc
 
 
-def assert_one_line_error(proc, needle):
-    assert proc.returncode != 0
+def assert_one_line_error(proc, needle, code=1):
+    """One `PROG: error: ...` line holding `needle`, exit `code` (1 runtime, 2 config)."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     err = proc.stderr.strip()
-    assert err.startswith("error:") and needle in err, err
+    assert re.match(r"^(certified|message): error: ", err) and needle in err, err
     assert len(err.splitlines()) == 1, err
 
 
@@ -115,5 +117,9 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
         "not a valid PEM certificate",
     )
     assert_one_line_error(
-        run("list", "--config", tmp_path / "nowhere", check=False), "does not exist"
+        run("list", "--config", tmp_path / "nowhere", check=False), "does not exist", code=2
     )
+    # Usage errors (click's) are one line too, exit 2.
+    assert_one_line_error(run("init", check=False), "Missing argument 'name'", code=2)
+    assert_one_line_error(run("frobnicate", check=False), "No such command", code=2)
+    assert_one_line_error(run("list", "--bogus", check=False), "No such option", code=2)
