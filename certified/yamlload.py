@@ -26,14 +26,17 @@ class YamlError(ConfigError):
 
 
 def expanded_size(node: yaml.Node, limit: int = MAX_NODES) -> int:
-    """Number of nodes `node` stands for with aliases expanded (stops counting past `limit`)."""
+    """Number of nodes `node` stands for with aliases expanded (stops counting past
+    `limit`); RecursionError for an alias inside its own anchor, or nesting too deep."""
     memo: dict[int, int] = {}
 
     def size(n: yaml.Node) -> int:
         key = id(n)
         if key in memo:
+            if memo[key] < 0:
+                raise RecursionError
             return memo[key]
-        memo[key] = 1  # a recursive alias (&a [*a]) counts once instead of looping
+        memo[key] = -1  # being counted: meeting it again means an alias inside itself
         total = 1
         if isinstance(n, yaml.SequenceNode):
             for child in n.value:
@@ -65,7 +68,11 @@ def load_yaml_node(text: str, source: str = "<yaml>") -> tuple[Any, yaml.Node | 
         node = loader.get_single_node()
         if node is None:
             return None, None
-        if expanded_size(node) > MAX_NODES:
+        try:
+            too_big = expanded_size(node) > MAX_NODES
+        except RecursionError:
+            raise YamlError(f"{source}: refused: an alias (*name) refers to itself") from None
+        if too_big:
             raise YamlError(
                 f"{source}: refused: its aliases (*name) expand to more than {MAX_NODES}"
                 " nodes (a YAML alias bomb?)"
