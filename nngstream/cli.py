@@ -12,8 +12,8 @@ import typer
 from pydantic import ValidationError
 
 from certified.cliutil import fail, run_typer
+from certified.logs import configure_json_logging
 
-from . import logs
 from .engine import Buffer
 from .errors import NngstreamError
 from .fifo import WhenFull
@@ -92,7 +92,7 @@ def serve(
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
-    logs.configure(verbose)
+    configure_json_logging("DEBUG" if verbose else "INFO")
     try:
         settings = BufferSettings(
             in_url=in_url,
