@@ -11,6 +11,7 @@ import pytest
 
 from certified.logs import JsonFormatter, configure_json_logging
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 SHAPE = {"time", "level", "logger", "message"}
@@ -48,10 +49,12 @@ def test_nngstream_logs_the_same_shape(spawn):
     """The buffer (no service plumbing of its own) logs through certified.logs."""
     p_in, p_out = free_port(), free_port()
     buf = spawn(
-        ["nngstream", f"tcp://127.0.0.1:{p_in}", f"tcp://127.0.0.1:{p_out}", "-v"], name="buf"
+        ["nngstream", f"tcp://127.0.0.1:{p_in}", f"tcp://127.0.0.1:{p_out}", "-v"]
+        + ["--metrics-interval", "0.1"],
+        name="buf",
     )
-    buf.wait_port(p_out)
-    buf.signal(signal.SIGTERM)
+    wait_until(buf.stdout, 20, "the buffer's first metrics line (it is running)")
+    buf.signal(signal.SIGTERM)  # logs its state changes while it drains and stops
     buf.wait(30)
     lines = [json.loads(line) for line in buf.stderr().splitlines()]
     assert lines, "the buffer logged nothing"
