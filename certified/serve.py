@@ -132,3 +132,13 @@ def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> No
     """Serve over mTLS until SIGINT/SIGTERM (in-flight requests finish first)."""
     configure_json_logging(kwargs.get("log_level", "info"))
     run_uvicorn(build_config(app, url, certified=certified, **kwargs))
+
+
+def run_unix_server(app: Any, path: Path, *, http: type, log_level: str = "info") -> None:
+    """Serve plain HTTP on a UNIX socket (the signer: the kernel, not TLS, says who
+    calls) with the suite's JSON logs, until SIGINT/SIGTERM."""
+    configure_json_logging(log_level)
+    config = uvicorn.Config(
+        app, uds=str(path), http=http, log_config=None, access_log=False, log_level=log_level
+    )
+    run_uvicorn(config)

@@ -16,7 +16,6 @@ from certified.cliutil import run_typer
 from certified.errors import CertifiedError
 from certified.keys import load_private_key, write_pem, write_private_key
 from certified.layout import Layout, find_config_dir
-from certified.logs import configure_json_logging
 from certified.pki import make_csr, new_key, pem, subject_name
 
 from .ledger import Ledger, parse_serial
@@ -60,9 +59,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Sign users' CSRs as uid:<login>, the login taken from the socket peer (SO_PEERCRED)."""
-    import uvicorn
-
-    from certified.serve import run_uvicorn
+    from certified.serve import run_unix_server
 
     from .app import create_app
     from .peercred import PeerCredProtocol
@@ -74,17 +71,7 @@ def serve(
         if _socket_in_use(socket_path):
             raise CertifiedError(f"another signer is already serving on {socket_path}")
         socket_path.unlink()
-    configure_json_logging(log_level)
-    application = create_app(settings)
-    config_ = uvicorn.Config(
-        application,
-        uds=str(socket_path),
-        http=PeerCredProtocol,
-        log_config=None,
-        access_log=False,
-        log_level=log_level,
-    )
-    run_uvicorn(config_)
+    run_unix_server(create_app(settings), socket_path, http=PeerCredProtocol, log_level=log_level)
 
 
 def _client(socket_path: Path) -> httpx.Client:
