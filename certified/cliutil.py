@@ -41,6 +41,8 @@ def run_typer(
     except typer.Abort:
         fail(prog, "aborted", 130)
     except typer.TyperException as exc:  # click's usage errors (exit_code 2)
+        if not exc.format_message():  # no arguments at all: click printed the help
+            raise SystemExit(exc.exit_code) from None
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         fail(prog, exc.format_message() + hint, exc.exit_code)

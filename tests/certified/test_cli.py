@@ -112,6 +112,8 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
     assert_one_line_error(run("init", check=False), "Missing argument 'name'", code=2)
     assert_one_line_error(run("frobnicate", check=False), "No such command", code=2)
     assert_one_line_error(run("list", "--bogus", check=False), "No such option", code=2)
+    bare = run(check=False)  # no arguments: the help, and the usage exit code
+    assert bare.returncode == 2 and "Usage: certified" in bare.stdout and bare.stderr == ""
 
 
 def test_one_search_order_for_directories_and_files(tmp_path):
