@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from .handshake import alerting_protocol_factory, refuse_revoked
 from .identity import Certified
 from .logs import configure_json_logging
 from .revocation import RevocationList
+
+log = logging.getLogger("certified.serve")
 
 
 class ConnectionScopeMixin:
@@ -131,7 +134,9 @@ def run_uvicorn(config: uvicorn.Config) -> None:
 def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> None:
     """Serve over mTLS until SIGINT/SIGTERM (in-flight requests finish first)."""
     configure_json_logging(kwargs.get("log_level", "info"))
-    run_uvicorn(build_config(app, url, certified=certified, **kwargs))
+    config = build_config(app, url, certified=certified, **kwargs)
+    log.info("serving %s: mTLS, TLS 1.3, client certificate required", url)
+    run_uvicorn(config)
 
 
 def run_unix_server(app: Any, path: Path, *, http: type, log_level: str = "info") -> None:

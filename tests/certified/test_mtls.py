@@ -41,6 +41,7 @@ def test_trusted_client_is_seen_with_its_identity(pki, server):
         access[-1]["status"] == 200 and access[-1]["path"] == "/" and access[-1]["method"] == "GET"
     )
     assert access[-1]["remote"].startswith("127.0.0.1:") and access[-1]["duration_ms"] >= 0
+    assert f"serving {_url}: mTLS, TLS 1.3, client certificate required" in proc.stderr()
 
 
 def access_lines(proc) -> list[dict]:
