@@ -103,7 +103,13 @@ def build_config(
     clients = certified.trusted_clients()
     revocation = RevocationList(crl, [c.cert for c in clients], crl_refresh) if crl else None
     if revocation is not None:
-        refuse_revoked(ctx, revocation.is_revoked_certificate)
+        try:
+            refuse_revoked(ctx, revocation.is_revoked_certificate)
+        except (OSError, AttributeError, RuntimeError) as exc:  # an unusual libssl/CPython
+            log.warning(
+                "revoked clients get 403 after the handshake instead of a TLS alert",
+                extra={"error": str(exc)},
+            )
     wrapped = CertifiedMiddleware(load_app(app, factory), revocation)
     # TLS is done by the protocol (so refused clients get their alert), not by uvicorn:
     # uvicorn's start-up line therefore says http://, but every connection is mTLS.
