@@ -120,4 +120,4 @@ def serve(
 
 
 def main() -> None:
-    run_typer(app)
+    run_typer(app, "certified")
