@@ -12,6 +12,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from certified.errors import CertifiedError
+from certified.webhooks import Destinations, RetryPolicy
+
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -194,13 +197,24 @@ class Callback(_Strict):
     info: str = ""
 
 
-class CallbackPolicy(_Strict):
-    """How hard to try delivering one callback."""
+class CallbackPolicy(RetryPolicy):
+    """How hard to try delivering one callback, and where callbacks may go.
 
-    timeout: Annotated[float, Field(gt=0)] = 10.0
-    first_delay: Annotated[float, Field(gt=0)] = 0.5
-    max_delay: Annotated[float, Field(gt=0)] = 30.0
-    give_up_after: Annotated[float, Field(ge=0)] = 120.0
+    `allowed` lists service nicknames and URL prefixes (see certified.webhooks.Destinations);
+    None allows any destination (psik-api treats None as "none allowed").
+    """
+
+    allowed: list[str] | None = None
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            try:
+                Destinations(value)
+            except CertifiedError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class Config(_Strict):

@@ -30,6 +30,11 @@ class Backend(Protocol):
         """`mpirun` and `nodes` as seen from inside the running job."""
         ...
 
+    def vanished(self, job: JobDir, native_id: str) -> str | None:
+        """None while the run may still be alive; otherwise why it is gone, after stopping
+        anything of it left running (the reconciler then records `failed`)."""
+        ...
+
 
 def make_backend(cfg: BackendConfig, kill_grace: float) -> Backend:
     """Build the backend for one BackendConfig."""

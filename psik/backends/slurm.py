@@ -27,6 +27,13 @@ def _run(args: list[str], timeout: float = 60.0) -> str:
     return out.stdout
 
 
+#: scontrol JobState values of a job that may still run or record its outcome.
+_LIVE = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+     "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+)  # fmt: skip
+
+
 class SlurmBackend:
     """Submits one batch job per run. The native id is the SLURM job id."""
 
@@ -75,6 +82,20 @@ class SlurmBackend:
             if "already completing" in text or "Invalid job id" in text:
                 return  # it ended on its own meanwhile
             raise
+
+    def vanished(self, job: JobDir, native_id: str) -> str | None:
+        try:
+            out = _run(["scontrol", "-o", "show", "job", native_id])
+        except BackendError as exc:
+            if "Invalid job id" in str(exc):
+                return f"SLURM no longer knows job {native_id}"
+            return None  # cannot tell now; ask again later
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        state = fields.get("JobState", "")
+        if state in _LIVE:
+            return None
+        reason = fields.get("Reason", "None")
+        return f"SLURM job {native_id} is {state} (reason {reason}) and recorded no outcome"
 
     def runtime_env(self, spec: JobSpec) -> dict[str, str]:
         nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.node_count))

@@ -1,7 +1,8 @@
-"""psik fixtures: a callback receiver over mTLS, a psik config, the SLURM test cluster."""
+"""psik fixtures: a job-callback receiver over mTLS, a psik config, the SLURM test cluster."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,22 +10,32 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.servers import start_certified_server
+from certified import Certified
+from tests.support.receiver import Receiver
 
-from .helpers import job_processes, read_jsonl, wait_until
+from .helpers import job_processes, wait_until
 from .slurm import slurm_cluster  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class Receiver:
+class JobReceiver:
+    """The shared webhook receiver, seen as a sink of psik job callbacks."""
+
+    rx: Receiver
     url: str  # the callback URL (POST)
     secret: str
-    log: Path
 
     def received(self) -> list[dict]:
-        return read_jsonl(self.log)
+        """Accepted callbacks, each with the client `identity` and its request number."""
+        with self.rx.lock:
+            reqs = list(self.rx.requests)
+        return [
+            {**json.loads(r["body"]), "identity": r["identity"], "attempt": n}
+            for n, r in enumerate(reqs, start=1)
+            if not r["refused"]
+        ]
 
     def wait_for(self, jobid: str, state: str, timeout: float = 60) -> list[dict]:
         """Callbacks of `jobid` once one with `state` has arrived."""
@@ -36,25 +47,20 @@ class Receiver:
         return wait_until(mine, timeout, f"callback {state} of job {jobid}")
 
 
-def start_receiver(spawn, pki, tmp_path: Path, fail_first: int = 0, name: str = "receiver"):
-    log = tmp_path / f"{name}.jsonl"
+def start_receiver(pki, fail_first: int = 0, name: str = "receiver") -> JobReceiver:
+    """An mTLS receiver (as cn:server) checking signatures; cn:client knows it as `name`."""
     secret = f"s3cret-{name}"
-    env = {
-        "PSIK_RECEIVER_SECRET": secret,
-        "PSIK_RECEIVER_LOG": str(log),
-        "PSIK_RECEIVER_FAIL_FIRST": str(fail_first),
-    }
-    _proc, url = start_certified_server(
-        spawn, pki.server, "tests.psik.receiver:app", name=name, env=env
-    )
-    pki.add_service(pki.client, name, url)
-    return Receiver(url=f"{url}/cb", secret=secret, log=log)
+    rx = Receiver(Certified(pki.server), fail_first=fail_first, secret=secret)
+    pki.add_service(pki.client, name, rx.base)
+    return JobReceiver(rx, rx.url, secret)
 
 
 @pytest.fixture
-def receiver(spawn, pki, tmp_path) -> Receiver:
+def receiver(pki):
     """A real HTTPS (mTLS) callback receiver that only accepts valid signatures."""
-    return start_receiver(spawn, pki, tmp_path)
+    jr = start_receiver(pki)
+    yield jr
+    jr.rx.close()
 
 
 def write_config(path: Path, prefix: Path, certified: Path | None, **extra) -> Path:

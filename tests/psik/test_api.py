@@ -12,9 +12,10 @@ import pytest
 from certified import Certified
 from psik.jobdir import JobStore
 from tests.support.procs import ProcessSupervisor
-from tests.support.servers import start_certified_server, start_psik_api
+from tests.support.receiver import Receiver
+from tests.support.servers import start_psik_api
 
-from .conftest import REPO, Receiver
+from .conftest import REPO, JobReceiver
 from .helpers import final_state, job_processes, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -25,7 +26,7 @@ class Api:
     url: str
     root: Path
     store: JobStore
-    receiver: Receiver
+    receiver: JobReceiver
     owner: httpx.Client
     other: httpx.Client
 
@@ -39,15 +40,17 @@ def api(tmp_path_factory):
     (root / "logs").mkdir()
     sup = ProcessSupervisor(root / "logs")
     env = {"PYTHONPATH": str(REPO)}
-    log = root / "callbacks.jsonl"
-    rx_env = {**env, "PSIK_RECEIVER_SECRET": "api-secret", "PSIK_RECEIVER_LOG": str(log)}
-    _rx, rx_url = start_certified_server(
-        sup, pki.server, "tests.psik.receiver:app", name="receiver", env=rx_env
-    )
-    pki.add_service(pki.server, "receiver", rx_url)  # psik-api calls back as cn:server
+    rx = Receiver(Certified(pki.server), secret="api-secret")
+    pki.add_service(pki.server, "receiver", rx.base)  # psik-api calls back as cn:server
     psik_cfg = {
         "kill_grace": 1.0,
-        "callback": {"first_delay": 0.1, "max_delay": 0.5, "give_up_after": 2},
+        "callback": {
+            "first_delay": 0.1,
+            "max_delay": 0.5,
+            "give_up_after": 2,
+            "timeout": 2,
+            "allowed": ["receiver"],
+        },
         "backends": {
             "default": {"type": "local"},
             "batch": {"type": "slurm", "queue_name": "secret-queue", "project_name": "acct"},
@@ -59,9 +62,10 @@ def api(tmp_path_factory):
     owner = Certified(pki.client).client("https://psik", timeout=30)
     other = Certified(pki.other).client("https://psik", timeout=30)
     try:
-        yield Api(url, root, JobStore(root / "jobs"), Receiver("https://receiver/cb",
-                  "api-secret", log), owner, other)  # fmt: skip
+        receiver = JobReceiver(rx, "https://receiver/callback", "api-secret")
+        yield Api(url, root, JobStore(root / "jobs"), receiver, owner, other)
     finally:
+        rx.close()
         owner.close()
         other.close()
         left = job_processes(root / "jobs")

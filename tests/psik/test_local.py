@@ -8,8 +8,8 @@ import signal
 import pytest
 import yaml
 
+from certified.webhooks import sign
 from psik.jobdir import JobStore
-from psik.signing import sign
 
 from .conftest import write_config
 from .helpers import final_state, job_processes, psik_cli, states, wait_until
@@ -227,7 +227,7 @@ def test_unreachable_callback_never_breaks_the_job(tmp_path, pki, free_port):
 def test_callbacks_are_retried_until_the_receiver_answers(tmp_path, spawn, pki, psik_config):
     from .conftest import start_receiver
 
-    flaky = start_receiver(spawn, pki, tmp_path, fail_first=2, name="flaky")
+    flaky = start_receiver(pki, fail_first=2, name="flaky")
     spec = {"script": "true", "callback": flaky.url, "cb_secret": flaky.secret}
     jobid, store = submit(tmp_path, psik_config, spec)
     rows = flaky.wait_for(jobid, "completed")
@@ -235,6 +235,7 @@ def test_callbacks_are_retried_until_the_receiver_answers(tmp_path, spawn, pki, 
     assert rows[0]["attempt"] == 3  # two 503s, then accepted
     assert "retry 2" in store.get(jobid).console.read_text()
     final_state(store.get(jobid), 30)
+    flaky.rx.close()
 
 
 def test_receiver_rejects_a_wrong_signature(tmp_path, pki, receiver):

@@ -1,0 +1,208 @@
+"""Job callbacks delivered in order, from the job folder, by whoever is free to.
+
+The outbox of a job is its status.csv: every row after the cursor (`<base>/callbacks.cursor`,
+the number of rows already handled) is a pending callback. `drain` delivers pending rows
+in order while holding `<base>/callbacks.lock` (a process that finds it taken leaves its
+row to the holder, which looks again after letting go), so the submitter, the wrapper
+and psik-api's workers never send one job's callbacks out of order or twice at once.
+A callback that cannot be delivered is appended to `<base>/callbacks.failed` (JSON
+lines, shown by the API) and noted in log/console; the cursor moves on.
+
+`Dispatcher` runs drains on worker threads behind a bounded queue, so a request never
+waits on a receiver; a job it cannot queue stays pending on disk and is retried by
+`retry_deferred` (psik-api's reconciler calls it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from certified.webhooks import WebhookSender
+
+from .jobdir import CURSOR, JobDir
+from .models import Callback, Config, JobState
+
+log = logging.getLogger("psik.outbox")
+
+LOCK = "callbacks.lock"
+FAILED = "callbacks.failed"
+
+
+class FailedCallback(BaseModel):
+    """One callback given up on, as recorded in `<base>/callbacks.failed`."""
+
+    time: datetime
+    jobndx: int
+    state: JobState
+    url: str
+    attempts: int
+    reason: str
+
+
+def _read_cursor(job: JobDir, rows: int) -> int:
+    try:
+        return int((job.base / CURSOR).read_text())
+    except FileNotFoundError:
+        return rows  # a folder from before outboxes: nothing is pending
+    except ValueError:
+        job.note(f"unreadable {CURSOR}; treating every callback as sent")
+        return rows
+
+
+def _write_cursor(job: JobDir, value: int) -> None:
+    tmp = job.base / f".{CURSOR}.tmp"
+    tmp.write_text(str(value))
+    os.replace(tmp, job.base / CURSOR)
+
+
+def pending(job: JobDir) -> int:
+    """How many callbacks of this job wait for delivery."""
+    if job.spec().callback is None:
+        return 0
+    rows = len(job.transitions())
+    return max(0, rows - _read_cursor(job, rows))
+
+
+def failed(job: JobDir) -> list[FailedCallback]:
+    path = job.base / FAILED
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(FailedCallback.model_validate_json(line))
+    return out
+
+
+@contextlib.contextmanager
+def _try_lock(job: JobDir) -> Iterator[bool]:
+    fd = os.open(job.base / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def drain(job: JobDir, sender: WebhookSender) -> None:
+    """Deliver this job's pending callbacks in order, unless another process is at it."""
+    while True:
+        with _try_lock(job) as mine:
+            if not mine:
+                return  # the holder looks again after letting go (below)
+            _deliver_pending(job, sender)
+        if not pending(job):
+            return
+
+
+def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
+    spec = job.spec()
+    rows = job.transitions()
+    cursor = _read_cursor(job, len(rows))
+    if spec.callback is None:
+        if cursor < len(rows):
+            _write_cursor(job, len(rows))
+        return
+    for index in range(cursor, len(rows)):
+        tr = rows[index]
+        cb = Callback(jobid=job.jobid, jobndx=tr.jobndx, state=tr.state, info=tr.info)
+        what = f"callback {tr.state.value} of job {job.jobid}"
+        body = cb.model_dump_json().encode()
+        outcome = sender.send(spec.callback, body, spec.cb_secret, what=what)
+        if not outcome.delivered:
+            record = FailedCallback(
+                time=datetime.now(UTC),
+                jobndx=tr.jobndx,
+                state=tr.state,
+                url=spec.callback,
+                attempts=outcome.attempts,
+                reason=outcome.reason,
+            )
+            with open(job.base / FAILED, "a") as fh:
+                fh.write(record.model_dump_json() + "\n")
+            job.note(f"{what} to {spec.callback} not delivered: {outcome.reason}")
+        _write_cursor(job, index + 1)
+
+
+def sender_for(config: Config) -> WebhookSender:
+    """The sender a process uses for jobs of this config (its identity and allow-list)."""
+    return WebhookSender(config.callback, config.certified, config.callback.allowed)
+
+
+class Dispatcher:
+    """Worker threads that drain job outboxes; `enqueue` never blocks.
+
+    Each queued job is drained by one worker at a time (the lock file also keeps other
+    processes out). A full queue defers the job: it stays pending on disk, counted in
+    `deferred`, until `retry_deferred`.
+    """
+
+    def __init__(self, sender: WebhookSender, workers: int = 4, max_queued: int = 1000) -> None:
+        self.sender = sender
+        self._queue: queue.Queue[Path | None] = queue.Queue(max_queued)
+        self._queued: set[Path] = set()
+        self._deferred: set[Path] = set()
+        self._lock = threading.Lock()
+        self.deferred = 0
+        self._threads = [
+            threading.Thread(target=self._run, name=f"callbacks-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def enqueue(self, job: JobDir) -> None:
+        with self._lock:
+            if job.base in self._queued:
+                return  # a worker will see the new row when it gets there
+            try:
+                self._queue.put_nowait(job.base)
+            except queue.Full:
+                self._deferred.add(job.base)
+                self.deferred += 1
+                log.warning("callback queue full: job %s deferred", job.jobid)
+                return
+            self._queued.add(job.base)
+
+    def retry_deferred(self) -> None:
+        with self._lock:
+            again, self._deferred = self._deferred, set()
+        for base in again:
+            self.enqueue(JobDir(base))
+
+    def _run(self) -> None:
+        while (base := self._queue.get()) is not None:
+            with self._lock:
+                self._queued.discard(base)
+            job = JobDir(base)
+            try:
+                if job.exists():
+                    drain(job, self.sender)
+            except Exception:  # one broken folder must not kill the worker
+                log.exception("callbacks of job %s", job.jobid)
+
+    def close(self, timeout: float) -> None:
+        """Let the workers finish what is queued (up to `timeout` s), then stop them."""
+        for _ in self._threads:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=timeout)
+        for t in self._threads:
+            t.join(timeout)
+        self.sender.close()
