@@ -228,18 +228,25 @@ class WebhookSender:
         *,
         what: str = "webhook",
         stop: Callable[[float], bool] | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> Outcome:
         """POST `body` to `url` until a 2xx, a final refusal, or the retry budget ends.
 
         Connection errors, timeouts, 408, 429 and 5xx are retried after each of
         `policy.delays()`; other statuses are final. `stop(delay)` waits between
-        attempts and returns True to give up early (default: sleep). Never raises.
+        attempts and returns True to give up early (default: sleep). Each retry and the
+        end of a failed delivery are logged, and also given to `note`. Never raises.
         """
         import httpx
 
+        def say(level: int, msg: str) -> None:
+            log.log(level, msg)
+            if note is not None:
+                note(msg)
+
         if not self.destinations.allows(url):
             reason = "destination not allowed by the operator"
-            log.warning("%s to %s not sent: %s", what, url, reason)
+            say(logging.WARNING, f"{what} to {url} not sent: {reason}")
             return Outcome(False, 0, reason)
         headers = {"content-type": "application/json"}
         if secret is not None:
@@ -261,12 +268,14 @@ class WebhookSender:
                     return Outcome(True, attempt, "")
                 reason = f"HTTP {resp.status_code}"
                 if not _retryable(resp.status_code):
-                    log.warning("%s to %s refused: %s (not retried)", what, url, reason)
+                    say(logging.WARNING, f"{what} to {url} refused: {reason} (not retried)")
                     return Outcome(False, attempt, f"refused: {reason}")
-            if attempt > len(delays) or wait(delays[attempt - 1]):
+            if attempt > len(delays):
                 break
-            log.info("%s to %s failed (%s); retry %d", what, url, reason, attempt)
-        log.warning("%s to %s failed after %d attempts: %s", what, url, attempt, reason)
+            say(logging.INFO, f"{what} to {url} failed ({reason}); retry {attempt}")
+            if wait(delays[attempt - 1]):
+                break
+        say(logging.WARNING, f"{what} to {url} failed after {attempt} attempts: {reason}")
         return Outcome(False, attempt, reason)
 
     def close(self) -> None:

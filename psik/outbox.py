@@ -125,7 +125,7 @@ def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
         cb = Callback(jobid=job.jobid, jobndx=tr.jobndx, state=tr.state, info=tr.info)
         what = f"callback {tr.state.value} of job {job.jobid}"
         body = cb.model_dump_json().encode()
-        outcome = sender.send(spec.callback, body, spec.cb_secret, what=what)
+        outcome = sender.send(spec.callback, body, spec.cb_secret, what=what, note=job.note)
         if not outcome.delivered:
             record = FailedCallback(
                 time=datetime.now(UTC),
@@ -137,7 +137,6 @@ def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
             )
             with open(job.base / FAILED, "a") as fh:
                 fh.write(record.model_dump_json() + "\n")
-            job.note(f"{what} to {spec.callback} not delivered: {outcome.reason}")
         _write_cursor(job, index + 1)
 
 

@@ -221,7 +221,17 @@ def test_unreachable_callback_never_breaks_the_job(tmp_path, pki, free_port):
     job = store.get(jobid)
     assert final_state(job, 60) == "completed"
     console = job.console.read_text()
-    assert "callback completed" in console and "giving up" in console
+    assert f"callback completed of job {jobid} to {url} failed after" in console
+    # every undeliverable callback is recorded in the job, in order
+    from psik.outbox import failed, pending
+
+    wait_until(lambda: pending(job) == 0, 30, "callbacks to be given up")
+    gave_up = failed(job)
+    assert [(f.state.value, f.url) for f in gave_up] == [
+        ("queued", url), ("active", url), ("completed", url)
+    ]  # fmt: skip
+    tries = len(store.get(jobid).config().callback.delays()) + 1
+    assert all("ConnectError" in f.reason and f.attempts == tries for f in gave_up), gave_up
 
 
 def test_callbacks_are_retried_until_the_receiver_answers(tmp_path, spawn, pki, psik_config):
