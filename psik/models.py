@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from certified.errors import CertifiedError
 from certified.webhooks import Destinations, RetryPolicy
@@ -92,7 +99,7 @@ class ResourceSpec(_Strict):
     processes_per_node: Annotated[int, Field(ge=1)] | None = None
     cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
     gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
-    exclusive_node_use: bool = False
+    exclusive_node_use: StrictBool = False
 
 
 def _check_attributes(value: dict[str, str]) -> dict[str, str]:
@@ -114,7 +121,7 @@ class JobSpec(_Strict):
     directory: str | None = None
     script: Annotated[str, Field(min_length=1)]
     environment: dict[str, str] = Field(default_factory=dict)
-    inherit_environment: bool = True
+    inherit_environment: StrictBool = True
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     backend: Annotated[str, Field(pattern=_BACKEND_NAME.pattern)] = "default"
     attributes: dict[str, str] = Field(default_factory=dict)

@@ -15,6 +15,7 @@ waits on a receiver; a job it cannot queue stays pending on disk and is retried 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
@@ -24,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
@@ -145,19 +147,32 @@ def sender_for(config: Config) -> WebhookSender:
     return WebhookSender(config.callback, config.certified, config.callback.allowed)
 
 
+def destination(job: JobDir) -> str | None:
+    """The scheme and host:port the job's callbacks go to (what a worker is spent on)."""
+    url = job.spec().callback
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Dispatcher:
     """Worker threads that drain job outboxes; `enqueue` never blocks.
 
     Each queued job is drained by one worker at a time (the lock file also keeps other
-    processes out). A full queue defers the job: it stays pending on disk, counted in
-    `deferred`, until `retry_deferred`.
+    processes out), and each destination (scheme://host:port) is served by one worker
+    at a time: jobs for a destination in use wait on the side, so a receiver that never
+    answers holds one worker, never the pool. A full queue defers the job: it stays
+    pending on disk, counted in `deferred`, until `retry_deferred`.
     """
 
     def __init__(self, sender: WebhookSender, workers: int = 4, max_queued: int = 1000) -> None:
         self.sender = sender
         self._queue: queue.Queue[Path | None] = queue.Queue(max_queued)
-        self._queued: set[Path] = set()
+        self._queued: set[Path] = set()  # in the queue or waiting for their destination
         self._deferred: set[Path] = set()
+        self._busy: set[str] = set()  # destinations a worker is delivering to
+        self._waiting: dict[str, collections.deque[Path]] = {}
         self._lock = threading.Lock()
         self.deferred = 0
         self._threads = [
@@ -171,14 +186,20 @@ class Dispatcher:
         with self._lock:
             if job.base in self._queued:
                 return  # a worker will see the new row when it gets there
-            try:
-                self._queue.put_nowait(job.base)
-            except queue.Full:
-                self._deferred.add(job.base)
-                self.deferred += 1
-                log.warning("callback queue full: job %s deferred", job.jobid)
+            if not self._put(job.base):
                 return
             self._queued.add(job.base)
+
+    def _put(self, base: Path) -> bool:
+        """Queue `base` (under the lock); a full queue defers it."""
+        try:
+            self._queue.put_nowait(base)
+            return True
+        except queue.Full:
+            self._deferred.add(base)
+            self.deferred += 1
+            log.warning("callback queue full: job %s deferred", base.name)
+            return False
 
     def retry_deferred(self) -> None:
         with self._lock:
@@ -188,14 +209,39 @@ class Dispatcher:
 
     def _run(self) -> None:
         while (base := self._queue.get()) is not None:
-            with self._lock:
-                self._queued.discard(base)
             job = JobDir(base)
             try:
-                if job.exists():
+                dest = destination(job) if job.exists() else None
+            except (OSError, ValueError) as exc:
+                log.warning("callbacks of job %s: %s", job.jobid, exc)
+                dest = None
+            with self._lock:
+                if dest is not None and dest in self._busy:
+                    self._waiting.setdefault(dest, collections.deque()).append(base)
+                    continue
+                self._queued.discard(base)
+                if dest is not None:
+                    self._busy.add(dest)
+            try:
+                if dest is not None:
                     drain(job, self.sender)
             except Exception:  # one broken folder must not kill the worker
                 log.exception("callbacks of job %s", job.jobid)
+            finally:
+                if dest is not None:
+                    self._release(dest)
+
+    def _release(self, dest: str) -> None:
+        """Free `dest` and queue the next job waiting for it."""
+        with self._lock:
+            self._busy.discard(dest)
+            waiting = self._waiting.get(dest)
+            if waiting:
+                nxt = waiting.popleft()
+                if not waiting:
+                    del self._waiting[dest]
+                if not self._put(nxt):
+                    self._queued.discard(nxt)
 
     def close(self, timeout: float) -> None:
         """Let the workers finish what is queued (up to `timeout` s), then stop them."""
