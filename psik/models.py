@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import (
@@ -25,50 +25,6 @@ from certified.webhooks import Destinations, RetryPolicy
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-#: scheduler options psik sets itself, or the operator sets in BackendConfig; a JobSpec may not.
-RESERVED_ATTRIBUTES = frozenset(
-    {
-        "account",
-        "array",
-        "chdir",
-        "clusters",
-        "cpus-per-task",
-        "error",
-        "exclusive",
-        "export",
-        "gpus",
-        "gpus-per-task",
-        "hold",
-        "input",
-        "job-name",
-        "nodes",
-        "ntasks",
-        "ntasks-per-node",
-        "open-mode",
-        "output",
-        "partition",
-        "qos",
-        "reservation",
-        "time",
-        "uid",
-        "gid",
-        "wrap",
-        # these would let a job read or reset the environment or working directory psik sets
-        "export-file",
-        "get-user-env",
-        "workdir",
-    }
-)
-
-
-def reserved_attribute(key: str) -> str | None:
-    """The reserved option `key` would set: sbatch accepts any unambiguous prefix of a
-    long option (`--accou` is `--account`), so prefixes are refused too."""
-    for name in sorted(RESERVED_ATTRIBUTES):
-        if name.startswith(key):
-            return name
-    return None
 
 
 class _Strict(BaseModel):
@@ -103,10 +59,12 @@ class ResourceSpec(_Strict):
 
 
 def _check_attributes(value: dict[str, str]) -> dict[str, str]:
+    from .backends import reserved_attribute  # the registry imports these models
+
     for key, val in value.items():
         if not _ATTR_KEY.match(key):
             raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY.pattern}")
-        if (reserved := reserved_attribute(key)) is not None:
+        if (reserved := reserved_attribute(key)) is not None:  # the backends' rules
             shown = key if key == reserved else f"{key!r} (an abbreviation of {reserved!r})"
             raise ValueError(f"attribute {shown} is set by psik or the operator, not a JobSpec")
         if "\n" in val or "\r" in val or "\0" in val:
@@ -169,11 +127,21 @@ class JobSpec(_Strict):
 class BackendConfig(_Strict):
     """How one named backend submits jobs. Lives in the operator's config only."""
 
-    type: Literal["local", "slurm"] = "local"
+    #: a key of psik.backends.REGISTRY.
+    type: str = "local"
     queue_name: str | None = None
     project_name: str | None = None
     reservation_id: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from .backends import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(f"unknown backend type {value!r} (known: {', '.join(REGISTRY)})")
+        return value
 
     @field_validator("attributes")
     @classmethod

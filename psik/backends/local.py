@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import ClassVar
 
 import psutil
 
@@ -20,6 +21,8 @@ from . import wrapper_command
 
 class LocalBackend:
     """Runs jobs on this host. The native id is the wrapper's pid (= its session id)."""
+
+    reserved_attributes: ClassVar[frozenset[str]] = frozenset()  # attributes are unused
 
     def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
         self.cfg = cfg

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Callable
+from typing import ClassVar
 
 from ..errors import BackendError
 from ..jobdir import JobDir
@@ -37,6 +38,41 @@ _LIVE = frozenset(
 class SlurmBackend:
     """Submits one batch job per run. The native id is the SLURM job id."""
 
+    #: sbatch options psik or the operator (BackendConfig) sets; a JobSpec may not.
+    reserved_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "account",
+            "array",
+            "chdir",
+            "clusters",
+            "cpus-per-task",
+            "error",
+            "exclusive",
+            "export",
+            "gpus",
+            "gpus-per-task",
+            "hold",
+            "input",
+            "job-name",
+            "nodes",
+            "ntasks",
+            "ntasks-per-node",
+            "open-mode",
+            "output",
+            "partition",
+            "qos",
+            "reservation",
+            "time",
+            "uid",
+            "gid",
+            "wrap",
+            # these would let a job read or reset the environment or working directory psik sets
+            "export-file",
+            "get-user-env",
+            "workdir",
+        }
+    )
+
     def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
         self.cfg = cfg
         self.kill_grace = kill_grace
@@ -44,7 +80,10 @@ class SlurmBackend:
     def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
         spec = job.spec()
         workdir = job.workdir(spec)
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create directory {workdir}: {exc.strerror}") from None
         script = render_sbatch(
             spec,
             self.cfg,
