@@ -3,7 +3,8 @@ the store's journal, so listing one owner's jobs costs O(page) reads, not O(all 
 
 The folders stay the source of truth: `rebuild` reads every one (at start-up); after
 that, every change (JobDir.record, create, remove; from any process) appends the job id
-to `<prefix>/.journal`, and `refresh` rereads just those folders.
+to `<prefix>/.journal`, and `refresh` rereads just those folders (and tells `on_change`,
+which psik-api uses to deliver callbacks of rows other processes wrote).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -43,8 +45,9 @@ def read_entry(job: JobDir) -> Entry | None:
 class JobIndex:
     """Entries by job id plus each owner's job ids in order; thread-safe."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, on_change: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self.on_change = on_change  # called with each job id the journal reports
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._by_owner: dict[str | None, list[int]] = {}
@@ -83,8 +86,12 @@ class JobIndex:
                 data = fh.read(size - self._offset)
             end = data.rfind(b"\n") + 1  # a line being written is read next time
             self._offset += end
-            for jobid in dict.fromkeys(data[:end].decode(errors="replace").split()):
+            changed = list(dict.fromkeys(data[:end].decode(errors="replace").split()))
+            for jobid in changed:
                 self._apply(jobid)
+        if self.on_change is not None:
+            for jobid in changed:
+                self.on_change(jobid)
 
     def _apply(self, jobid: str) -> None:
         """Reread one job (under the lock)."""

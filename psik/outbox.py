@@ -22,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,10 +245,11 @@ class Dispatcher:
                     self._queued.discard(nxt)
 
     def close(self, timeout: float) -> None:
-        """Let the workers finish what is queued (up to `timeout` s), then stop them."""
+        """Let the workers finish what is queued (up to `timeout` s in all), then stop."""
+        deadline = time.monotonic() + timeout
         for _ in self._threads:
             with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=timeout)
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         self.sender.close()

@@ -108,10 +108,16 @@ class Service:
             sender_for(config), settings.callback_workers, settings.callback_queue
         )
         self.psik = Psik(config, notify=self.dispatcher.enqueue)
-        self.index = JobIndex(self.psik.store)
+        # a row written elsewhere (a wrapper, the CLI) may leave callbacks pending
+        self.index = JobIndex(self.psik.store, on_change=self._changed)
         self.destinations = Destinations(config.callback.allowed)
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
+
+    def _changed(self, jobid: str) -> None:
+        job = JobDir(self.psik.store.prefix / jobid)
+        if job.exists():
+            self.dispatcher.enqueue(job)
 
     def start(self) -> None:
         """Index every job folder, resume pending callbacks, start the reconciler."""
@@ -137,8 +143,10 @@ class Service:
             self.reconcile_once()
 
     def reconcile_once(self) -> None:
-        """Close runs whose scheduler job is gone; retry callbacks the queue deferred."""
+        """Close runs whose scheduler job is gone; retry callbacks the queue deferred;
+        pick up rows other processes wrote (through the index's journal)."""
         self.dispatcher.retry_deferred()
+        self.index.refresh()
         for jobid in self.index.unfinished():
             try:
                 tr = self.psik.reconcile(self.psik.store.get(jobid))

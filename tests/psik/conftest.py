@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from certified import Certified
+from psik.jobdir import JobStore
+from tests.support.procs import Proc, ProcessSupervisor
 from tests.support.receiver import Receiver
+from tests.support.servers import start_psik_api
 
 from .helpers import job_processes, wait_until
 from .slurm import slurm_cluster  # noqa: F401  (fixture)
@@ -61,6 +67,51 @@ def receiver(pki):
     jr = start_receiver(pki)
     yield jr
     jr.rx.close()
+
+
+@dataclass
+class Api:
+    """A running `psik-api serve` (identity cn:server) and what tests need around it."""
+
+    url: str
+    root: Path
+    store: JobStore
+    receiver: JobReceiver  # mTLS, known to psik-api as `https://receiver/...`
+    owner: httpx.Client  # cn:client
+    other: httpx.Client  # cn:other
+    proc: Proc
+    exit_code: int | None = None
+
+
+@contextmanager
+def running_api(
+    root: Path, psik: dict, settings: dict | None = None, secret: str = "api-secret"
+) -> Iterator[Api]:
+    """psik-api with jobs under root/jobs and `psik` merged into its psik settings;
+    stopped (SIGTERM) on exit, its exit code in `exit_code`."""
+    from tests.support.pki import make_pki
+
+    pki = make_pki(root / "pki")
+    (root / "logs").mkdir()
+    sup = ProcessSupervisor(root / "logs")
+    rx = Receiver(Certified(pki.server), secret=secret)
+    pki.add_service(pki.server, "receiver", rx.base)  # psik-api calls back as cn:server
+    env = {"PYTHONPATH": str(REPO)}
+    proc, url = start_psik_api(sup, pki.server, root, psik=psik, env=env, settings=settings)
+    for ident in (pki.client, pki.other):
+        pki.add_service(ident, "psik", url)
+    owner = Certified(pki.client).client("https://psik", timeout=30)
+    other = Certified(pki.other).client("https://psik", timeout=30)
+    receiver = JobReceiver(rx, "https://receiver/callback", secret)
+    api = Api(url, root, JobStore(root / "jobs"), receiver, owner, other, proc)
+    try:
+        yield api
+    finally:
+        owner.close()
+        other.close()
+        api.exit_code = proc.stop(grace=20)  # SIGTERM: uvicorn drains, then exits 0
+        sup.stop_all()
+        rx.close()
 
 
 def write_config(path: Path, prefix: Path, certified: Path | None, **extra) -> Path:

@@ -8,21 +8,15 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from certified import Certified
 from psik.backends import parse_native
-from psik.jobdir import JobStore
 from psik.models import Config, JobSpec
-from tests.support.procs import ProcessSupervisor
-from tests.support.receiver import BlackHole, Receiver
-from tests.support.servers import start_psik_api
+from tests.support.receiver import BlackHole
 
-from .conftest import REPO, JobReceiver
+from .conftest import running_api
 from .helpers import final_state, job_processes, psik_cli, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,66 +26,34 @@ SECRET = "faults-secret"
 POLICY = {"timeout": 5, "first_delay": 0.1, "max_delay": 0.1, "give_up_after": 0}
 
 
-@dataclass
-class Api:
-    url: str
-    root: Path
-    store: JobStore
-    receiver: JobReceiver
-    hole: BlackHole
-    owner: httpx.Client
-    other: httpx.Client
+@pytest.fixture(scope="module")
+def hole():
+    hole = BlackHole()
+    yield hole
+    hole.close()
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    from tests.support.pki import make_pki
-
+def api(tmp_path_factory, hole):
     root = tmp_path_factory.mktemp("psik-api-faults")
-    pki = make_pki(root / "pki")
-    (root / "logs").mkdir()
-    sup = ProcessSupervisor(root / "logs")
-    rx = Receiver(Certified(pki.server), secret=SECRET)
-    pki.add_service(pki.server, "receiver", rx.base)
-    hole = BlackHole()
-    psik_cfg = {
-        "kill_grace": 1.0,
-        "callback": {**POLICY, "allowed": ["receiver", f"https://127.0.0.1:{hole.port}/"]},
-    }
-    proc, url = start_psik_api(
-        sup,
-        pki.server,
-        root,
-        psik=psik_cfg,
-        env={"PYTHONPATH": str(REPO)},
-        settings={"reconcile_interval": 0.5, "callback_workers": 4},
-    )
-    for ident in (pki.client, pki.other):
-        pki.add_service(ident, "psik", url)
-    owner = Certified(pki.client).client("https://psik", timeout=30)
-    other = Certified(pki.other).client("https://psik", timeout=30)
-    receiver = JobReceiver(rx, "https://receiver/callback", SECRET)
-    try:
-        yield Api(url, root, JobStore(root / "jobs"), receiver, hole, owner, other)
-    finally:
+    allowed = ["receiver", f"https://127.0.0.1:{hole.port}/"]
+    psik_cfg = {"kill_grace": 1.0, "callback": {**POLICY, "allowed": allowed}}
+    settings = {"reconcile_interval": 0.5, "callback_workers": 4}
+    with running_api(root, psik_cfg, settings, secret=SECRET) as api:
+        yield api
         hole.close()  # refused from now on: wrappers give up at once and exit
         wait_until(lambda: not job_processes(root / "jobs"), 60, "job processes to exit")
-        owner.close()
-        other.close()
-        code = proc.stop(grace=20)
-        sup.stop_all()
-        rx.close()
-        assert code == 0, proc.stderr()[-2000:]
+    assert api.exit_code == 0, api.proc.stderr()[-2000:]
 
 
 def post(client: httpx.Client, spec: dict) -> httpx.Response:
     return client.post("/jobs", json=spec)
 
 
-def test_black_hole_callbacks_never_hold_a_request(api):
+def test_black_hole_callbacks_never_hold_a_request(api, hole):
     """POST /jobs returns while its queued callback sits in a receiver that never
     answers, and 50 such jobs leave another user's GET /jobs answering."""
-    spec = {"script": "true", "callback": api.hole.url, "cb_secret": "x"}
+    spec = {"script": "true", "callback": hole.url, "cb_secret": "x"}
     start = time.monotonic()
     resp = post(api.owner, spec)
     took = time.monotonic() - start
@@ -131,11 +93,11 @@ def test_black_hole_callbacks_never_hold_a_request(api):
     assert all("Timeout" in f["reason"] for f in failed), failed
 
 
-def test_callback_to_an_unlisted_destination_is_refused_at_submit(api):
+def test_callback_to_an_unlisted_destination_is_refused_at_submit(api, hole):
     before = len(api.store.list())
     for url in (
         "https://evil.example/cb",
-        f"https://127.0.0.1:{api.hole.port + 1}/cb",
+        f"https://127.0.0.1:{hole.port + 1}/cb",
         "https://receiver.example/callback",
         "http://receiver/callback",
     ):

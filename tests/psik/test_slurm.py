@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from psik.jobdir import JobStore
+from psik.jobdir import JobDir, JobStore
 from psik.models import BackendConfig, JobSpec, ResourceSpec
 from psik.sbatch import render_sbatch
 
@@ -113,16 +113,22 @@ def test_rendered_script_is_accepted_by_sbatch(slurm_cluster, tmp_path):
     assert "TimeLimit=00:01:00" in show and "JobName=render-check" in show
 
 
-def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_config, receiver):
+def submit_pending(tmp_path, config, receiver) -> tuple[JobDir, str]:
+    """A job SLURM holds PENDING for an hour; return it and its SLURM id."""
     spec = {
         "script": "echo never",
-        "attributes": {"begin": "now+3600"},  # stays PENDING for an hour
+        "attributes": {"begin": "now+3600"},
         "callback": receiver.url,
         "cb_secret": receiver.secret,
     }
-    jobid, store = submit(tmp_path, psik_config, spec)
+    jobid, store = submit(tmp_path, config, spec)
     job = store.get(jobid)
-    native = job.current().info.split(":")[1]
+    return job, job.current().info.split(":")[1]
+
+
+def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_config, receiver):
+    job, native = submit_pending(tmp_path, psik_config, receiver)
+    jobid = job.jobid
     assert job.current().state.value == "queued" and slurm_state(native) == "PENDING"
     out = psik_cli("cancel", jobid, config=psik_config)
     assert out.returncode == 0, out.stderr
@@ -157,15 +163,8 @@ def test_a_refused_job_is_failed_with_the_schedulers_message_and_removable(
 
 
 def test_reconciler_fails_a_job_slurm_dropped(slurm_cluster, tmp_path, psik_config, receiver):
-    spec = {
-        "script": "echo never",
-        "attributes": {"begin": "now+3600"},  # stays PENDING for an hour
-        "callback": receiver.url,
-        "cb_secret": receiver.secret,
-    }
-    jobid, store = submit(tmp_path, psik_config, spec)
-    job = store.get(jobid)
-    native = job.current().info.split(":")[1]
+    job, native = submit_pending(tmp_path, psik_config, receiver)
+    jobid = job.jobid
     out = psik_cli("reconcile", config=psik_config)
     assert out.returncode == 0 and out.stdout == ""  # alive: nothing to do
     subprocess.run(["scancel", native], timeout=30, check=True)  # behind psik's back
