@@ -245,8 +245,14 @@ class Dispatcher:
                     self._queued.discard(nxt)
 
     def close(self, timeout: float) -> None:
-        """Let the workers finish what is queued (up to `timeout` s in all), then stop."""
+        """Let the workers finish every job queued or waiting (up to `timeout` s in all),
+        then stop them; what is left stays pending on disk."""
         deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._queued and not self._busy:
+                    break
+            time.sleep(0.02)
         for _ in self._threads:
             with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
