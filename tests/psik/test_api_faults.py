@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 
 from psik.backends import parse_native
@@ -116,7 +117,11 @@ def test_killed_wrapper_fails_the_job_with_callback_and_no_orphan(api):
     wait_until(lambda: job.log_path("stdout", 1).read_bytes() == b"up\n", 30, "the script")
     queued = next(t for t in job.transitions() if t.state.value == "queued")
     wrapper = int(parse_native(queued.info)[1])
-    assert job_processes(job.base), "the script should be running"
+    running = job_processes(job.base)
+    assert running, "the script should be running"
+    for proc in [psutil.Process(wrapper), *running]:  # the key is on no command line
+        assert all(SECRET not in part for part in proc.cmdline())
+        assert SECRET not in "".join(proc.environ().values())
     os.kill(wrapper, signal.SIGKILL)
     rows = api.receiver.wait_for(jobid, "failed", timeout=30)
     assert [r["state"] for r in rows] == ["queued", "active", "failed"]
