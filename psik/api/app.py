@@ -204,7 +204,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def invalid(field: str, msg: str) -> RequestValidationError:
         return RequestValidationError([{"type": "value_error", "loc": ["body", field], "msg": msg}])
 
-    @app.post("/jobs", status_code=201, responses={502: _ERR})
+    @app.post("/jobs", status_code=201, responses={400: _ERR, 502: _ERR})
     def create_job(spec: JobSpec, identity: Identity) -> JobSummary:
         """Validate, create and submit a job; the caller owns it. Callbacks are sent
         later, in order, by the service's workers: this never waits on a receiver."""
@@ -269,7 +269,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         psik.restart(job)
         return _summary(job)
 
-    @app.get("/jobs/{jobid}/logs/{stream}", responses=LOG_ERRORS)
+    @app.get(
+        "/jobs/{jobid}/logs/{stream}",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}, **LOG_ERRORS},
+    )
     def get_log(
         jobid: str,
         stream: Literal["stdout", "stderr", "console"],
@@ -321,7 +325,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
         root = job.files_root
         return sorted((_entry(p) for p in root.iterdir()), key=lambda e: e.name)
 
-    @app.get("/jobs/{jobid}/files/{path:path}", response_model=None, responses=FILE_ERRORS)
+    @app.get(
+        "/jobs/{jobid}/files/{path:path}",
+        response_model=None,
+        responses={200: {"content": {"application/octet-stream": {}}}, **FILE_ERRORS},
+    )
     def get_file(jobid: str, path: str, identity: Identity) -> FileResponse | list[FileEntry]:
         """A file (or directory listing) inside the job's working directory."""
         job = owned(jobid, identity)

@@ -184,7 +184,7 @@ def test_openapi_declares_the_error_statuses(api):
     assert {"404", "409", "502"} <= set(paths["/jobs/{jobid}"]["delete"]["responses"])
     assert {"404", "416"} <= set(paths["/jobs/{jobid}/logs/{stream}"]["get"]["responses"])
     assert {"400", "404"} <= set(paths["/jobs/{jobid}/files/{path}"]["get"]["responses"])
-    assert {"422", "502"} <= set(paths["/jobs"]["post"]["responses"])
+    assert {"400", "422", "502"} <= set(paths["/jobs"]["post"]["responses"])
 
 
 def test_listing_5000_jobs_by_page(api):
