@@ -123,6 +123,13 @@ class JobIndex:
             matching = [str(i) for i in ids if self._entries[str(i)].state is state]
             return len(matching), [self._entries[i] for i in matching[offset : offset + limit]]
 
+    def reread(self, jobids: list[str]) -> None:
+        """Reread these jobs from their folders (a journal line lost on a shared file
+        system must not leave a stale state behind for good)."""
+        with self._lock:
+            for jobid in jobids:
+                self._apply(jobid)
+
     def unfinished(self) -> list[str]:
         """Ids of jobs whose latest run is not final (what the reconciler watches)."""
         self.refresh()

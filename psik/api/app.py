@@ -146,8 +146,9 @@ class Service:
         """Close runs whose scheduler job is gone; retry callbacks the queue deferred;
         pick up rows other processes wrote (through the index's journal)."""
         self.dispatcher.retry_deferred()
-        self.index.refresh()
-        for jobid in self.index.unfinished():
+        unfinished = self.index.unfinished()  # also applies the journal
+        self.index.reread(unfinished)
+        for jobid in unfinished:
             try:
                 tr = self.psik.reconcile(self.psik.store.get(jobid))
             except (OSError, PsikError, ValueError) as exc:

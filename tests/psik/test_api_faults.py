@@ -8,13 +8,15 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import httpx
 import psutil
 import pytest
 
 from psik.backends import parse_native
-from psik.models import Config, JobSpec
+from psik.jobdir import format_row
+from psik.models import Config, JobSpec, JobState, Transition
 from tests.support.receiver import BlackHole
 
 from .conftest import running_api
@@ -218,3 +220,22 @@ def test_listing_5000_jobs_by_page(api):
     for job in made[1:]:
         api.store.remove(job.jobid)
     assert api.owner.get("/jobs", params={"state": "new"}).json()["total"] == len(news) - 5000
+
+
+def test_a_lost_journal_line_does_not_leave_a_stale_state(api):
+    """On a shared file system a journal append can be lost: the reconciler rereads
+    every unfinished job from its folder, so the listing still catches up."""
+    cfg = Config(prefix=api.store.prefix)
+    job = api.store.create(JobSpec(script="true", name="lost"), cfg, owner="cn:client")
+
+    def listed(state: str) -> bool:
+        page = api.owner.get("/jobs", params={"state": state, "limit": 1000}).json()
+        return job.jobid in [j["jobid"] for j in page["jobs"]]
+
+    wait_until(lambda: listed("new"), 30, "the new job to be listed")
+    # a row written where the journal append was lost (status.csv only)
+    row = Transition(time=datetime.now(UTC), jobndx=1, state=JobState.failed, info="elsewhere")
+    with open(job.status_path, "a") as fh:
+        fh.write(format_row(row))
+    wait_until(lambda: listed("failed"), 30, "the listing to show the job failed")
+    api.store.remove(job.jobid)
