@@ -15,6 +15,7 @@ import yaml
 
 from certified import Certified
 from psik.jobdir import JobStore
+from tests.support.pki import Pki
 from tests.support.procs import Proc, ProcessSupervisor
 from tests.support.receiver import Receiver
 from tests.support.servers import start_psik_api
@@ -80,7 +81,14 @@ class Api:
     owner: httpx.Client  # cn:client
     other: httpx.Client  # cn:other
     proc: Proc
+    pki: Pki
     exit_code: int | None = None
+
+    def fresh_client(self, identity: Path) -> httpx.Client:
+        """A client opening a new connection per request (no keep-alive to race with the
+        server's idle timeout when the machine is saturated)."""
+        limits = httpx.Limits(max_keepalive_connections=0)
+        return Certified(identity).client("https://psik", timeout=60, limits=limits)
 
 
 @contextmanager
@@ -103,7 +111,7 @@ def running_api(
     owner = Certified(pki.client).client("https://psik", timeout=30)
     other = Certified(pki.other).client("https://psik", timeout=30)
     receiver = JobReceiver(rx, "https://receiver/callback", secret)
-    api = Api(url, root, JobStore(root / "jobs"), receiver, owner, other, proc)
+    api = Api(url, root, JobStore(root / "jobs"), receiver, owner, other, proc, pki)
     try:
         yield api
     finally:
