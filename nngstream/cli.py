@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import typer
 from pydantic import ValidationError
 
 from certified.cliutil import fail, run_typer
+from certified.errors import CertifiedError
 from certified.logs import configure_json_logging
+from certified.webhooks import Destinations, nickname_url
 
 from .engine import Buffer
 from .errors import NngstreamError
@@ -33,11 +36,45 @@ _OPTION_NAMES = {
     "idle_timeout": "--idle-timeout",
     "producers": "--producers",
     "callback": "--callback",
-    "cb_secret": "--cb-secret",
+    "cb_secret": "--cb-secret-file",
     "certified_config": "--certified-config",
     "linger": "--linger",
     "dial_timeout": "--dial-timeout",
 }
+
+SECRET_ENV = "NNGSTREAM_CB_SECRET"
+
+
+def _callback_secret(
+    callback: str | None, secret_file: Path | None, allow: list[str], certified: Path | None
+) -> str | None:
+    """The callback's HMAC key (from the file or the environment), once the operator's
+    allow-list admits the URL; usage errors exit 2."""
+    if secret_file is not None:
+        try:
+            secret: str | None = secret_file.read_text().strip()
+        except OSError as exc:
+            raise _fail(f"--cb-secret-file: {secret_file}: {exc.strerror}", EXIT_USAGE) from None
+        if not secret:
+            raise _fail(f"--cb-secret-file: {secret_file} is empty", EXIT_USAGE)
+    else:
+        secret = os.environ.get(SECRET_ENV) if callback else None
+    if callback is None:
+        return secret
+    if not secret:
+        raise _fail(f"--callback needs a key: --cb-secret-file FILE or ${SECRET_ENV}", EXIT_USAGE)
+    try:
+        allowed = Destinations(allow).allows(callback)
+    except CertifiedError as exc:
+        raise _fail(f"--callback-allow: {exc}", EXIT_USAGE) from None
+    if not (allowed or (certified is not None and nickname_url(callback))):
+        raise _fail(
+            f"--callback: {callback!r} is not allowed: use a service nickname of"
+            " --certified-config or name its prefix with --callback-allow",
+            EXIT_USAGE,
+        )
+    return secret
+
 
 serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 tools_app = typer.Typer(
@@ -74,7 +111,17 @@ def serve(
     when_full: WhenFull = typer.Option(WhenFull.BLOCK, "--when-full"),
     metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="seconds"),
     callback: str | None = typer.Option(None, "--callback", help="URL for signed metrics"),
-    cb_secret: str | None = typer.Option(None, "--cb-secret", help="HMAC key of callbacks"),
+    cb_secret_file: Path | None = typer.Option(
+        None,
+        "--cb-secret-file",
+        help=f"file holding the callbacks' HMAC key (else ${SECRET_ENV}; never on argv)",
+    ),
+    callback_allow: list[str] = typer.Option(
+        [],
+        "--callback-allow",
+        help="URL prefix --callback may use (repeatable); service nicknames of"
+        " --certified-config are always allowed",
+    ),
     certified_config: Path | None = typer.Option(
         None, "--certified-config", help="certified config dir: mTLS identity for --callback"
     ),
@@ -93,6 +140,7 @@ def serve(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
     configure_json_logging("DEBUG" if verbose else "INFO")
+    cb_secret = _callback_secret(callback, cb_secret_file, callback_allow, certified_config)
     try:
         settings = BufferSettings(
             in_url=in_url,

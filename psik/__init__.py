@@ -2,7 +2,6 @@
 
 from .jobs import Psik, announce
 from .models import BackendConfig, Callback, Config, JobSpec, JobState, ResourceSpec, Transition
-from .signing import sign, verify
 
 __all__ = [
     "BackendConfig",
@@ -14,6 +13,4 @@ __all__ = [
     "ResourceSpec",
     "Transition",
     "announce",
-    "sign",
-    "verify",
 ]

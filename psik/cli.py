@@ -140,6 +140,17 @@ def restart(ctx: typer.Context, jobid: str) -> None:
 
 
 @app.command()
+def reconcile(ctx: typer.Context) -> None:
+    """Fail queued/active runs whose wrapper or scheduler job is gone (psik-api does this
+    on its own every few seconds); print each one closed."""
+    psik = _psik(ctx)
+    for job in psik.store.list():
+        tr = psik.reconcile(job)
+        if tr is not None:
+            typer.echo(f"{job.jobid}  failed  {tr.info}")
+
+
+@app.command()
 def reached(
     base: Path = typer.Argument(..., help="The job folder ($base in a job)."),
     jobndx: int = typer.Argument(..., help="The run number ($jobndx in a job)."),

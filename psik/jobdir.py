@@ -26,6 +26,10 @@ from .states import check_transition
 JOBID = re.compile(r"^[0-9]{1,24}$")
 HEADER = "time,jobndx,state,info\n"
 STREAMS = ("stdout", "stderr")
+#: rows of status.csv whose callbacks were handled (see psik.outbox).
+CURSOR = "callbacks.cursor"
+#: one line `<jobid>` per change under a prefix, so an index can catch up (psik.index).
+JOURNAL = ".journal"
 
 
 def _now() -> datetime:
@@ -157,7 +161,8 @@ class JobDir:
             fh.seek(0, os.SEEK_END)
             fh.write(format_row(tr))
             fh.flush()
-            return tr
+        journal(self.base.parent, self.jobid)
+        return tr
 
     def note(self, message: str) -> None:
         """Append a timestamped line to log/console."""
@@ -196,6 +201,7 @@ class JobStore:
         _write_atomic(job.spec_path, spec.model_dump_json(indent=2))
         with open(job.status_path, "w") as fh:
             fh.write(HEADER)
+        _write_atomic(base / CURSOR, "1")  # the `new` row has no callback
         job.record(1, JobState.new)
         return job
 
@@ -217,6 +223,16 @@ class JobStore:
     def remove(self, jobid: str) -> None:
         job = self.get(jobid)
         shutil.rmtree(job.base)
+        journal(self.prefix, jobid)
+
+
+def journal(prefix: Path, jobid: str) -> None:
+    """Note that job `jobid` changed (one short O_APPEND write: lines never interleave)."""
+    fd = os.open(prefix / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{jobid}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _write_atomic(path: Path, text: str) -> None:

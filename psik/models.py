@@ -2,63 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
+
+from certified.errors import CertifiedError
+from certified.webhooks import Destinations, RetryPolicy
 
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-#: scheduler options psik sets itself, or the operator sets in BackendConfig; a JobSpec may not.
-RESERVED_ATTRIBUTES = frozenset(
-    {
-        "account",
-        "array",
-        "chdir",
-        "clusters",
-        "cpus-per-task",
-        "error",
-        "exclusive",
-        "export",
-        "gpus",
-        "gpus-per-task",
-        "hold",
-        "input",
-        "job-name",
-        "nodes",
-        "ntasks",
-        "ntasks-per-node",
-        "open-mode",
-        "output",
-        "partition",
-        "qos",
-        "reservation",
-        "time",
-        "uid",
-        "gid",
-        "wrap",
-        # these would let a job read or reset the environment or working directory psik sets
-        "export-file",
-        "get-user-env",
-        "workdir",
-    }
-)
-
-
-def reserved_attribute(key: str) -> str | None:
-    """The reserved option `key` would set: sbatch accepts any unambiguous prefix of a
-    long option (`--accou` is `--account`), so prefixes are refused too."""
-    for name in sorted(RESERVED_ATTRIBUTES):
-        if name.startswith(key):
-            return name
-    return None
 
 
 class _Strict(BaseModel):
@@ -89,14 +53,16 @@ class ResourceSpec(_Strict):
     processes_per_node: Annotated[int, Field(ge=1)] | None = None
     cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
     gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
-    exclusive_node_use: bool = False
+    exclusive_node_use: StrictBool = False
 
 
 def _check_attributes(value: dict[str, str]) -> dict[str, str]:
+    from .backends import reserved_attribute  # the registry imports these models
+
     for key, val in value.items():
         if not _ATTR_KEY.match(key):
             raise ValueError(f"attribute name {key!r} must match {_ATTR_KEY.pattern}")
-        if (reserved := reserved_attribute(key)) is not None:
+        if (reserved := reserved_attribute(key)) is not None:  # the backends' rules
             shown = key if key == reserved else f"{key!r} (an abbreviation of {reserved!r})"
             raise ValueError(f"attribute {shown} is set by psik or the operator, not a JobSpec")
         if "\n" in val or "\r" in val or "\0" in val:
@@ -111,7 +77,7 @@ class JobSpec(_Strict):
     directory: str | None = None
     script: Annotated[str, Field(min_length=1)]
     environment: dict[str, str] = Field(default_factory=dict)
-    inherit_environment: bool = True
+    inherit_environment: StrictBool = True
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     backend: Annotated[str, Field(pattern=_BACKEND_NAME.pattern)] = "default"
     attributes: dict[str, str] = Field(default_factory=dict)
@@ -159,11 +125,21 @@ class JobSpec(_Strict):
 class BackendConfig(_Strict):
     """How one named backend submits jobs. Lives in the operator's config only."""
 
-    type: Literal["local", "slurm"] = "local"
+    #: a key of psik.backends.REGISTRY.
+    type: str = "local"
     queue_name: str | None = None
     project_name: str | None = None
     reservation_id: str | None = None
     attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from .backends import REGISTRY
+
+        if value not in REGISTRY:
+            raise ValueError(f"unknown backend type {value!r} (known: {', '.join(REGISTRY)})")
+        return value
 
     @field_validator("attributes")
     @classmethod
@@ -194,13 +170,24 @@ class Callback(_Strict):
     info: str = ""
 
 
-class CallbackPolicy(_Strict):
-    """How hard to try delivering one callback."""
+class CallbackPolicy(RetryPolicy):
+    """How hard to try delivering one callback, and where callbacks may go.
 
-    timeout: Annotated[float, Field(gt=0)] = 10.0
-    first_delay: Annotated[float, Field(gt=0)] = 0.5
-    max_delay: Annotated[float, Field(gt=0)] = 30.0
-    give_up_after: Annotated[float, Field(ge=0)] = 120.0
+    `allowed` lists service nicknames and URL prefixes (see certified.webhooks.Destinations);
+    None allows any destination (psik-api treats None as "none allowed").
+    """
+
+    allowed: list[str] | None = None
+
+    @field_validator("allowed")
+    @classmethod
+    def _allowed(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            try:
+                Destinations(value)
+            except CertifiedError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class Config(_Strict):
@@ -231,18 +218,3 @@ class Config(_Strict):
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()
 
-
-def load_document(text: str, source: str) -> object:
-    """Parse JSON or YAML text (JSON is YAML, but JSON errors read better for .json)."""
-    if source.endswith(".json"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f": line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValueError(f"{source}{where}: {problem}") from None

@@ -6,8 +6,9 @@ from .errors import IllegalTransition
 from .models import JobState
 
 _NEXT: dict[JobState, frozenset[JobState]] = {
-    JobState.new: frozenset({JobState.queued}),
-    JobState.queued: frozenset({JobState.active, JobState.canceled}),
+    # new -> failed: the scheduler refused the job; queued -> failed: it vanished unstarted
+    JobState.new: frozenset({JobState.queued, JobState.failed}),
+    JobState.queued: frozenset({JobState.active, JobState.canceled, JobState.failed}),
     JobState.active: frozenset({JobState.completed, JobState.failed, JobState.canceled}),
     JobState.completed: frozenset(),
     JobState.failed: frozenset(),
@@ -20,7 +21,8 @@ def check_transition(current: tuple[int, JobState] | None, jobndx: int, state: J
 
     `current` is the (jobndx, state) of the last row, or None for a job with no rows yet,
     whose only legal first row is (1, new). Within one jobndx the states follow
-    new -> queued -> active -> completed | failed | canceled, and queued -> canceled.
+    new -> queued -> active -> completed | failed | canceled, queued -> canceled | failed
+    and new -> failed (refused by the scheduler).
     A final job restarts as (jobndx + 1, queued).
     """
     if current is None:

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from .backends import make_backend
+from .backends import Backend, make_backend
 from .errors import IllegalTransition, PsikError
 from .jobdir import JobDir
-from .jobs import announce
-from .models import JobSpec, JobState
+from .jobs import Notify, announce
+from .models import Config, JobSpec, JobState
+from .outbox import Dispatcher, sender_for
 from .procs import group_alive, session_members, signal_group
 
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -172,9 +173,26 @@ def run_job(base: Path, jobndx: int, gate: int | None = None) -> int:
         job.note(f"run {jobndx}: submission withdrawn before start")
         return 3
     backend = make_backend(config.backends[spec.backend], config.kill_grace)
+    # callbacks go out on a thread of their own: a slow receiver never delays the script
+    callbacks = Dispatcher(sender_for(config), workers=1)
+    try:
+        return _run(job, spec, jobndx, runner, backend, config, callbacks.enqueue)
+    finally:
+        callbacks.close(timeout=2 * config.callback.worst_case() + 1.0)
+
+
+def _run(
+    job: JobDir,
+    spec: JobSpec,
+    jobndx: int,
+    runner: _Runner,
+    backend: Backend,
+    config: Config,
+    notify: Notify,
+) -> int:
     info = f"host={socket.gethostname()} pid={os.getpid()}"
     try:
-        announce(job, jobndx, JobState.active, info, config)
+        announce(job, jobndx, JobState.active, info, config, notify)
     except IllegalTransition as exc:
         job.note(f"run {jobndx} not started: {exc}")
         return 3
@@ -183,18 +201,23 @@ def run_job(base: Path, jobndx: int, gate: int | None = None) -> int:
     else:
         env = job_environment(spec, job, jobndx, backend.runtime_env(spec), dict(os.environ))
         cwd = job.workdir(spec)
-        cwd.mkdir(parents=True, exist_ok=True)
         duration_s = spec.resources.duration * 60.0
         try:
-            rc = runner.run(script_command(job, spec, jobndx), env, cwd, duration_s)
+            cwd.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            job.note(f"run {jobndx}: cannot start script: {exc}")
-            state, info, rc = JobState.failed, f"cannot start script: {exc.strerror}", 127
+            job.note(f"run {jobndx}: cannot create directory {cwd}: {exc}")
+            state, info, rc = JobState.failed, f"cannot create directory {cwd}: {exc.strerror}", 1
         else:
-            state, info = _outcome(runner.exit_reason, rc, spec.resources.duration)
+            try:
+                rc = runner.run(script_command(job, spec, jobndx), env, cwd, duration_s)
+            except OSError as exc:
+                job.note(f"run {jobndx}: cannot start script: {exc}")
+                state, info, rc = JobState.failed, f"cannot start script: {exc.strerror}", 127
+            else:
+                state, info = _outcome(runner.exit_reason, rc, spec.resources.duration)
     # Refused when e.g. `psik cancel` already recorded `canceled` (noted in log/console).
     with contextlib.suppress(IllegalTransition):
-        announce(job, jobndx, state, info, config)
+        announce(job, jobndx, state, info, config, notify)
     return rc if rc >= 0 else 128 - rc
 
 

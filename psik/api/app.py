@@ -2,59 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
-from datetime import datetime
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel
 
 from certified.asgi import client_identity
+from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
+from ..index import JobIndex
 from ..jobdir import JobDir
 from ..jobs import Psik
-from ..models import JobSpec, JobState, Transition
+from ..models import JobSpec, JobState
+from ..outbox import Dispatcher, failed, pending, sender_for
+from .models import (
+    BackendInfo,
+    CallbackStatus,
+    ErrorDetail,
+    FileEntry,
+    JobDetail,
+    JobPage,
+    JobSummary,
+)
 from .settings import ApiSettings, load_settings
 
 log = logging.getLogger("psik.api")
 
 Identity = Annotated[str, Depends(client_identity)]
-
-
-class JobSummary(BaseModel):
-    jobid: str
-    name: str
-    state: JobState
-    jobndx: int
-    updated: datetime
-
-
-class JobPage(BaseModel):
-    total: int
-    offset: int
-    jobs: list[JobSummary]
-
-
-class JobDetail(JobSummary):
-    spec: JobSpec
-    transitions: list[Transition]
-
-
-class BackendInfo(BaseModel):
-    name: str
-    type: str
-
-
-class FileEntry(BaseModel):
-    name: str
-    type: Literal["file", "directory", "symlink", "other"]
-    size: int
+#: the largest integer a query parameter may carry (file offsets are signed 64-bit).
+MAX_QUERY_INT = 2**63 - 1
 
 
 def _summary(job: JobDir) -> JobSummary:
@@ -95,12 +81,104 @@ def _entry(path: Path) -> FileEntry:
     return FileEntry(name=path.name, type=kind, size=st.st_size)
 
 
+#: the error statuses each kind of route can answer, declared in the OpenAPI document.
+_ERR = {"model": ErrorDetail}
+JOB_ERRORS: dict[int | str, dict] = {404: _ERR}
+STATE_ERRORS: dict[int | str, dict] = {404: _ERR, 409: _ERR, 502: _ERR}
+FILE_ERRORS: dict[int | str, dict] = {400: _ERR, 404: _ERR}
+LOG_ERRORS: dict[int | str, dict] = {404: _ERR, 416: _ERR}
+
+
+def _plain_errors(errors: list[dict]) -> list[dict]:
+    """Validation errors without the offending input (it may be NaN, inf or huge)."""
+    return [
+        {"type": e.get("type", "value_error"), "loc": list(e.get("loc", ())), "msg": e["msg"]}
+        for e in errors
+    ]
+
+
+class Service:
+    """What one psik-api process owns: the job manager, the listing index, the callback
+    workers and the reconciler thread."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        config = settings.job_config()
+        self.dispatcher = Dispatcher(
+            sender_for(config), settings.callback_workers, settings.callback_queue
+        )
+        self.psik = Psik(config, notify=self.dispatcher.enqueue)
+        # a row written elsewhere (a wrapper, the CLI) may leave callbacks pending
+        self.index = JobIndex(self.psik.store, on_change=self._changed)
+        self.destinations = Destinations(config.callback.allowed)
+        self._stop = threading.Event()
+        self._reconciler: threading.Thread | None = None
+
+    def _changed(self, jobid: str) -> None:
+        job = JobDir(self.psik.store.prefix / jobid)
+        if job.exists():
+            self.dispatcher.enqueue(job)
+
+    def start(self) -> None:
+        """Index every job folder, resume pending callbacks, start the reconciler."""
+        count = self.index.rebuild()
+        resumed = 0
+        for job in self.psik.store.list():
+            with contextlib.suppress(OSError, PsikError, ValueError):
+                if pending(job):
+                    self.dispatcher.enqueue(job)
+                    resumed += 1
+        log.info("indexed %d jobs; resumed callbacks of %d", count, resumed)
+        self._reconciler = threading.Thread(target=self._reconcile, name="reconciler", daemon=True)
+        self._reconciler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._reconciler is not None:
+            self._reconciler.join(10)
+        self.dispatcher.close(timeout=self.settings.shutdown_grace)
+
+    def _reconcile(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_interval):
+            self.reconcile_once()
+
+    def reconcile_once(self) -> None:
+        """Close runs whose scheduler job is gone; retry callbacks the queue deferred;
+        pick up rows other processes wrote (through the index's journal)."""
+        self.dispatcher.retry_deferred()
+        unfinished = self.index.unfinished()  # also applies the journal
+        self.index.reread(unfinished)
+        for jobid in unfinished:
+            try:
+                tr = self.psik.reconcile(self.psik.store.get(jobid))
+            except (OSError, PsikError, ValueError) as exc:
+                log.warning("reconciling job %s: %s", jobid, exc)
+                continue
+            if tr is not None:
+                log.warning("job %s run %d failed: %s", jobid, tr.jobndx, tr.info)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """The FastAPI app for these settings (serve it with certified's mTLS server)."""
-    psik = Psik(settings.job_config())
-    app = FastAPI(title="psik-api", version="1")
+    service = Service(settings)
+    psik = service.psik
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title="psik-api", version="1", lifespan=lifespan)
     app.state.settings = settings
+    app.state.service = service
     app.state.psik = psik
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _plain_errors(list(exc.errors()))}, status_code=422)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(_req: Request, exc: JobNotFound) -> JSONResponse:
@@ -124,14 +202,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
             raise HTTPException(404, detail=f"no job {jobid}")
         return job
 
-    @app.post("/jobs", status_code=201)
+    def invalid(field: str, msg: str) -> RequestValidationError:
+        return RequestValidationError([{"type": "value_error", "loc": ["body", field], "msg": msg}])
+
+    @app.post("/jobs", status_code=201, responses={400: _ERR, 502: _ERR})
     def create_job(spec: JobSpec, identity: Identity) -> JobSummary:
-        """Validate, create and submit a job; the caller owns it."""
+        """Validate, create and submit a job; the caller owns it. Callbacks are sent
+        later, in order, by the service's workers: this never waits on a receiver."""
+        if spec.callback is not None and not service.destinations.allows(spec.callback):
+            allowed = ", ".join(service.destinations.allowed or []) or "none"
+            raise invalid("callback", f"destination not allowed by the operator ({allowed})")
         try:
             job = psik.create(spec, owner=identity)
         except SpecError as exc:
-            err = {"type": "value_error", "loc": ["body", "backend"], "msg": str(exc)}
-            raise RequestValidationError([err]) from None
+            raise invalid("backend", str(exc)) from None
         log.info("job %s created by %s", job.jobid, identity)
         try:
             psik.submit(job)
@@ -144,28 +228,34 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def list_jobs(
         identity: Identity,
         state: JobState | None = None,
-        limit: Annotated[int, Query(ge=1)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_QUERY_INT)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
     ) -> JobPage:
         """The caller's jobs, oldest first, optionally only those in `state`."""
-        mine = []
-        for job in psik.store.list():
-            if job.owner() != identity:
-                continue
-            summary = _summary(job)
-            if state is None or summary.state is state:
-                mine.append(summary)
         limit = min(limit, settings.max_page)
-        return JobPage(total=len(mine), offset=offset, jobs=mine[offset : offset + limit])
+        total, entries = service.index.page(identity, state, offset, limit)
+        jobs = [
+            JobSummary(
+                jobid=e.jobid, name=e.name, state=e.state, jobndx=e.jobndx, updated=e.updated
+            )
+            for e in entries
+        ]
+        return JobPage(total=total, offset=offset, jobs=jobs)
 
-    @app.get("/jobs/{jobid}")
+    @app.get("/jobs/{jobid}", responses=JOB_ERRORS)
     def get_job(jobid: str, identity: Identity) -> JobDetail:
-        """Spec (without cb_secret) and every transition."""
+        """Spec (without cb_secret), every transition, and callback delivery."""
         job = owned(jobid, identity)
         spec = job.spec().model_copy(update={"cb_secret": None})
-        return JobDetail(**_summary(job).model_dump(), spec=spec, transitions=job.transitions())
+        callbacks = CallbackStatus(pending=pending(job), failed=failed(job))
+        return JobDetail(
+            **_summary(job).model_dump(),
+            spec=spec,
+            transitions=job.transitions(),
+            callbacks=callbacks,
+        )
 
-    @app.delete("/jobs/{jobid}")
+    @app.delete("/jobs/{jobid}", responses=STATE_ERRORS)
     def cancel_job(jobid: str, identity: Identity) -> JobSummary:
         """Cancel a queued or running job (409 if it is not)."""
         job = owned(jobid, identity)
@@ -173,39 +263,51 @@ def create_app(settings: ApiSettings) -> FastAPI:
         log.info("job %s canceled by %s", jobid, identity)
         return _summary(job)
 
-    @app.post("/jobs/{jobid}/restart")
+    @app.post("/jobs/{jobid}/restart", responses=STATE_ERRORS)
     def restart_job(jobid: str, identity: Identity) -> JobSummary:
         """Resubmit a finished job as its next run (409 if it is not finished)."""
         job = owned(jobid, identity)
         psik.restart(job)
         return _summary(job)
 
-    @app.get("/jobs/{jobid}/logs/{stream}")
+    @app.get(
+        "/jobs/{jobid}/logs/{stream}",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}, **LOG_ERRORS},
+    )
     def get_log(
         jobid: str,
         stream: Literal["stdout", "stderr", "console"],
         identity: Identity,
-        offset: Annotated[int, Query(ge=0)] = 0,
-        jobndx: Annotated[int | None, Query(ge=1)] = None,
+        offset: Annotated[int, Query(ge=0, le=MAX_QUERY_INT)] = 0,
+        jobndx: Annotated[int | None, Query(ge=1, le=MAX_QUERY_INT)] = None,
     ) -> Response:
-        """Log bytes from `offset`; headers give the next offset, the run and its state."""
+        """Log bytes from `offset` (416 beyond the end); headers give the next offset,
+        the run and its state."""
         job = owned(jobid, identity)
         cur = job.current()
         ndx = jobndx or cur.jobndx
+        if ndx > cur.jobndx:
+            raise HTTPException(404, detail=f"job {jobid} has no run {ndx} (latest {cur.jobndx})")
         path = job.console if stream == "console" else job.log_path(stream, ndx)
         data = b""
         try:  # O_NOFOLLOW: a job cannot swap its log for a symlink to someone else's file
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            pass
+            size = 0
         except OSError:
             raise HTTPException(404, detail=f"{stream} log is not a regular file") from None
         else:
             with os.fdopen(fd, "rb") as fh:
-                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
                     raise HTTPException(404, detail=f"{stream} log is not a regular file")
-                fh.seek(offset)
-                data = fh.read(settings.max_log_chunk)
+                size = st.st_size
+                if offset <= size:
+                    fh.seek(offset)
+                    data = fh.read(settings.max_log_chunk)
+        if offset > size:
+            raise HTTPException(416, detail=f"offset {offset} is beyond the log's {size} bytes")
         state = cur.state.value if ndx == cur.jobndx else "final"
         return Response(
             content=data,
@@ -217,14 +319,18 @@ def create_app(settings: ApiSettings) -> FastAPI:
             },
         )
 
-    @app.get("/jobs/{jobid}/files")
+    @app.get("/jobs/{jobid}/files", responses=JOB_ERRORS)
     def list_root(jobid: str, identity: Identity) -> list[FileEntry]:
         """The job's working directory listing."""
         job = owned(jobid, identity)
         root = job.files_root
         return sorted((_entry(p) for p in root.iterdir()), key=lambda e: e.name)
 
-    @app.get("/jobs/{jobid}/files/{path:path}", response_model=None)
+    @app.get(
+        "/jobs/{jobid}/files/{path:path}",
+        response_model=None,
+        responses={200: {"content": {"application/octet-stream": {}}}, **FILE_ERRORS},
+    )
     def get_file(jobid: str, path: str, identity: Identity) -> FileResponse | list[FileEntry]:
         """A file (or directory listing) inside the job's working directory."""
         job = owned(jobid, identity)

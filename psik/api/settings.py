@@ -34,6 +34,13 @@ class ApiSettings(BaseModel):
     #: most bytes one log request returns.
     max_log_chunk: Annotated[int, Field(ge=1024)] = 1 << 20
     max_page: Annotated[int, Field(ge=1)] = 1000
+    #: threads delivering job callbacks, and how many jobs may wait for one.
+    callback_workers: Annotated[int, Field(ge=1, le=256)] = 4
+    callback_queue: Annotated[int, Field(ge=1)] = 10000
+    #: seconds between reconciler passes (closing runs whose wrapper or SLURM job is gone).
+    reconcile_interval: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 5.0
+    #: seconds shutdown waits for callback workers (what is left stays pending on disk).
+    shutdown_grace: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 10.0
 
     @field_validator("certified")
     @classmethod
@@ -41,10 +48,14 @@ class ApiSettings(BaseModel):
         return None if value is None else value.expanduser()
 
     def job_config(self) -> Config:
-        """The psik Config jobs are created with: callbacks use the service identity."""
+        """The psik Config jobs are created with: callbacks use the service identity and
+        go only where `psik.callback.allowed` says (unset: nowhere)."""
+        update: dict = {}
         if self.psik.certified is None and self.certified is not None:
-            return self.psik.model_copy(update={"certified": self.certified})
-        return self.psik
+            update["certified"] = self.certified
+        if self.psik.callback.allowed is None:
+            update["callback"] = self.psik.callback.model_copy(update={"allowed": []})
+        return self.psik.model_copy(update=update) if update else self.psik
 
 
 def load_settings(

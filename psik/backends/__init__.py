@@ -1,18 +1,31 @@
-"""Schedulers behind one small protocol; adding PBS or LSF is one module and one line here."""
+"""Schedulers behind one small protocol; adding PBS or LSF is one module and one line here
+(REGISTRY below). Everything a scheduler knows (its script, its reserved options, how to
+tell a vanished job) lives in its module."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from functools import cache
+from typing import ClassVar, Protocol
 
 from ..errors import SpecError
 from ..jobdir import JobDir
 from ..models import BackendConfig, JobSpec
 
+#: BackendConfig.type -> "module:class" of a class following `Backend`.
+REGISTRY: dict[str, str] = {
+    "local": "psik.backends.local:LocalBackend",
+    "slurm": "psik.backends.slurm:SlurmBackend",
+}
+
 
 class Backend(Protocol):
-    """What psik needs from a scheduler."""
+    """What psik needs from a scheduler. Built as `cls(BackendConfig, kill_grace)`."""
+
+    #: JobSpec.attributes keys this scheduler sets itself (refused in every JobSpec).
+    reserved_attributes: ClassVar[frozenset[str]]
 
     def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
         """Queue run `jobndx` of `job` and return the scheduler's id for it.
@@ -30,18 +43,39 @@ class Backend(Protocol):
         """`mpirun` and `nodes` as seen from inside the running job."""
         ...
 
+    def vanished(self, job: JobDir, native_id: str) -> str | None:
+        """None while the run may still be alive; otherwise why it is gone, after stopping
+        anything of it left running (the reconciler then records `failed`)."""
+        ...
+
+
+@cache
+def backend_class(kind: str) -> type[Backend]:
+    """The class registered for backend type `kind` (imported on first use)."""
+    try:
+        module, name = REGISTRY[kind].split(":")
+    except KeyError:
+        raise SpecError(f"unknown backend type {kind!r} (known: {', '.join(REGISTRY)})") from None
+    return getattr(importlib.import_module(module), name)
+
 
 def make_backend(cfg: BackendConfig, kill_grace: float) -> Backend:
     """Build the backend for one BackendConfig."""
-    if cfg.type == "local":
-        from .local import LocalBackend
+    return backend_class(cfg.type)(cfg, kill_grace)  # type: ignore[call-arg]
 
-        return LocalBackend(cfg, kill_grace)
-    if cfg.type == "slurm":
-        from .slurm import SlurmBackend
 
-        return SlurmBackend(cfg, kill_grace)
-    raise SpecError(f"unknown backend type {cfg.type!r}")
+@cache
+def _reserved() -> tuple[str, ...]:
+    return tuple(sorted(set().union(*(backend_class(k).reserved_attributes for k in REGISTRY))))
+
+
+def reserved_attribute(key: str) -> str | None:
+    """The reserved option `key` would set, for any registered backend. Prefixes count:
+    sbatch takes any unambiguous prefix of a long option (`--accou` is `--account`)."""
+    for name in _reserved():
+        if name.startswith(key):
+            return name
+    return None
 
 
 def parse_native(info: str) -> tuple[str, str]:

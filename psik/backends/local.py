@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import ClassVar
 
 import psutil
 
@@ -20,6 +21,8 @@ from . import wrapper_command
 
 class LocalBackend:
     """Runs jobs on this host. The native id is the wrapper's pid (= its session id)."""
+
+    reserved_attributes: ClassVar[frozenset[str]] = frozenset()  # attributes are unused
 
     def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
         self.cfg = cfg
@@ -72,10 +75,33 @@ class LocalBackend:
     def runtime_env(self, spec: JobSpec) -> dict[str, str]:
         return {"mpirun": shutil.which("mpirun") or "mpirun", "nodes": "1"}
 
+    def vanished(self, job: JobDir, native_id: str) -> str | None:
+        if _is_wrapper_of(int(native_id), job):
+            return None
+        left = stop_job_processes(job)
+        extra = f"; stopped {left} process(es) it left running" if left else ""
+        return f"job wrapper (pid {native_id}) vanished without recording an outcome{extra}"
+
+
+def stop_job_processes(job: JobDir) -> int:
+    """SIGKILL every process running with this job's `$base`; return how many."""
+    count = 0
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("base") == str(job.base):
+                proc.kill()
+                count += 1
+        except (psutil.Error, OSError):
+            continue
+    return count
+
 
 def _is_wrapper_of(pid: int, job: JobDir) -> bool:
     try:
-        cmdline = psutil.Process(pid).cmdline()
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = proc.cmdline()
     except psutil.Error:
         return False
     return "psik.wrapper" in cmdline and str(job.base) in cmdline

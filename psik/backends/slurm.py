@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Callable
+from typing import ClassVar
 
 from ..errors import BackendError
 from ..jobdir import JobDir
@@ -27,8 +28,50 @@ def _run(args: list[str], timeout: float = 60.0) -> str:
     return out.stdout
 
 
+#: scontrol JobState values of a job that may still run or record its outcome.
+_LIVE = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING",
+     "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+)  # fmt: skip
+
+
 class SlurmBackend:
     """Submits one batch job per run. The native id is the SLURM job id."""
+
+    #: sbatch options psik or the operator (BackendConfig) sets; a JobSpec may not.
+    reserved_attributes: ClassVar[frozenset[str]] = frozenset(
+        {
+            "account",
+            "array",
+            "chdir",
+            "clusters",
+            "cpus-per-task",
+            "error",
+            "exclusive",
+            "export",
+            "gpus",
+            "gpus-per-task",
+            "hold",
+            "input",
+            "job-name",
+            "nodes",
+            "ntasks",
+            "ntasks-per-node",
+            "open-mode",
+            "output",
+            "partition",
+            "qos",
+            "reservation",
+            "time",
+            "uid",
+            "gid",
+            "wrap",
+            # these would let a job read or reset the environment or working directory psik sets
+            "export-file",
+            "get-user-env",
+            "workdir",
+        }
+    )
 
     def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
         self.cfg = cfg
@@ -37,7 +80,10 @@ class SlurmBackend:
     def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
         spec = job.spec()
         workdir = job.workdir(spec)
-        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create directory {workdir}: {exc.strerror}") from None
         script = render_sbatch(
             spec,
             self.cfg,
@@ -75,6 +121,20 @@ class SlurmBackend:
             if "already completing" in text or "Invalid job id" in text:
                 return  # it ended on its own meanwhile
             raise
+
+    def vanished(self, job: JobDir, native_id: str) -> str | None:
+        try:
+            out = _run(["scontrol", "-o", "show", "job", native_id])
+        except BackendError as exc:
+            if "Invalid job id" in str(exc):
+                return f"SLURM no longer knows job {native_id}"
+            return None  # cannot tell now; ask again later
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        state = fields.get("JobState", "")
+        if state in _LIVE:
+            return None
+        reason = fields.get("Reason", "None")
+        return f"SLURM job {native_id} is {state} (reason {reason}) and recorded no outcome"
 
     def runtime_env(self, spec: JobSpec) -> dict[str, str]:
         nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.node_count))

@@ -1,4 +1,5 @@
-"""psik benchmark: local-backend submit -> `active` callback latency, and jobs created per second.
+"""psik benchmark: local-backend submit -> `active` callback latency, jobs created per second,
+and psik-api listing latency with 5000 jobs.
 
 Run from the repository root:  .venv/bin/python tests/bench/bench_psik.py [--jobs N] [--runs N]
 
@@ -6,7 +7,9 @@ Prints, with their same-run baselines:
 - job folders created per second (JobStore via Psik.create) vs. a bare mkdir + 3 small files;
 - local jobs submitted per second (create + start the wrapper + record `queued`);
 - latency from Psik.run() to the receiver getting the `queued` and `active` callbacks over
-  mTLS, vs. the start-up time of `python -c "import psik.wrapper"` (the floor for `active`).
+  mTLS, vs. the start-up time of `python -c "import psik.wrapper"` (the floor for `active`);
+- psik-api `GET /jobs?limit=10` over mTLS, p50/p99, one client and 50 concurrent clients,
+  with 5000 jobs stored vs. with 20 (the baseline).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +34,8 @@ from psik.jobs import Psik  # noqa: E402
 from psik.models import CallbackPolicy, Config, JobSpec  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.procs import ProcessSupervisor  # noqa: E402
-from tests.support.servers import start_certified_server  # noqa: E402
+from tests.support.receiver import Receiver  # noqa: E402
+from tests.support.servers import start_psik_api  # noqa: E402
 
 
 def rate(count: int, seconds: float) -> str:
@@ -75,14 +80,14 @@ def bench_create(root: Path, n: int, rounds: int = 5) -> None:
     print(f"  baseline mkdir+3 files {bare:8.1f}/s  (psik takes {bare / made:.1f}x the time)")
 
 
-def wait_for(path: Path, jobid: str, state: str, timeout: float = 120) -> float:
+def wait_for(rx: Receiver, jobid: str, state: str, timeout: float = 120) -> float:
+    """When the receiver got `jobid`'s `state` callback (epoch seconds)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                if row["jobid"] == jobid and row["state"] == state:
-                    return row["received"]
+        for req in rx.accepted():
+            row = json.loads(req["body"])
+            if row["jobid"] == jobid and row["state"] == state:
+                return req["time"]
         time.sleep(0.005)
     raise TimeoutError(f"no {state} callback for {jobid}")
 
@@ -108,32 +113,30 @@ def bench_submit(root: Path, n: int) -> None:
 
 
 def bench_latency(root: Path, runs: int) -> None:
+    from certified import Certified
+
     pki = make_pki(root / "pki")
-    (root / "logs").mkdir()
-    sup = ProcessSupervisor(root / "logs")
-    log = root / "callbacks.jsonl"
-    env = {"PSIK_RECEIVER_SECRET": "bench", "PSIK_RECEIVER_LOG": str(log)}
+    rx = Receiver(Certified(pki.server), secret="bench")
     try:
-        _proc, url = start_certified_server(sup, pki.server, "tests.psik.receiver:app", env=env)
-        pki.add_service(pki.client, "receiver", url)
+        pki.add_service(pki.client, "receiver", rx.base)
         config = Config(
             prefix=root / "latency",
             certified=pki.client,
             callback=CallbackPolicy(first_delay=0.05, max_delay=0.5, give_up_after=5),
         )
         psik = Psik(config)
-        spec = JobSpec(script="true", callback="https://receiver/cb", cb_secret="bench")
+        spec = JobSpec(script="true", callback="https://receiver/callback", cb_secret="bench")
         queued, active, ids = [], [], []
         for _ in range(runs):
             t0 = time.time()
             job = psik.run(spec)
             ids.append(job.jobid)
-            queued.append(wait_for(log, job.jobid, "queued") - t0)
-            active.append(wait_for(log, job.jobid, "active") - t0)
-            wait_for(log, job.jobid, "completed")
+            queued.append(wait_for(rx, job.jobid, "queued") - t0)
+            active.append(wait_for(rx, job.jobid, "active") - t0)
+            wait_for(rx, job.jobid, "completed")
         wait_final(psik, ids)
     finally:
-        sup.stop_all()
+        rx.close()
     startup = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -144,11 +147,67 @@ def bench_latency(root: Path, runs: int) -> None:
     print(f"  baseline python -c 'import psik.wrapper'  {summary(startup)}")
 
 
+def _timed_get(client, params: dict) -> float:
+    t0 = time.perf_counter()
+    resp = client.get("/jobs", params=params)
+    took = time.perf_counter() - t0
+    if resp.status_code != 200:
+        raise RuntimeError(f"GET /jobs answered {resp.status_code}: {resp.text[:200]}")
+    return took
+
+
+def _listing_figures(clients: list, requests: int) -> tuple[list[float], list[float]]:
+    """(one client, sequential) and (all clients at once) latencies of GET /jobs?limit=10."""
+    params = {"limit": 10}
+    one = [_timed_get(clients[0], params) for _ in range(requests)]
+    with ThreadPoolExecutor(len(clients)) as pool:
+        many = list(pool.map(lambda c: _timed_get(c, params), clients * 4))
+    return one, many
+
+
+def p50_p99(values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return f"p50 {pct(ms, 0.5):7.1f} ms  p99 {pct(ms, 0.99):7.1f} ms  (n={len(ms)})"
+
+
+def bench_listing(root: Path, jobs: int, concurrency: int = 50) -> None:
+    from certified import Certified
+
+    pki = make_pki(root / "pki-list")
+    (root / "logs-list").mkdir()
+    sup = ProcessSupervisor(root / "logs-list")
+    api_root = root / "list"
+    api_root.mkdir()
+    cfg = Config(prefix=api_root / "jobs")
+    store = Psik(cfg).store
+    for _ in range(20):
+        store.create(JobSpec(script="true"), cfg, owner="cn:client")
+    try:
+        _proc, url = start_psik_api(sup, pki.server, api_root)
+        pki.add_service(pki.client, "psik", url)
+        ident = Certified(pki.client)
+        clients = [ident.client("https://psik", timeout=120) for _ in range(concurrency)]
+        small = _listing_figures(clients, 100)
+        for _ in range(jobs - 20):
+            store.create(JobSpec(script="true"), cfg, owner="cn:client")
+        _timed_get(clients[0], {"limit": 10})  # the index catches up with the journal
+        large = _listing_figures(clients, 100)
+        for c in clients:
+            c.close()
+    finally:
+        sup.stop_all()
+    print(f"GET /jobs?limit=10, 1 client,   {jobs} jobs  {p50_p99(large[0])}")
+    print(f"  baseline                      20 jobs  {p50_p99(small[0])}")
+    print(f"GET /jobs?limit=10, {concurrency} clients, {jobs} jobs  {p50_p99(large[1])}")
+    print(f"  baseline                      20 jobs  {p50_p99(small[1])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000, help="folders to create")
     parser.add_argument("--submits", type=int, default=30, help="local jobs to submit")
     parser.add_argument("--runs", type=int, default=20, help="latency samples")
+    parser.add_argument("--listed", type=int, default=5000, help="jobs stored for listing")
     args = parser.parse_args()
     print(f"psik bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     with tempfile.TemporaryDirectory(prefix="psik-bench-") as tmp:
@@ -156,6 +215,7 @@ def main() -> None:
         bench_create(root, args.jobs)
         bench_submit(root, args.submits)
         bench_latency(root, args.runs)
+        bench_listing(root, args.listed)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from nngstream.callback import SIGNATURE_HEADER, verify
+from certified import Certified
+from certified.webhooks import HEADER, verify
 from nngstream.models import Metrics
+from tests.support.receiver import Receiver
 
 from .helpers import consumer, final_metrics, producer, start_buffer, wait_exit
-from .receiver import Receiver
 
 SECRET = "correct horse battery staple"
 
 
 def run_stream(spawn, free_port, tmp_path, *extra: str):
     in_port, out_port = free_port(), free_port()
+    key = tmp_path / "cb.key"
+    key.write_text(SECRET + "\n")  # the key never appears on the command line
     buf = start_buffer(
-        spawn, in_port, out_port, "--metrics-interval", "0.2", "--cb-secret", SECRET, *extra
-    )
+        spawn, in_port, out_port, "--metrics-interval", "0.2", "--cb-secret-file", str(key),
+        *extra,
+    )  # fmt: skip
+    assert all(SECRET not in part for part in buf.args)
     cons = consumer(spawn, f"tcp://127.0.0.1:{out_port}", tmp_path / "c.json", name="c")
     prod = producer(spawn, f"tcp://127.0.0.1:{in_port}", 0, 200, "--sizes", "10000",
                     "--delay", "0.002")  # fmt: skip
@@ -31,7 +36,7 @@ def check_bodies(rx: Receiver, buf) -> list[dict]:
     accepted = rx.accepted()
     assert accepted, "no callback arrived"
     for r in accepted:
-        assert verify(r["body"], SECRET, r["headers"].get(SIGNATURE_HEADER)), r["headers"]
+        assert verify(SECRET, r["body"], r["headers"].get(HEADER)), r["headers"]
         assert r["headers"]["content-type"] == "application/json"
         Metrics.model_validate_json(r["body"])  # the documented record, nothing else
     bodies = rx.bodies()
@@ -48,7 +53,9 @@ def check_bodies(rx: Receiver, buf) -> list[dict]:
 def test_signed_callbacks_over_http(spawn, free_port, tmp_path):
     rx = Receiver(fail_first=1)  # the first POST is refused with 503: it must be retried
     try:
-        buf = run_stream(spawn, free_port, tmp_path, "--callback", rx.url)
+        buf = run_stream(
+            spawn, free_port, tmp_path, "--callback", rx.url, "--callback-allow", rx.base
+        )
         check_bodies(rx, buf)
         first = rx.requests[0]
         assert first["refused"] and rx.requests[1]["body"] == first["body"]
@@ -58,17 +65,16 @@ def test_signed_callbacks_over_http(spawn, free_port, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_signed_callbacks_over_mtls(spawn, free_port, tmp_path, pki):
-    server_ctx = pki.certified(pki.server).ssl_context(server=True)
-    rx = Receiver(ssl_context=server_ctx)
+    rx = Receiver(Certified(pki.server))
     try:
-        pki.add_service(pki.client, "lclstream-api", rx.url.rsplit("/", 1)[0])
+        pki.add_service(pki.client, "lclstream-api", rx.base)
         # a trusted-service nickname: certified resolves it and pins the server
         buf = run_stream(
             spawn, free_port, tmp_path, "--callback", "https://lclstream-api/callback",
             "--certified-config", str(pki.client),
         )  # fmt: skip
         check_bodies(rx, buf)
-        assert all(r["peer"] == {"commonName": "client"} for r in rx.accepted())
+        assert all(r["identity"] == "cn:client" for r in rx.accepted())
     finally:
         rx.close()
 
@@ -77,9 +83,11 @@ def test_signed_callbacks_over_mtls(spawn, free_port, tmp_path, pki):
 def test_refused_tls_does_not_stop_the_stream(spawn, free_port, tmp_path, pki):
     """Without a client identity the mTLS server refuses every callback: the stream
     still completes, and the failures are logged, not raised."""
-    rx = Receiver(ssl_context=pki.certified(pki.server).ssl_context(server=True))
+    rx = Receiver(Certified(pki.server))
     try:
-        buf = run_stream(spawn, free_port, tmp_path, "--callback", rx.url)
+        buf = run_stream(
+            spawn, free_port, tmp_path, "--callback", rx.url, "--callback-allow", rx.base
+        )
         assert final_metrics(buf)["state"] == "done"
         assert rx.accepted() == []
         assert "callback to" in buf.stderr() and "failed" in buf.stderr()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -38,9 +39,8 @@ def urls(free_port):
         (("--max-messages", "0"), ("--max-messages",)),
         (("--metrics-interval", "-1"), ("--metrics-interval",)),
         (("--idle-timeout", "0"), ("--idle-timeout",)),
-        (("--callback", "http://127.0.0.1:9/cb"), ("--callback", "--cb-secret")),
-        (("--callback", "ftp://h/cb", "--cb-secret", "s"), ("--callback", "invalid callback")),
-        (("--cb-secret", "x"), ("without a callback",)),
+        (("--callback", "http://127.0.0.1:9/cb"), ("--callback", "--cb-secret-file")),
+        (("--cb-secret-file", "/nonexistent/key"), ("--cb-secret-file", "No such file")),
     ],
 )
 @pytest.mark.timeout(30)
@@ -107,9 +107,38 @@ def test_addresses_that_cannot_be_used_exit_1(free_port, tmp_path):
 
 @pytest.mark.timeout(30)
 def test_unreadable_certified_config_exits_1(urls, tmp_path):
-    res = run(*urls, "--callback", "https://127.0.0.1:9/cb", "--cb-secret", "s",
+    key = tmp_path / "key"
+    key.write_text("s")
+    res = run(*urls, "--callback", "https://lclstream-api/cb", "--cb-secret-file", str(key),
               "--certified-config", str(tmp_path / "missing"))  # fmt: skip
     assert_clear_error(res, 1, "nngstream: error:", "missing")
+
+
+@pytest.mark.timeout(30)
+def test_callback_destinations_and_keys(urls, tmp_path):
+    """--callback only goes where the operator allowed; its key comes from a file or
+    $NNGSTREAM_CB_SECRET, never from the command line."""
+    res = run(*urls, "--callback", "https://h/cb", "--cb-secret", "s")
+    assert res.returncode == 2 and "No such option" in res.stderr  # keys stay off argv
+    key = tmp_path / "key"
+    key.write_text("s\n")
+    res = run(*urls, "--callback", "https://evil.example/cb", "--cb-secret-file", str(key))
+    assert_clear_error(res, 2, "--callback", "not allowed", "--callback-allow")
+    res = run(*urls, "--callback", "https://evil.example/cb", "--cb-secret-file", str(key),
+              "--callback-allow", "https://good.example/")  # fmt: skip
+    assert_clear_error(res, 2, "--callback", "not allowed")
+    res = run(*urls, "--callback", "https://h/cb", "--callback-allow", "h.x", "--cb-secret-file",
+              str(key))  # fmt: skip
+    assert_clear_error(res, 2, "--callback-allow", "neither a service nickname")
+    (tmp_path / "empty").write_text("\n")
+    res = run(*urls, "--callback", "https://h/cb", "--cb-secret-file", str(tmp_path / "empty"))
+    assert_clear_error(res, 2, "--cb-secret-file", "is empty")
+    env = {**os.environ, "NNGSTREAM_CB_SECRET": ""}
+    res = subprocess.run(
+        ["nngstream", *urls, "--callback", "https://h/cb"],
+        capture_output=True, text=True, timeout=30, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert_clear_error(res, 2, "--callback needs a key", "NNGSTREAM_CB_SECRET")
 
 
 @pytest.mark.timeout(30)

@@ -1,11 +1,13 @@
-"""Pure logic: sizes, the bounded FIFO, the lifecycle, settings and signatures."""
+"""Pure logic: sizes, the bounded FIFO, the lifecycle and settings.
+
+(Callback signatures are tested in tests/certified/test_webhooks.py.)
+"""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from nngstream.callback import sign, verify
 from nngstream.fifo import BoundedFifo, WhenFull
 from nngstream.lifecycle import Event, Observation, State, next_event, transition
 from nngstream.models import BufferSettings, Metrics
@@ -251,21 +253,6 @@ def test_settings_defaults_and_sizes():
 def test_settings_reject(kw, why):
     with pytest.raises(ValidationError, match=why):
         _settings(**kw)
-
-
-def test_signature_roundtrip():
-    body = b'{"state":"done"}'
-    header = sign(body, "s3cret")
-    assert header.startswith("sha256=") and len(header) == 7 + 64
-    assert verify(body, "s3cret", header)
-    assert not verify(body + b" ", "s3cret", header)
-    assert not verify(body, "other", header)
-    assert not verify(body, "s3cret", None)
-    # the value psik and the API compute: HMAC-SHA256(secret, raw body), hex
-    import hashlib
-    import hmac
-
-    assert header == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
 
 
 def test_metrics_model_is_strict():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -60,9 +59,3 @@ def psik_cli(*args: str, config: Path, timeout: float = 60) -> subprocess.Comple
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

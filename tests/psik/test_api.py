@@ -3,74 +3,40 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from certified import Certified
-from psik.jobdir import JobStore
-from tests.support.procs import ProcessSupervisor
-from tests.support.servers import start_certified_server, start_psik_api
-
-from .conftest import REPO, Receiver
+from .conftest import Api, running_api
 from .helpers import final_state, job_processes, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@dataclass
-class Api:
-    url: str
-    root: Path
-    store: JobStore
-    receiver: Receiver
-    owner: httpx.Client
-    other: httpx.Client
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    from tests.support.pki import make_pki
-
     root = tmp_path_factory.mktemp("psik-api")
-    pki = make_pki(root / "pki")
-    (root / "logs").mkdir()
-    sup = ProcessSupervisor(root / "logs")
-    env = {"PYTHONPATH": str(REPO)}
-    log = root / "callbacks.jsonl"
-    rx_env = {**env, "PSIK_RECEIVER_SECRET": "api-secret", "PSIK_RECEIVER_LOG": str(log)}
-    _rx, rx_url = start_certified_server(
-        sup, pki.server, "tests.psik.receiver:app", name="receiver", env=rx_env
-    )
-    pki.add_service(pki.server, "receiver", rx_url)  # psik-api calls back as cn:server
     psik_cfg = {
         "kill_grace": 1.0,
-        "callback": {"first_delay": 0.1, "max_delay": 0.5, "give_up_after": 2},
+        "callback": {
+            "first_delay": 0.1,
+            "max_delay": 0.5,
+            "give_up_after": 2,
+            "timeout": 2,
+            "allowed": ["receiver"],
+        },
         "backends": {
             "default": {"type": "local"},
             "batch": {"type": "slurm", "queue_name": "secret-queue", "project_name": "acct"},
         },
     }
-    proc, url = start_psik_api(sup, pki.server, root, psik=psik_cfg, env=env)
-    for ident in (pki.client, pki.other):
-        pki.add_service(ident, "psik", url)
-    owner = Certified(pki.client).client("https://psik", timeout=30)
-    other = Certified(pki.other).client("https://psik", timeout=30)
-    try:
-        yield Api(url, root, JobStore(root / "jobs"), Receiver("https://receiver/cb",
-                  "api-secret", log), owner, other)  # fmt: skip
-    finally:
-        owner.close()
-        other.close()
+    with running_api(root, psik_cfg) as api:
+        yield api
         left = job_processes(root / "jobs")
-        code = proc.stop(grace=15)  # SIGTERM: uvicorn drains, then the service exits 0
-        sup.stop_all()
-        assert left == [], f"orphaned job processes: {left}"
-        access = proc.stderr_path.read_text() + proc.stdout_path.read_text()
-        assert code == 0 and "Application shutdown complete" in access, (code, access[-500:])
-        assert '"client_identity": "cn:client"' in access  # JSON access log names the caller
+    assert left == [], f"orphaned job processes: {left}"
+    access = api.proc.stderr_path.read_text() + api.proc.stdout_path.read_text()
+    assert api.exit_code == 0 and "Application shutdown complete" in access, access[-500:]
+    assert '"client_identity": "cn:client"' in access  # JSON access log names the caller
 
 
 def post_job(api: Api, spec: dict) -> dict:

@@ -17,6 +17,7 @@ def test_layout_and_first_row(tmp_path):
     store = JobStore(tmp_path / "jobs")
     job = store.create(JobSpec(script="true"), Config(prefix=tmp_path / "jobs"), owner="cn:x")
     assert sorted(p.name for p in job.base.iterdir()) == [
+        "callbacks.cursor",
         "config.json",
         "log",
         "owner",
@@ -24,6 +25,8 @@ def test_layout_and_first_row(tmp_path):
         "status.csv",
         "work",
     ]
+    assert (job.base / "callbacks.cursor").read_text() == "1"  # `new` has no callback
+    assert (store.prefix / ".journal").read_text() == f"{job.jobid}\n"  # for the index
     assert job.status_path.read_text().splitlines()[0] == "time,jobndx,state,info"
     assert [(t.jobndx, t.state) for t in job.transitions()] == [(1, JobState.new)]
     assert job.workdir() == job.base / "work"

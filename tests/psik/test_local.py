@@ -8,8 +8,8 @@ import signal
 import pytest
 import yaml
 
+from certified.webhooks import sign
 from psik.jobdir import JobStore
-from psik.signing import sign
 
 from .conftest import write_config
 from .helpers import final_state, job_processes, psik_cli, states, wait_until
@@ -221,13 +221,23 @@ def test_unreachable_callback_never_breaks_the_job(tmp_path, pki, free_port):
     job = store.get(jobid)
     assert final_state(job, 60) == "completed"
     console = job.console.read_text()
-    assert "callback completed" in console and "giving up" in console
+    assert f"callback completed of job {jobid} to {url} failed after" in console
+    # every undeliverable callback is recorded in the job, in order
+    from psik.outbox import failed, pending
+
+    wait_until(lambda: pending(job) == 0, 30, "callbacks to be given up")
+    gave_up = failed(job)
+    assert [(f.state.value, f.url) for f in gave_up] == [
+        ("queued", url), ("active", url), ("completed", url)
+    ]  # fmt: skip
+    tries = len(store.get(jobid).config().callback.delays()) + 1
+    assert all("ConnectError" in f.reason and f.attempts == tries for f in gave_up), gave_up
 
 
 def test_callbacks_are_retried_until_the_receiver_answers(tmp_path, spawn, pki, psik_config):
     from .conftest import start_receiver
 
-    flaky = start_receiver(spawn, pki, tmp_path, fail_first=2, name="flaky")
+    flaky = start_receiver(pki, fail_first=2, name="flaky")
     spec = {"script": "true", "callback": flaky.url, "cb_secret": flaky.secret}
     jobid, store = submit(tmp_path, psik_config, spec)
     rows = flaky.wait_for(jobid, "completed")
@@ -235,6 +245,7 @@ def test_callbacks_are_retried_until_the_receiver_answers(tmp_path, spawn, pki, 
     assert rows[0]["attempt"] == 3  # two 503s, then accepted
     assert "retry 2" in store.get(jobid).console.read_text()
     final_state(store.get(jobid), 30)
+    flaky.rx.close()
 
 
 def test_receiver_rejects_a_wrong_signature(tmp_path, pki, receiver):

@@ -155,3 +155,21 @@ def test_abbreviated_reserved_sbatch_options_are_refused(key):
 def test_allowed_attributes_pass():
     spec = JobSpec(script="true", attributes={"comment": "run 355", "mem": "4G", "time-min": "5"})
     assert spec.attributes["comment"] == "run 355"
+
+
+def test_backend_types_come_from_the_registry(monkeypatch):
+    """A backend is one module plus one REGISTRY line: the config type, its validation
+    and the reserved JobSpec attributes all follow the table."""
+    from psik import backends
+    from psik.backends.local import LocalBackend
+    from psik.models import BackendConfig
+
+    with pytest.raises(
+        ValidationError, match="unknown backend type 'pbs' \\(known: local, slurm\\)"
+    ):
+        BackendConfig(type="pbs")
+    monkeypatch.setitem(backends.REGISTRY, "pbs", "psik.backends.local:LocalBackend")
+    backend = backends.make_backend(BackendConfig(type="pbs"), 1.0)
+    assert isinstance(backend, LocalBackend)
+    assert backends.reserved_attribute("partition") == "partition"  # from SlurmBackend
+    assert backends.reserved_attribute("comment") is None

@@ -7,10 +7,11 @@ import subprocess
 import pytest
 import yaml
 
-from psik.jobdir import JobStore
+from psik.jobdir import JobDir, JobStore
 from psik.models import BackendConfig, JobSpec, ResourceSpec
 from psik.sbatch import render_sbatch
 
+from .conftest import write_config
 from .helpers import final_state, job_processes, psik_cli, states, wait_until
 from .test_local import RANKS
 
@@ -112,16 +113,22 @@ def test_rendered_script_is_accepted_by_sbatch(slurm_cluster, tmp_path):
     assert "TimeLimit=00:01:00" in show and "JobName=render-check" in show
 
 
-def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_config, receiver):
+def submit_pending(tmp_path, config, receiver) -> tuple[JobDir, str]:
+    """A job SLURM holds PENDING for an hour; return it and its SLURM id."""
     spec = {
         "script": "echo never",
-        "attributes": {"begin": "now+3600"},  # stays PENDING for an hour
+        "attributes": {"begin": "now+3600"},
         "callback": receiver.url,
         "cb_secret": receiver.secret,
     }
-    jobid, store = submit(tmp_path, psik_config, spec)
+    jobid, store = submit(tmp_path, config, spec)
     job = store.get(jobid)
-    native = job.current().info.split(":")[1]
+    return job, job.current().info.split(":")[1]
+
+
+def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_config, receiver):
+    job, native = submit_pending(tmp_path, psik_config, receiver)
+    jobid = job.jobid
     assert job.current().state.value == "queued" and slurm_state(native) == "PENDING"
     out = psik_cli("cancel", jobid, config=psik_config)
     assert out.returncode == 0, out.stderr
@@ -129,3 +136,41 @@ def test_waiting_job_is_cancelled_from_queued(slurm_cluster, tmp_path, psik_conf
     assert states(job) == [(1, "new"), (1, "queued"), (1, "canceled")]
     wait_until(lambda: slurm_state(native) in ("CANCELLED", "gone"), 30, "SLURM to cancel")
     assert not job.log_path("stdout", 1).exists()
+
+
+def test_a_refused_job_is_failed_with_the_schedulers_message_and_removable(
+    slurm_cluster, tmp_path, pki, receiver
+):
+    config = write_config(
+        tmp_path / "psik.yaml",
+        tmp_path / "jobs",
+        pki.client,
+        backends={"bad": {"type": "slurm", "queue_name": "no-such-partition"}},
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"script": "true", "callback": receiver.url,
+                                    "cb_secret": receiver.secret}))  # fmt: skip
+    out = psik_cli("run", str(path), "--backend", "bad", config=config)
+    assert out.returncode == 1 and "invalid partition" in out.stderr.lower(), out.stderr
+    store = JobStore(tmp_path / "jobs")
+    (job,) = store.list()
+    assert states(job) == [(1, "new"), (1, "failed")]
+    assert "invalid partition" in job.current().info.lower()
+    rows = receiver.wait_for(job.jobid, "failed")
+    assert [r["state"] for r in rows] == ["failed"]
+    assert psik_cli("rm", job.jobid, config=config).returncode == 0
+    assert store.list() == []
+
+
+def test_reconciler_fails_a_job_slurm_dropped(slurm_cluster, tmp_path, psik_config, receiver):
+    job, native = submit_pending(tmp_path, psik_config, receiver)
+    jobid = job.jobid
+    out = psik_cli("reconcile", config=psik_config)
+    assert out.returncode == 0 and out.stdout == ""  # alive: nothing to do
+    subprocess.run(["scancel", native], timeout=30, check=True)  # behind psik's back
+    wait_until(lambda: slurm_state(native) in ("CANCELLED", "gone"), 30, "SLURM to cancel")
+    out = psik_cli("reconcile", config=psik_config)
+    assert out.returncode == 0 and f"{jobid}  failed" in out.stdout, out
+    assert states(job) == [(1, "new"), (1, "queued"), (1, "failed")]
+    assert "CANCELLED" in job.current().info or "no longer knows" in job.current().info
+    assert [r["state"] for r in receiver.wait_for(jobid, "failed")] == ["queued", "failed"]

@@ -10,11 +10,15 @@ from psik.errors import IllegalTransition
 from psik.models import JobState as S
 from psik.states import check_transition, legal_next
 
-# Written out by hand from the contract (DESIGN.md 3.2 and issue 3), not derived from code.
+# Written out by hand from the contract (DESIGN.md 3.2, issues 3 and 8), not derived from
+# code. Issue 8: a job the scheduler refused is failed from new; one that vanished before
+# starting (reconciler) is failed from queued.
 LEGAL_SAME_RUN = {
     (S.new, S.queued),
+    (S.new, S.failed),
     (S.queued, S.active),
     (S.queued, S.canceled),
+    (S.queued, S.failed),
     (S.active, S.completed),
     (S.active, S.failed),
     (S.active, S.canceled),
@@ -57,7 +61,7 @@ def test_every_transition_from(current):
     assert not wrong, f"from {current}: {wrong}"
 
 
-def test_the_six_legal_moves_and_restart_are_all_exercised():
+def test_the_eight_legal_moves_and_restart_are_all_exercised():
     legal = {(c[1], s) for c, n, s in CASES if c and n == c[0] and expected_legal(c, n, s)}
     assert legal == LEGAL_SAME_RUN
     restarts = {c[1] for c, n, s in CASES if c and n == c[0] + 1 and expected_legal(c, n, s)}

@@ -72,16 +72,19 @@ def start_psik_api(
     *,
     psik: dict | None = None,
     env: dict[str, str] | None = None,
+    settings: dict | None = None,
 ) -> tuple[Proc, str]:
-    """Run `psik-api serve` as `identity` with jobs under root/jobs; return (proc, URL)."""
+    """Run `psik-api serve` as `identity` with jobs under root/jobs; return (proc, URL).
+
+    `psik` is merged into the settings' psik section, `settings` into the top level."""
     import yaml
 
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     psik_cfg = {"prefix": str(root / "jobs"), "backends": {"default": {"type": "local"}}}
-    settings = {"psik": {**psik_cfg, **(psik or {})}, "certified": str(identity), "listen": url}
+    doc = {"psik": {**psik_cfg, **(psik or {})}, "certified": str(identity), "listen": url}
     cfg = root / "psik-api.yaml"
-    cfg.write_text(yaml.safe_dump(settings))
+    cfg.write_text(yaml.safe_dump({**doc, **(settings or {})}))
     proc = spawn(["psik-api", "serve", "--config", str(cfg)], name="psik-api", env=env)
     proc.wait_port(port)
     return proc, url
