@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,14 +48,17 @@ def deliver(
     certified: Path | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     sleep: Callable[[float], None] = time.sleep,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> bool:
     """POST `cb` to `url`; True once a 2xx arrives, False after giving up. Never raises.
 
     Connection errors, timeouts, 408, 429 and 5xx are retried after each of
     backoff_delays(policy); any other status is final (the receiver said no).
+    `extra_headers` (the JobSpec's cb_headers) go with every attempt.
     """
     body = cb.model_dump_json().encode()
-    headers = {"content-type": "application/json"}
+    headers = dict(extra_headers or {})
+    headers["content-type"] = "application/json"
     if secret is not None:
         headers[HEADER] = sign(secret, body)
     delays = backoff_delays(policy)

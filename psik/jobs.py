@@ -31,6 +31,7 @@ def announce(
             cfg.callback,
             certified=cfg.certified,
             log=job.note,
+            extra_headers=spec.cb_headers,
         )
     return tr
 

@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: callback headers psik itself sets (or the HTTP client must own).
+_OWN_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "x-hub-signature-256", "transfer-encoding"}
+)
 
 #: scheduler options psik sets itself, or the operator sets in BackendConfig; a JobSpec may not.
 RESERVED_ATTRIBUTES = frozenset(
@@ -81,15 +86,46 @@ class JobState(StrEnum):
 
 
 class ResourceSpec(_Strict):
-    """What the job needs from the scheduler. `duration` is in minutes (fractions allowed)."""
+    """What the job needs from the scheduler, with PSI/J's (and upstream psik's) meaning.
+
+    `duration` is in minutes (fractions allowed). `node_count` None lets the scheduler
+    choose. `process_count` None is derived: node_count x processes_per_node when both
+    are given, else one per node (SLURM's default), else 1. Values that contradict each
+    other are refused naming both fields.
+    """
 
     duration: Annotated[float, Field(gt=0, le=60 * 24 * 365)] = 10.0
-    node_count: Annotated[int, Field(ge=1)] = 1
-    process_count: Annotated[int, Field(ge=1)] = 1
+    node_count: Annotated[int, Field(ge=1)] | None = None
+    process_count: Annotated[int, Field(ge=1)] | None = None
     processes_per_node: Annotated[int, Field(ge=1)] | None = None
     cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
     gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
+    #: False (upstream psik says True): the suite's jobs are small (a 2-rank streamer, a
+    #: buffer) and share nodes; a job that needs whole nodes says so.
     exclusive_node_use: bool = False
+
+    @model_validator(mode="after")
+    def _derive_counts(self) -> ResourceSpec:
+        nodes, ppn, procs = self.node_count, self.processes_per_node, self.process_count
+        if procs is None:
+            self.process_count = (nodes or 1) * (ppn or 1)
+            return self
+        if ppn is not None and nodes is not None and -(-procs // ppn) != nodes:
+            raise ValueError(
+                f"process_count {procs} contradicts node_count {nodes} x processes_per_node "
+                f"{ppn} (they need ceil(process_count / processes_per_node) == node_count)"
+            )
+        if ppn is None and nodes is not None and procs < nodes:
+            raise ValueError(
+                f"process_count {procs} is smaller than node_count {nodes} "
+                "(every node runs at least one process)"
+            )
+        return self
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the job gets when the scheduler is left to choose on one host (1)."""
+        return self.node_count or 1
 
 
 def _check_attributes(value: dict[str, str]) -> dict[str, str]:
@@ -107,7 +143,8 @@ def _check_attributes(value: dict[str, str]) -> dict[str, str]:
 class JobSpec(_Strict):
     """A job request: what to run, where, with what resources, and whom to tell."""
 
-    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+-]+$")] = "job"
+    #: any one-line printable text (upstream psik's README uses "machine info"); null -> "job".
+    name: Annotated[str, Field(min_length=1, max_length=128)] = "job"
     directory: str | None = None
     script: Annotated[str, Field(min_length=1)]
     environment: dict[str, str] = Field(default_factory=dict)
@@ -116,7 +153,30 @@ class JobSpec(_Strict):
     backend: Annotated[str, Field(pattern=_BACKEND_NAME.pattern)] = "default"
     attributes: dict[str, str] = Field(default_factory=dict)
     callback: str | None = None
+    #: extra HTTP headers sent with every callback (upstream psik's field).
+    cb_headers: dict[str, str] = Field(default_factory=dict)
     cb_secret: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        if value is None:
+            return "job"
+        if isinstance(value, str) and not value.isprintable():
+            raise ValueError("name must be one line of printable text")
+        return value
+
+    @field_validator("cb_headers")
+    @classmethod
+    def _cb_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not _HEADER_NAME.match(key):
+                raise ValueError(f"cb_headers name {key!r} is not an HTTP header name")
+            if key.lower() in _OWN_HEADERS:
+                raise ValueError(f"cb_headers may not set {key!r}: psik sets it")
+            if not val.isprintable():
+                raise ValueError(f"cb_headers value of {key!r} must be one line")
+        return value
 
     @field_validator("environment")
     @classmethod
@@ -153,6 +213,8 @@ class JobSpec(_Strict):
     def _secret_needs_callback(self) -> JobSpec:
         if self.cb_secret is not None and self.callback is None:
             raise ValueError("cb_secret given without a callback")
+        if self.cb_headers and self.callback is None:
+            raise ValueError("cb_headers given without a callback")
         return self
 
 

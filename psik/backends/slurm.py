@@ -77,5 +77,5 @@ class SlurmBackend:
             raise
 
     def runtime_env(self, spec: JobSpec) -> dict[str, str]:
-        nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.node_count))
+        nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.nodes))
         return {"mpirun": "srun", "nodes": nodes}
