@@ -21,6 +21,7 @@ from ..jobdir import JobDir
 from ..jobs import Psik
 from ..models import JobSpec, JobState, Transition
 from .settings import ApiSettings, load_settings
+from .upstream import upstream_router
 
 log = logging.getLogger("psik.api")
 
@@ -234,6 +235,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if not target.is_file():
             raise HTTPException(404, detail=f"{path!r} is not a regular file")
         return FileResponse(target, media_type="application/octet-stream")
+
+    app.include_router(upstream_router(psik, owned, settings.max_log_chunk))
 
     @app.get("/backends")
     def backends(identity: Identity) -> list[BackendInfo]:

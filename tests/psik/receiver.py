@@ -41,6 +41,7 @@ async def callback(request: Request, identity: str = Depends(client_identity)) -
     line = {
         **cb.model_dump(mode="json"),
         "identity": identity,
+        "tag": request.headers.get("x-test-tag"),  # a JobSpec cb_headers entry, if sent
         "attempt": _seen["requests"],
         "received": time.time(),
     }
