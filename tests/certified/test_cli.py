@@ -97,7 +97,8 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
     assert_one_line_error(proc, "corrupt")
     (tmp_path / "junk.csr").write_text("not a csr")
     assert_one_line_error(
-        run("introduce", tmp_path / "junk.csr", "--config", d, check=False), "expected a certificate or certificate request"
+        run("introduce", tmp_path / "junk.csr", "--config", d, check=False),
+        "expected a certificate or certificate request",
     )
     assert_one_line_error(
         run("introduce", tmp_path / "missing.csr", "--config", d, check=False), "No such file"
