@@ -89,9 +89,10 @@ class ResourceSpec(_Strict):
     """What the job needs from the scheduler, with PSI/J's (and upstream psik's) meaning.
 
     `duration` is in minutes (fractions allowed). `node_count` None lets the scheduler
-    choose. `process_count` None is derived: node_count x processes_per_node when both
-    are given, else one per node (SLURM's default), else 1. Values that contradict each
-    other are refused naming both fields.
+    choose. As in PSI/J, process_count = node_count x processes_per_node: the one left
+    out is inferred (`process_count` is stored; unset, it is node_count x
+    processes_per_node, one per node, or 1), and values that break the rule are refused
+    naming the fields.
     """
 
     duration: Annotated[float, Field(gt=0, le=60 * 24 * 365)] = 10.0
@@ -100,8 +101,8 @@ class ResourceSpec(_Strict):
     processes_per_node: Annotated[int, Field(ge=1)] | None = None
     cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
     gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
-    #: False (upstream psik says True): the suite's jobs are small (a 2-rank streamer, a
-    #: buffer) and share nodes; a job that needs whole nodes says so.
+    #: False, as PSI/J (upstream psik says True): the suite's jobs are small (a 2-rank
+    #: streamer, a buffer) and share nodes; a job that needs whole nodes says so.
     exclusive_node_use: bool = False
 
     @model_validator(mode="after")
@@ -109,17 +110,18 @@ class ResourceSpec(_Strict):
         nodes, ppn, procs = self.node_count, self.processes_per_node, self.process_count
         if procs is None:
             self.process_count = (nodes or 1) * (ppn or 1)
-            return self
-        if ppn is not None and nodes is not None and -(-procs // ppn) != nodes:
+        elif nodes is not None and ppn is not None:
+            if procs != nodes * ppn:
+                raise ValueError(
+                    f"process_count {procs} contradicts node_count {nodes} x "
+                    f"processes_per_node {ppn} (= {nodes * ppn}); give two of the three"
+                )
+        elif ppn is not None and procs % ppn:
             raise ValueError(
-                f"process_count {procs} contradicts node_count {nodes} x processes_per_node "
-                f"{ppn} (they need ceil(process_count / processes_per_node) == node_count)"
+                f"process_count {procs} is not a multiple of processes_per_node {ppn}"
             )
-        if ppn is None and nodes is not None and procs < nodes:
-            raise ValueError(
-                f"process_count {procs} is smaller than node_count {nodes} "
-                "(every node runs at least one process)"
-            )
+        elif nodes is not None and procs % nodes:
+            raise ValueError(f"process_count {procs} is not a multiple of node_count {nodes}")
         return self
 
     @property

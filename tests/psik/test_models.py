@@ -54,8 +54,12 @@ def test_yaml_and_json_load_to_the_same_spec(tmp_path):
             "process_count 5 contradicts node_count 1 x processes_per_node 2",
         ),
         (
-            "script: echo\nresources: {node_count: 4, process_count: 2}\n",
-            "process_count 2 is smaller than node_count 4",
+            "script: echo\nresources: {node_count: 4, process_count: 6}\n",
+            "process_count 6 is not a multiple of node_count 4",
+        ),
+        (
+            "script: echo\nresources: {processes_per_node: 4, process_count: 6}\n",
+            "process_count 6 is not a multiple of processes_per_node 4",
         ),
         ("script: echo\ncb_headers: {'Bad Header': x}\ncallback: https://x/cb\n", "cb_headers"),
         (
@@ -179,7 +183,9 @@ def test_allowed_attributes_pass():
         ({"node_count": 3}, 3, 3, None),  # SLURM's default: one task per node
         ({"processes_per_node": 4}, None, 4, 4),
         ({"process_count": 8}, None, 8, None),
-        ({"process_count": 3, "processes_per_node": 2, "node_count": 2}, 2, 3, 2),
+        ({"process_count": 4, "processes_per_node": 2, "node_count": 2}, 2, 4, 2),
+        ({"process_count": 6, "processes_per_node": 3}, None, 6, 3),  # SLURM picks 2 nodes
+        ({"process_count": 6, "node_count": 2}, 2, 6, None),
         ({"node_count": 2, "process_count": None, "processes_per_node": None}, 2, 2, None),
     ],
 )
