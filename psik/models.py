@@ -117,9 +117,7 @@ class ResourceSpec(_Strict):
                     f"processes_per_node {ppn} (= {nodes * ppn}); give two of the three"
                 )
         elif ppn is not None and procs % ppn:
-            raise ValueError(
-                f"process_count {procs} is not a multiple of processes_per_node {ppn}"
-            )
+            raise ValueError(f"process_count {procs} is not a multiple of processes_per_node {ppn}")
         elif nodes is not None and procs % nodes:
             raise ValueError(f"process_count {procs} is not a multiple of node_count {nodes}")
         return self
