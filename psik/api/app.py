@@ -161,9 +161,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @app.get("/jobs/{jobid}")
     def get_job(jobid: str, identity: Identity) -> JobDetail:
-        """Spec (without cb_secret) and every transition."""
+        """Spec (without cb_secret, cb_headers values hidden) and every transition."""
         job = owned(jobid, identity)
-        spec = job.spec().model_copy(update={"cb_secret": None})
+        spec = job.spec()
+        hidden = dict.fromkeys(spec.cb_headers, "(hidden)")  # they may carry credentials
+        spec = spec.model_copy(update={"cb_secret": None, "cb_headers": hidden})
         return JobDetail(**_summary(job).model_dump(), spec=spec, transitions=job.transitions())
 
     @app.delete("/jobs/{jobid}")

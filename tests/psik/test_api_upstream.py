@@ -62,6 +62,8 @@ def test_submit_history_logs_and_callbacks(api):  # noqa: F811
     assert logs["stdout.1"] == "hello from 1\n" and logs["stderr.1"] == ""
     assert "console" in logs
     assert job.spec().name == "machine info" and job.spec().resources.process_count == 1
+    shown = api.owner.get(f"/jobs/{jobid}").json()["spec"]
+    assert shown["cb_headers"] == {"X-Test-Tag": "(hidden)"} and shown["cb_secret"] is None
 
 
 def test_create_without_submit_then_start(api):  # noqa: F811
