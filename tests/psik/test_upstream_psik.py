@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from certified import Certified
 from psik.jobdir import JobStore
 from tests.support.servers import start_certified_server, start_psik_api
 from tests.support.upstream import upstream_env, upstream_venv
@@ -153,6 +154,22 @@ def test_upstream_psik_drives_our_psik_api(up, pki, spawn, tmp_path):
     # upstream's own callbacks (its job ids) reached our receiver too, signed alike
     theirs_cb = [r for r in receiver.received() if r["jobid"] == stamp]
     assert theirs_cb and {r["identity"] for r in theirs_cb} == {"cn:upuser"}
+
+    # a JobSpec serialized by upstream's models, POSTed to our native route
+    doc = upstream_spec(up, tmp_path, name="paper job", script="echo $SLURM_NTASKS-$RANKS",
+                        environment={"RANKS": "2"}, callback=receiver.url,
+                        cb_secret="up-secret", resources={"node_count": 1,
+                                                          "processes_per_node": 2})  # fmt: skip
+    pki.add_service(pki.client, "psik", url)
+    with Certified(pki.client).client("https://psik", timeout=30) as client:
+        resp = client.post("/jobs", json=doc)
+    assert resp.status_code == 201, resp.text
+    job = store.get(resp.json()["jobid"])
+    assert final_state(job, 30) == "completed"
+    res = job.spec().resources
+    assert (res.node_count, res.processes_per_node, res.process_count) == (1, 2, 2)
+    assert job.log_path("stdout", 1).read_text() == "-2\n"
+    assert receiver.wait_for(job.jobid, "completed")[-1]["identity"] == "cn:server"
 
 
 def test_upstream_jobspec_runs_here_with_the_same_meaning(up, tmp_path, psik_config, receiver):
