@@ -336,6 +336,15 @@ def _all_upstream_names() -> frozenset[str]:
     return frozenset(name for section in TABLE.values() for name in section)
 
 
+def _entries(data: Mapping[str, Any]) -> list[Any]:
+    """Every section entry of a document in the current layout (whatever their shape)."""
+    out = [data.get(k) for k in ("event_source", "processing_pipeline", "data_serializer")]
+    sources, handlers = data.get("data_sources"), data.get("data_handlers")
+    out += list(sources.values()) if isinstance(sources, Mapping) else []
+    out += handlers if isinstance(handlers, list) else []
+    return out
+
+
 def is_upstream(data: Any) -> bool:
     """True for either upstream layout: an `lclstreamer:` section or upstream type names."""
     if not isinstance(data, Mapping):
@@ -343,15 +352,7 @@ def is_upstream(data: Any) -> bool:
     if "lclstreamer" in data:
         return True
     names = _all_upstream_names()
-    sections = [data.get("event_source"), data.get("processing_pipeline")]
-    sections.append(data.get("data_serializer"))
-    sections += (
-        list((data.get("data_sources") or {}).values())
-        if isinstance(data.get("data_sources"), Mapping)
-        else []
-    )
-    sections += data.get("data_handlers") if isinstance(data.get("data_handlers"), list) else []
-    return any(isinstance(s, Mapping) and s.get("type") in names for s in sections)
+    return any(isinstance(e, Mapping) and e.get("type") in names for e in _entries(data))
 
 
 def _dotted(loc: Loc) -> str:

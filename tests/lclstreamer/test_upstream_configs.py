@@ -240,3 +240,8 @@ def test_random_array_config_streams_through_nngstream(tmp_path, spawn, free_por
         assert first % 2 == rank
         seen += [first + 2 * k for k in range(n)]
     assert sorted(seen) == list(range(40)), "every event exactly once"
+
+
+def test_explain_needs_validate():
+    res = run_cli(["-c", str(UPSTREAM / "paper-psana1.yaml"), "--explain"])
+    assert res.code == 2 and "--explain goes with --validate" in res.stderr
