@@ -28,7 +28,7 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-def upstream_venv(name: str, requirements: list[str], timeout: float = 600) -> Path:
+def upstream_venv(name: str, requirements: list[str], timeout: float = 420) -> Path:
     """The bin/ of a virtualenv holding `requirements` from PyPI (built once, then reused)."""
     digest = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:12]
     root = CACHE / f"{name}-{digest}"
