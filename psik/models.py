@@ -124,7 +124,7 @@ class ResourceSpec(_Strict):
 
     @property
     def nodes(self) -> int:
-        """Nodes the job gets when the scheduler is left to choose on one host (1)."""
+        """node_count, or 1 when unset (the job's `nodes` when the scheduler does not say)."""
         return self.node_count or 1
 
 
