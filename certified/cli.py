@@ -176,4 +176,4 @@ def serve(
 
 
 def main() -> None:
-    run_typer(app)
+    run_typer(app, "certified")

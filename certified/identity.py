@@ -12,7 +12,7 @@ import httpx
 from cryptography import x509
 from pydantic import ValidationError
 
-from .errors import CertifiedError
+from .errors import CertifiedError, ConfigError
 from .keys import load_certificate, load_private_key
 from .layout import NAME_RE, Layout, find_config_dir
 from .models import ServiceEntry
@@ -26,7 +26,7 @@ class Certified:
     def __init__(self, config_dir: str | os.PathLike | None = None) -> None:
         self.layout = Layout(find_config_dir(config_dir))
         if not self.layout.root.is_dir():
-            raise CertifiedError(f"certified config directory {self.layout.root} does not exist")
+            raise ConfigError(f"certified config directory {self.layout.root} does not exist")
 
     # -- identity ---------------------------------------------------------------
     @cached_property
@@ -115,53 +115,58 @@ class Certified:
             ctx.load_default_certs()
         return ctx
 
-    def resolve(self, url: str) -> tuple[str, str | None]:
-        """Map `https://NICK/path` to the service's URL + path; return (url, pinned PEM)."""
+    def resolve(
+        self, url: str, services: dict[str, ServiceEntry] | None = None
+    ) -> tuple[str, str | None]:
+        """Map `https://NICK/path` to the service's URL + path; return (url, pinned PEM).
+
+        `services` (default: read now from known_servers/) is the nickname table to use."""
         parts = urlsplit(url)
         if parts.scheme != "https":
             raise CertifiedError(f"{url!r}: only https:// URLs are allowed")
         host = parts.netloc
         if host and ":" not in host and "." not in host and NAME_RE.match(host):
-            services = self.services()
+            services = self.services() if services is None else services
             if host in services or host != "localhost":
-                entry = self.service(host)
+                entry = services.get(host) or self.service(host)
                 base = urlsplit(entry.url)
                 path = base.path.rstrip("/") + (parts.path or "")
                 return urlunsplit(("https", base.netloc, path, parts.query, "")), entry.cert
         return url, None
 
     def client(self, base_url: str = "", **kwargs) -> httpx.Client:
-        """An httpx.Client speaking mTLS as this identity.
+        """An httpx.Client speaking mTLS as this identity: the suite's one pinned client.
 
-        Nicknames are resolved and pinned both in `base_url` and in absolute request
-        URLs (`client.post("https://psik/jobs")`)."""
-        url, pinned = self.resolve(base_url) if base_url else ("", None)
+        Nicknames (`https://psik/jobs`) are resolved and the connection pinned to the
+        service's certificate, in `base_url` and in absolute request URLs alike; other
+        https URLs are verified against the trusted services' certificates (or the
+        system CAs when there are none)."""
         if base_url:
-            return httpx.Client(
-                base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs
-            )
-        return httpx.Client(transport=_NicknameTransport(self), **kwargs)
+            self.resolve(base_url)  # an unknown nickname or a non-https URL fails here
+        return httpx.Client(base_url=base_url, transport=_NicknameTransport(self), **kwargs)
 
     def async_client(self, base_url: str = "", **kwargs) -> httpx.AsyncClient:
         """An httpx.AsyncClient speaking mTLS as this identity (nicknames as in `client`)."""
-        url, pinned = self.resolve(base_url) if base_url else ("", None)
         if base_url:
-            return httpx.AsyncClient(
-                base_url=url, verify=self.ssl_context(False, pinned=pinned), **kwargs
-            )
-        return httpx.AsyncClient(transport=_AsyncNicknameTransport(self), **kwargs)
+            self.resolve(base_url)
+        return httpx.AsyncClient(
+            base_url=base_url, transport=_AsyncNicknameTransport(self), **kwargs
+        )
 
 
 class _Routes:
-    """Resolve a request's nickname and pick a transport pinned to that service."""
+    """Resolve a request's nickname and pick a transport pinned to that service.
+
+    The trusted-service table is read once per client, TLS contexts once per pin."""
 
     def __init__(self, certified: Certified, make) -> None:
         self.certified = certified
         self.make = make
+        self.services = certified.services()
         self.transports: dict[str | None, object] = {}
 
     def route(self, request: httpx.Request):
-        real, pinned = self.certified.resolve(str(request.url))
+        real, pinned = self.certified.resolve(str(request.url), self.services)
         if real != str(request.url):
             request.url = httpx.URL(real)
             request.headers["host"] = request.url.netloc.decode()

@@ -7,8 +7,8 @@ Layout of a config directory::
     known_clients/NAME.crt   CA certificates whose clients this identity trusts
     known_servers/NAME.json  trusted services: {name, url, cert}
 
-Search order: explicit flag, ``$CERTIFIED_CONFIG``, ``$VIRTUAL_ENV/etc/certified``,
-``/etc/certified``. The first one given (flag, env) or existing (the others) wins.
+Search order (`certified.configfind`): explicit flag, ``$CERTIFIED_CONFIG``,
+``$VIRTUAL_ENV/etc/certified``, ``/etc/certified``.
 """
 
 from __future__ import annotations
@@ -18,34 +18,21 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CertifiedError
+from .configfind import config_candidates, find_config
+from .errors import CertifiedError, ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def config_candidates(flag: str | os.PathLike | None = None) -> list[Path]:
-    """The candidate directories, in search order."""
-    out: list[Path] = []
-    if flag:
-        out.append(Path(flag))
-    if os.environ.get("CERTIFIED_CONFIG"):
-        out.append(Path(os.environ["CERTIFIED_CONFIG"]))
-    if os.environ.get("VIRTUAL_ENV"):
-        out.append(Path(os.environ["VIRTUAL_ENV"]) / "etc" / "certified")
-    out.append(Path("/etc/certified"))
-    return out
-
-
 def find_config_dir(flag: str | os.PathLike | None = None, *, create: bool = False) -> Path:
     """Resolve the config directory; with `create`, the first candidate is used as is."""
-    cands = config_candidates(flag)
-    explicit = bool(flag) or bool(os.environ.get("CERTIFIED_CONFIG"))
-    if create or explicit:
+    path, _explicit = find_config(flag, "CERTIFIED_CONFIG", "certified", directory=True)
+    if path is not None:
+        return path
+    cands = config_candidates(flag, "CERTIFIED_CONFIG", "certified", os.environ)
+    if create:
         return cands[0]
-    for cand in cands:
-        if cand.is_dir():
-            return cand
-    raise CertifiedError(
+    raise ConfigError(
         "no certified config directory found (tried "
         + ", ".join(str(c) for c in cands)
         + "); pass --config DIR or set CERTIFIED_CONFIG"

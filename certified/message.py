@@ -9,11 +9,12 @@ from pathlib import Path
 
 import httpx
 import typer
-import yaml
 
 from .cliutil import run_typer
 from .errors import CertifiedError
+from .handshake import received_alert
 from .identity import Certified
+from .yamlload import load_yaml
 
 app = typer.Typer(add_completion=False)
 
@@ -38,12 +39,13 @@ def build_body(
             text = path.read_text()
         except OSError as exc:
             raise CertifiedError(f"{path}: {exc.strerror}") from None
-        try:
-            obj = json.loads(text) if json_file else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise CertifiedError(
-                f"{path}: invalid {'JSON' if json_file else 'YAML'}: {exc}"
-            ) from None
+        if json_file is not None:
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise CertifiedError(f"{path}: invalid JSON: {exc}") from None
+        else:
+            obj = load_yaml(text, str(path))
         return {"content-type": "application/json"}, json.dumps(obj).encode()
     if data is None:
         return {}, None
@@ -69,13 +71,16 @@ def message(
     headers, body = build_body(data, json_file, yaml_file)
     headers.update(parse_header(h) for h in header)
     verb = (method or ("POST" if body is not None else "GET")).upper()
-    cert = Certified(config)
-    real_url, pinned = cert.resolve(url)
     try:
-        with httpx.Client(verify=cert.ssl_context(False, pinned=pinned), timeout=timeout) as client:
-            resp = client.request(verb, real_url, content=body, headers=headers)
+        with Certified(config).client(timeout=timeout) as client:
+            resp = client.request(verb, url, content=body, headers=headers)
     except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        raise CertifiedError(f"{verb} {real_url} failed: {exc or type(exc).__name__}") from None
+        alert = received_alert(exc)
+        if alert is not None:
+            raise CertifiedError(
+                f"{verb} {url}: the server refused the TLS handshake: {alert}"
+            ) from None
+        raise CertifiedError(f"{verb} {url} failed: {exc or type(exc).__name__}") from None
     try:
         out = json.dumps(resp.json(), indent=2)
     except ValueError:
@@ -88,7 +93,7 @@ def message(
 
 
 def main() -> None:
-    run_typer(app)
+    run_typer(app, "message")
 
 
 if __name__ == "__main__":

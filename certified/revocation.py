@@ -107,3 +107,7 @@ class RevocationList:
             self.reload()
         with self._lock:
             return (issuer, serial) in self._revoked
+
+    def is_revoked_certificate(self, cert: x509.Certificate) -> bool:
+        """`is_revoked` for a parsed certificate."""
+        return self.is_revoked(cert.issuer.rfc4514_string(), cert.serial_number)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,9 +15,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .asgi import CertifiedMiddleware, bind_extensions, peer_from_der, tls_extension
 from .errors import CertifiedError
+from .handshake import alerting_protocol_factory, refuse_revoked
 from .identity import Certified
 from .logs import configure_json_logging
 from .revocation import RevocationList
+
+log = logging.getLogger("certified.serve")
 
 
 class ConnectionScopeMixin:
@@ -99,17 +102,22 @@ def build_config(
     ctx = certified.ssl_context(server=True)
     clients = certified.trusted_clients()
     revocation = RevocationList(crl, [c.cert for c in clients], crl_refresh) if crl else None
+    if revocation is not None:
+        try:
+            refuse_revoked(ctx, revocation.is_revoked_certificate)
+        except (OSError, AttributeError, RuntimeError) as exc:  # an unusual libssl/CPython
+            log.warning(
+                "revoked clients get 403 after the handshake instead of a TLS alert",
+                extra={"error": str(exc)},
+            )
     wrapped = CertifiedMiddleware(load_app(app, factory), revocation)
-
-    def context_factory(_config: uvicorn.Config, _default: Callable) -> Any:
-        return ctx
-
+    # TLS is done by the protocol (so refused clients get their alert), not by uvicorn:
+    # uvicorn's start-up line therefore says http://, but every connection is mTLS.
     config = uvicorn.Config(
         wrapped,
         host=host,
         port=port,
-        http=http or DEFAULT_PROTOCOL,
-        ssl_context_factory=context_factory,
+        http=alerting_protocol_factory(http or DEFAULT_PROTOCOL, ctx),
         log_config=None,
         access_log=False,
         log_level=log_level,
@@ -132,4 +140,16 @@ def run_uvicorn(config: uvicorn.Config) -> None:
 def run_server(app: Any, url: str, *, certified: Certified, **kwargs: Any) -> None:
     """Serve over mTLS until SIGINT/SIGTERM (in-flight requests finish first)."""
     configure_json_logging(kwargs.get("log_level", "info"))
-    run_uvicorn(build_config(app, url, certified=certified, **kwargs))
+    config = build_config(app, url, certified=certified, **kwargs)
+    log.info("serving %s: mTLS, TLS 1.3, client certificate required", url)
+    run_uvicorn(config)
+
+
+def run_unix_server(app: Any, path: Path, *, http: type, log_level: str = "info") -> None:
+    """Serve plain HTTP on a UNIX socket (the signer: the kernel, not TLS, says who
+    calls) with the suite's JSON logs, until SIGINT/SIGTERM."""
+    configure_json_logging(log_level)
+    config = uvicorn.Config(
+        app, uds=str(path), http=http, log_config=None, access_log=False, log_level=log_level
+    )
+    run_uvicorn(config)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 
+from certified.cliutil import fail, run_typer
+
 from .config import explain_config, native_yaml, read_config_text
-from .errors import ConfigError
+from .errors import ConfigError, LclstreamerError
 
 app = typer.Typer(
     add_completion=False,
@@ -19,9 +22,8 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"lclstreamer: error: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str, code: int) -> NoReturn:
+    fail("lclstreamer", message, code)
 
 
 @app.callback(invoke_without_command=True)
@@ -83,7 +85,7 @@ def schema(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="lclstreamer")
+    run_typer(app, "lclstreamer", (LclstreamerError,))
 
 
 if __name__ == "__main__":

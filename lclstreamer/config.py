@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from certified.yamlload import YamlError, load_yaml_node
+
 from . import compat
 from .errors import ConfigError
 from .models import LclstreamerConfig
@@ -70,15 +72,9 @@ def explain_config(
 def parse_yaml(text: str, origin: str) -> tuple[Any, Marks]:
     """Parse YAML, returning the data and the (line, column) of every key path."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{origin}{where}: invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: invalid YAML: {exc}") from None
+        data, node = load_yaml_node(text, origin)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from None
     marks: Marks = {}
     if node is not None:
         _collect_marks(node, (), marks)

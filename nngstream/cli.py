@@ -6,11 +6,14 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
 
-from . import logs
+from certified.cliutil import fail, run_typer
+from certified.logs import configure_json_logging
+
 from .engine import Buffer
 from .errors import NngstreamError
 from .fifo import WhenFull
@@ -42,9 +45,8 @@ tools_app = typer.Typer(
 )
 
 
-def _fail(msg: str, code: int) -> typer.Exit:
-    typer.echo(f"nngstream: error: {msg}", err=True)
-    return typer.Exit(code)
+def _fail(msg: str, code: int) -> NoReturn:
+    fail("nngstream", msg, code)
 
 
 def _explain(exc: ValidationError) -> str:
@@ -90,7 +92,7 @@ def serve(
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
-    logs.configure(verbose)
+    configure_json_logging("DEBUG" if verbose else "INFO")
     try:
         settings = BufferSettings(
             in_url=in_url,
@@ -199,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: `push`/`pull` go to the toolkit, anything else runs a buffer."""
     args = sys.argv[1:] if argv is None else argv
     app = tools_app if args and args[0] in ("push", "pull") else serve_app
-    typer.main.get_command(app).main(args=args, prog_name="nngstream")
+    run_typer(app, "nngstream", (NngstreamError,), argv=args)

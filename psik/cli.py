@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import typer
+
+from certified.cliutil import run_typer
 
 from .errors import PsikError
 from .jobdir import JobDir, load_spec
@@ -23,22 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _friendly(fn: F) -> F:
-    """Show PsikError as one message and exit 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PsikError as exc:
-            typer.echo(f"psik: {exc}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _psik(ctx: typer.Context) -> Psik:
@@ -59,7 +42,6 @@ def _options(
 
 
 @app.command()
-@_friendly
 def run(
     ctx: typer.Context,
     spec: Path = typer.Argument(..., help="JobSpec file, JSON or YAML."),
@@ -75,7 +57,6 @@ def run(
 
 
 @app.command("ls")
-@_friendly
 def list_jobs(
     ctx: typer.Context,
     state: JobState | None = typer.Option(None, "--state", "-s", help="Only jobs in this state."),
@@ -91,7 +72,6 @@ def list_jobs(
 
 
 @app.command()
-@_friendly
 def status(ctx: typer.Context, jobid: str) -> None:
     """Show a job's spec summary and every transition."""
     job = _psik(ctx).store.get(jobid)
@@ -103,7 +83,6 @@ def status(ctx: typer.Context, jobid: str) -> None:
 
 
 @app.command()
-@_friendly
 def logs(
     ctx: typer.Context,
     jobid: str,
@@ -136,7 +115,6 @@ def logs(
 
 
 @app.command()
-@_friendly
 def cancel(ctx: typer.Context, jobid: str) -> None:
     """Cancel a queued or running job."""
     psik = _psik(ctx)
@@ -145,7 +123,6 @@ def cancel(ctx: typer.Context, jobid: str) -> None:
 
 
 @app.command()
-@_friendly
 def rm(ctx: typer.Context, jobid: str) -> None:
     """Delete a finished (or never submitted) job's folder."""
     psik = _psik(ctx)
@@ -154,7 +131,6 @@ def rm(ctx: typer.Context, jobid: str) -> None:
 
 
 @app.command()
-@_friendly
 def restart(ctx: typer.Context, jobid: str) -> None:
     """Resubmit a finished job as its next run."""
     psik = _psik(ctx)
@@ -164,7 +140,6 @@ def restart(ctx: typer.Context, jobid: str) -> None:
 
 
 @app.command()
-@_friendly
 def reached(
     base: Path = typer.Argument(..., help="The job folder ($base in a job)."),
     jobndx: int = typer.Argument(..., help="The run number ($jobndx in a job)."),
@@ -179,7 +154,7 @@ def reached(
 
 
 def main() -> None:
-    app()
+    run_typer(app, "psik", (PsikError,))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ class PsikError(Exception):
 
 
 class SpecError(PsikError):
-    """A JobSpec or config file could not be read or is invalid."""
+    """A JobSpec or config file could not be read or is invalid (CLI exit code 2)."""
+
+    exit_code = 2
 
 
 class JobNotFound(PsikError):

@@ -1,42 +1,25 @@
 """Where psik's configuration comes from.
 
-Search order: the `--config` flag, `$PSIK_CONFIG`, `$VIRTUAL_ENV/etc/psik.yaml`,
-`/etc/psik.yaml`; with none of them, the defaults of `Config` (one local backend named
-`default`, jobs under ~/.local/share/psik/jobs).
+Search order (`certified.configfind`): the `--config` flag, `$PSIK_CONFIG`,
+`$VIRTUAL_ENV/etc/psik.yaml`, `/etc/psik.yaml`; with none of them, the defaults of
+`Config` (one local backend named `default`, jobs under ~/.local/share/psik/jobs).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from certified.configfind import find_config
+from certified.yamlload import YamlError, load_document
+
 from .errors import SpecError, describe_validation_error
-from .models import Config, load_document
+from .models import Config
 
 M = TypeVar("M", bound=BaseModel)
-
-
-def search_path(
-    flag: Path | None, env_var: str, filename: str, environ: Mapping[str, str] | None = None
-) -> tuple[Path | None, bool]:
-    """The config file to read, and whether it was asked for explicitly (flag or env)."""
-    environ = os.environ if environ is None else environ
-    if flag is not None:
-        return Path(flag), True
-    if environ.get(env_var):
-        return Path(environ[env_var]), True
-    candidates = []
-    if environ.get("VIRTUAL_ENV"):
-        candidates.append(Path(environ["VIRTUAL_ENV"]) / "etc" / filename)
-    candidates.append(Path("/etc") / filename)
-    for path in candidates:
-        if path.is_file():
-            return path, False
-    return None, False
 
 
 def load_model(model: type[M], path: Path) -> M:
@@ -47,7 +30,7 @@ def load_model(model: type[M], path: Path) -> M:
         raise SpecError(f"{path}: {exc.strerror}") from None
     try:
         data = load_document(text, str(path))
-    except ValueError as exc:
+    except YamlError as exc:
         raise SpecError(str(exc)) from None
     if data is None:
         data = {}
@@ -60,7 +43,7 @@ def load_model(model: type[M], path: Path) -> M:
 
 
 def config_path(flag: Path | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
-    path, explicit = search_path(flag, "PSIK_CONFIG", "psik.yaml", environ)
+    path, explicit = find_config(flag, "PSIK_CONFIG", "psik.yaml", environ)
     if path is not None and explicit and not path.is_file():
         raise SpecError(f"{path}: config file not found")
     return path

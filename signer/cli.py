@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import pwd
@@ -15,11 +16,17 @@ from certified.cliutil import run_typer
 from certified.errors import CertifiedError
 from certified.keys import load_private_key, write_pem, write_private_key
 from certified.layout import Layout, find_config_dir
-from certified.logs import configure_json_logging
 from certified.pki import make_csr, new_key, pem, subject_name
 
 from .ledger import Ledger, parse_serial
 from .settings import SignerSettings
+
+
+class State(enum.StrEnum):
+    valid = "valid"
+    revoked = "revoked"
+    expired = "expired"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -52,9 +59,7 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
     """Sign users' CSRs as uid:<login>, the login taken from the socket peer (SO_PEERCRED)."""
-    import uvicorn
-
-    from certified.serve import run_uvicorn
+    from certified.serve import run_unix_server
 
     from .app import create_app
     from .peercred import PeerCredProtocol
@@ -66,17 +71,7 @@ def serve(
         if _socket_in_use(socket_path):
             raise CertifiedError(f"another signer is already serving on {socket_path}")
         socket_path.unlink()
-    configure_json_logging(log_level)
-    application = create_app(settings)
-    config_ = uvicorn.Config(
-        application,
-        uds=str(socket_path),
-        http=PeerCredProtocol,
-        log_config=None,
-        access_log=False,
-        log_level=log_level,
-    )
-    run_uvicorn(config_)
+    run_unix_server(create_app(settings), socket_path, http=PeerCredProtocol, log_level=log_level)
 
 
 def _client(socket_path: Path) -> httpx.Client:
@@ -91,17 +86,14 @@ def _client(socket_path: Path) -> httpx.Client:
 def request(
     socket_path: Path = typer.Option(..., "--socket", help="the signer's UNIX socket"),
     config: Path | None = ConfigOpt,
+    new: bool = typer.Option(False, "--new-key", help="replace your key (e.g. after revocation)"),
 ) -> None:
     """Get a certificate for your login; the private key stays in your config dir."""
     login = pwd.getpwuid(os.getuid()).pw_name
     root = find_config_dir(config, create=True)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     lay = Layout(root)
-    if lay.id_key.exists():
-        key = load_private_key(lay.id_key)
-    else:
-        key = new_key()
-        write_private_key(lay.id_key, key)
+    key = load_private_key(lay.id_key) if lay.id_key.exists() and not new else new_key()
     csr = make_csr(key, subject_name(login, uid=login))
     with _client(socket_path) as client:
         try:
@@ -116,6 +108,8 @@ def request(
         )
         raise CertifiedError(f"signer refused: {detail}")
     body = resp.json()
+    if not lay.id_key.exists() or new:  # the key is kept only once it is certified
+        write_private_key(lay.id_key, key, overwrite=True)
     write_pem(lay.id_cert, body["cert"] + body["ca_cert"], overwrite=True)
     typer.echo(
         f"installed uid:{login} certificate serial {body['serial']} "
@@ -139,6 +133,45 @@ def revoke(
         raise CertifiedError(f"user {user!r} has no valid certificate to revoke")
     for s in done:
         typer.echo(f"revoked {s}")
+
+
+@app.command()
+def deny(user: str, config: Path | None = ConfigOpt, db: Path | None = DbOpt) -> None:
+    """Refuse USER any certificate until `signer allow USER`; revoke their valid ones."""
+    for serial in _ledger(config, db).deny(user):
+        typer.echo(f"revoked {serial}")
+    typer.echo(f"denied {user}")
+
+
+@app.command()
+def allow(user: str, config: Path | None = ConfigOpt, db: Path | None = DbOpt) -> None:
+    """Let a denied USER ask for certificates again."""
+    _ledger(config, db).allow(user)
+    typer.echo(f"allowed {user}")
+
+
+@app.command("ls")
+def list_(
+    user: str | None = typer.Option(None, "--user", help="only this login's certificates"),
+    state: State | None = typer.Option(None, "--state", help="only certificates in this state"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+    config: Path | None = ConfigOpt,
+    db: Path | None = DbOpt,
+) -> None:
+    """List issued certificates (oldest first) and denied users."""
+    ledger = _ledger(config, db)
+    rows = [r for r in ledger.rows(user) if state is None or r.state == state.value]
+    for r in rows:
+        if as_json:
+            typer.echo(json.dumps({**r.model_dump(mode="json"), "state": r.state}))
+        else:
+            typer.echo(
+                f"{r.serial:40} {r.login:16} {r.state:8} expires {r.not_after:%Y-%m-%d %H:%M}"
+            )
+    if not as_json:
+        for login, since in ledger.denied():
+            if user in (None, login):
+                typer.echo(f"denied {login} since {since:%Y-%m-%d %H:%M}")
 
 
 @app.command()
@@ -167,4 +200,4 @@ def crl(
 
 
 def main() -> None:
-    run_typer(app)
+    run_typer(app, "signer")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,10 +45,3 @@ def pki(tmp_path):
     from tests.support.pki import make_pki
 
     return make_pki(tmp_path / "pki")
-
-
-def require_executable(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} not installed")
-    return path

@@ -3,7 +3,7 @@
 #   identities and a signer-issued user certificate; an app served over mTLS and called
 #   with `message`; then a real stream: the user submits a buffer job (nngstream) and a
 #   2-rank MPI streamer job (lclstreamer) to psik-api over mTLS, pulls the stream,
-#   and summarizes what arrived; finally the user is revoked and refused.
+#   and summarizes what arrived; finally the user is denied (revoked) and refused.
 # Run through `make demo` (which puts .venv/bin first on PATH).
 set -euo pipefail
 
@@ -127,20 +127,24 @@ message "https://psik/jobs/$STREAM_JOB/logs/stdout" --config user
 echo "buffer's final metrics:"
 message "https://psik/jobs/$BUF_JOB/logs/stdout" --config user | grep . | tail -1
 
-step "12. Facility: revoke the user's certificates"
+step "12. Facility: deny the user (their certificates are revoked, no new ones issued)"
 SERIAL="$(python -c "
 from certified.keys import load_certificate; from pathlib import Path
 print(format(load_certificate(Path('user/id.crt')).serial_number, 'x'))")"
-signer revoke --user "$LOGIN" --config signer-ca
+signer deny "$LOGIN" --config signer-ca
 signer status "$SERIAL" --config signer-ca
 
-step "13. User: the same call is now refused"
+step "13. User: the same call is refused with a TLS alert; the server logs why"
 sleep 1
 if message https://hello/ --config user; then
     echo "ERROR: a revoked certificate was accepted" >&2
     exit 1
 fi
-grep '"certified.access"' server.log | tail -1
+grep '"certified.tls"' server.log | tail -1
+if signer request --socket "$RUN/signer.sock" --config user --new-key; then
+    echo "ERROR: a denied user got a certificate" >&2
+    exit 1
+fi
 
 step "Demo complete: identities, signer, mTLS, jobs, a 2-rank stream through the buffer, revocation."
 echo "Files are in $RUN"

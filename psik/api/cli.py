@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from certified.cliutil import run_typer
+
 from ..errors import PsikError
 
 app = typer.Typer(
@@ -31,25 +33,21 @@ def serve(
     certified: Path | None = typer.Option(None, "--certified", help="certified config dir."),
 ) -> None:
     """Serve until SIGTERM/SIGINT."""
-    from certified import Certified, CertifiedError
+    from certified import Certified
     from certified.serve import run_server
 
     from .app import create_app
     from .settings import load_settings
 
-    try:
-        settings = load_settings(config)
-        update = {k: v for k, v in {"listen": listen, "certified": certified}.items() if v}
-        settings = settings.model_validate({**settings.model_dump(), **update})
-        ident = Certified(settings.certified)
-        run_server(create_app(settings), settings.listen, certified=ident, crl=settings.crl)
-    except (PsikError, CertifiedError) as exc:
-        typer.echo(f"psik-api: {exc}", err=True)
-        raise typer.Exit(1) from None
+    settings = load_settings(config)
+    update = {k: v for k, v in {"listen": listen, "certified": certified}.items() if v}
+    settings = settings.model_validate({**settings.model_dump(), **update})
+    ident = Certified(settings.certified)
+    run_server(create_app(settings), settings.listen, certified=ident, crl=settings.crl)
 
 
 def main() -> None:
-    app()
+    run_typer(app, "psik-api", (PsikError,))
 
 
 if __name__ == "__main__":

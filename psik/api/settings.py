@@ -12,9 +12,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from certified.configfind import find_config
+
 from ..errors import SpecError
 from ..models import Config
-from ..settings import load_model, search_path
+from ..settings import load_model
 
 
 class ApiSettings(BaseModel):
@@ -48,7 +50,7 @@ class ApiSettings(BaseModel):
 def load_settings(
     flag: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> ApiSettings:
-    path, explicit = search_path(flag, "PSIK_API_CONFIG", "psik-api.yaml", environ)
+    path, explicit = find_config(flag, "PSIK_API_CONFIG", "psik-api.yaml", environ)
     if path is None:
         return ApiSettings()
     if explicit and not path.is_file():

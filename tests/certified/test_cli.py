@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -11,20 +12,23 @@ from certified.errors import CertifiedError
 from certified.keys import load_private_key
 
 
-def run(*args, check=True, **kw):
-    proc = subprocess.run(
-        ["certified", *map(str, args)], capture_output=True, text=True, timeout=60, **kw
-    )
+def run(*args, check=True, prog="certified", **kw):
+    proc = subprocess.run([prog, *map(str, args)], capture_output=True, text=True, timeout=60, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"certified {args} failed: {proc.stderr}")
+        raise AssertionError(f"{prog} {args} failed: {proc.stderr}")
     return proc
 
 
-def assert_one_line_error(proc, needle):
-    assert proc.returncode != 0
+def message(*args):
+    return run(*args, check=False, prog="message")
+
+
+def assert_one_line_error(proc, needle, code=1):
+    """One `PROG: error: ...` line holding `needle`, exit `code` (1 runtime, 2 config)."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     err = proc.stderr.strip()
-    assert err.startswith("error:") and needle in err, err
+    assert re.match(r"^(certified|message): error: ", err) and needle in err, err
     assert len(err.splitlines()) == 1, err
 
 
@@ -71,30 +75,17 @@ def test_group_readable_key_is_refused(tmp_path):
     os.chmod(d / "id.key", 0o644)
     with pytest.raises(CertifiedError, match="chmod 600"):
         load_private_key(d / "id.key")
-    proc = subprocess.run(
-        ["message", "https://127.0.0.1:1/", "--config", str(d)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert_one_line_error(
+        message("https://127.0.0.1:1/", "--config", d), "accessible by group/others"
     )
-    assert_one_line_error(proc, "accessible by group/others")
 
 
 def test_corrupt_key_and_bad_inputs(tmp_path):
     d = tmp_path / "bad"
     run("init", "bad", "--config", d)
     (d / "id.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
-    proc = subprocess.run(
-        ["message", "https://x/", "--config", str(d)], capture_output=True, text=True, timeout=60
-    )
-    assert_one_line_error(proc, "unknown service nickname")
-    proc = subprocess.run(
-        ["message", "https://127.0.0.1:1/", "--config", str(d)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert_one_line_error(proc, "corrupt")
+    assert_one_line_error(message("https://x/", "--config", d), "unknown service nickname")
+    assert_one_line_error(message("https://127.0.0.1:1/", "--config", d), "corrupt")
     (tmp_path / "junk.csr").write_text("not a csr")
     assert_one_line_error(
         run("introduce", tmp_path / "junk.csr", "--config", d, check=False),
@@ -116,5 +107,38 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
         "not a certificate (expected PEM, url-safe base64 DER",
     )
     assert_one_line_error(
-        run("list", "--config", tmp_path / "nowhere", check=False), "does not exist"
+        run("list", "--config", tmp_path / "nowhere", check=False), "does not exist", code=2
     )
+    # Usage errors (click's) are one line too, exit 2.
+    assert_one_line_error(run("init", check=False), "Missing argument 'name'", code=2)
+    assert_one_line_error(run("frobnicate", check=False), "No such command", code=2)
+    assert_one_line_error(run("list", "--bogus", check=False), "No such option", code=2)
+    bare = run(check=False)  # no arguments: the help, and the usage exit code
+    assert bare.returncode == 2 and "Usage: certified" in bare.stdout and bare.stderr == ""
+
+
+def test_one_search_order_for_directories_and_files(tmp_path):
+    from certified.configfind import find_config
+
+    venv = tmp_path / "venv"
+    (venv / "etc" / "certified").mkdir(parents=True)
+    (venv / "etc" / "psik.yaml").write_text("{}\n")
+    env = {"VIRTUAL_ENV": str(venv)}
+    flag, var = tmp_path / "flag", tmp_path / "var"
+    # A flag or variable wins even when missing (the caller says so); else what exists.
+    assert find_config(flag, "X_CONFIG", "psik.yaml", {**env, "X_CONFIG": str(var)}) == (
+        flag,
+        True,
+    )
+    assert find_config(None, "X_CONFIG", "psik.yaml", {**env, "X_CONFIG": str(var)}) == (
+        var,
+        True,
+    )
+    assert find_config(None, "X_CONFIG", "psik.yaml", env) == (venv / "etc" / "psik.yaml", False)
+    assert find_config(None, "X_CONFIG", "certified", env, directory=True) == (
+        venv / "etc" / "certified",
+        False,
+    )
+    # A directory is not a config file, nor a file a config directory.
+    assert find_config(None, "X_CONFIG", "certified", env)[0] != venv / "etc" / "certified"
+    assert find_config(None, "X_CONFIG", "psik.yaml", env, directory=True)[0] is None

@@ -30,7 +30,8 @@ def run(*args, check=True):
 def one_line_error(out, needle):
     assert out.returncode != 0 and "Traceback" not in out.stderr
     err = out.stderr.strip()
-    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1, err
+    assert err.startswith("certified: error: ") and needle in err, err
+    assert len(err.splitlines()) == 1, err
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ import pytest
 from certified import Certified
 from certified.keys import load_certificate, load_private_key, write_pem, write_private_key
 from certified.pki import build_crl, issue_certificate, new_key, pem, subject_name, utcnow
-from tests.support.servers import start_certified_server
+from tests.support.servers import refused_as_revoked, start_certified_server
+from tests.support.tools import require_executable
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,6 +41,7 @@ def test_trusted_client_is_seen_with_its_identity(pki, server):
         access[-1]["status"] == 200 and access[-1]["path"] == "/" and access[-1]["method"] == "GET"
     )
     assert access[-1]["remote"].startswith("127.0.0.1:") and access[-1]["duration_ms"] >= 0
+    assert f"serving {_url}: mTLS, TLS 1.3, client certificate required" in proc.stderr()
 
 
 def access_lines(proc) -> list[dict]:
@@ -53,25 +56,6 @@ def assert_refused(proc, call) -> None:
     time.sleep(0.2)
     assert len(access_lines(proc)) == before
     assert proc.popen.poll() is None
-
-
-def _no_cert_context(pki) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki.server / "CA.crt"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
-
-
-def test_client_without_certificate_is_refused(pki, server):
-    proc, url = server
-    assert_refused(proc, lambda: httpx.get(url + "/", verify=_no_cert_context(pki), timeout=10))
-
-
-def test_untrusted_ca_is_refused(pki, server, tmp_path):
-    proc, url = server
-    stranger = pki.new_identity("stranger", trusted=False)
-    pki.add_service(stranger, "whoami", url)
-    with Certified(stranger).client("https://whoami") as c:
-        assert_refused(proc, lambda: c.get("/"))
 
 
 def test_expired_certificate_is_refused(pki, server, tmp_path):
@@ -93,6 +77,14 @@ def test_expired_certificate_is_refused(pki, server, tmp_path):
     write_pem(expired / "id.crt", pem(cert) + pem(ca_cert), overwrite=True)
     with Certified(expired).client("https://whoami") as c:
         assert_refused(proc, lambda: c.get("/"))
+    sent = subprocess.run(
+        ["message", "https://whoami/", "--config", str(expired)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 1
+    assert sent.stderr.endswith("certificate expired (TLS alert 45)\n"), sent.stderr
 
 
 def test_revoked_certificate_is_refused(pki, spawn, tmp_path):
@@ -107,10 +99,7 @@ def test_revoked_certificate_is_refused(pki, spawn, tmp_path):
         assert c.get("/").status_code == 200
         serial = load_certificate(pki.client / "id.crt").serial_number
         write_pem(crl_path, pem(build_crl(ca_key, ca_cert, [(serial, utcnow())])), overwrite=True)
-        deadline = time.monotonic() + 10
-        while (resp := c.get("/")).status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert resp.status_code == 403 and "revoked" in resp.json()["detail"]
+        wait_until(lambda: refused_as_revoked(c), 10, "the revocation to be enforced")
     with Certified(pki.other).client("https://whoami") as c:  # other CA: unaffected
         assert c.get("/").status_code == 200
 
@@ -183,12 +172,9 @@ def test_message_cli(pki, server):
     assert missing.returncode == 1 and "404" in missing.stderr and "Not Found" in missing.stderr
 
 
-@pytest.mark.skipif(
-    shutil.which("curl") is None or shutil.which("openssl") is None,
-    reason="system curl/openssl not installed",
-)
-def test_interoperates_with_curl_and_openssl(pki, server):
-    proc, url = server
+def test_interoperates_with_curl(pki, server):
+    require_executable("curl", "apt-get install curl")
+    _proc, url = server
     ok = subprocess.run(
         [
             "curl",
@@ -208,36 +194,112 @@ def test_interoperates_with_curl_and_openssl(pki, server):
     )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["identity"] == "cn:client"
-    port = url.rsplit(":", 1)[1]
-    served = len(access_lines(proc))
-    s_client = subprocess.run(
-        [
-            "openssl",
-            "s_client",
-            "-connect",
-            f"127.0.0.1:{port}",
-            "-tls1_3",
-            "-CAfile",
-            str(pki.server / "CA.crt"),
-        ],
-        input="GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+
+
+def tls_lines(proc) -> list[dict]:
+    return [json.loads(line) for line in proc.stderr().splitlines() if '"certified.tls"' in line]
+
+
+def s_client(port: int, pki, identity=None) -> str:
+    """What `openssl s_client -tls1_3` says when it sends a request (with `identity`)."""
+    cert = ["-cert", str(identity / "id.crt"), "-key", str(identity / "id.key")] if identity else []
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-ign_eof"]
+        + ["-CAfile", str(pki.server / "CA.crt"), *cert],
+        input="GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         capture_output=True,
         text=True,
         timeout=30,
     )
-    # TLS 1.3: the client's side of the handshake completes before the server checks the
-    # (absent) certificate; the server then drops the connection, so nothing is served.
-    assert "HTTP/1.1" not in s_client.stdout
-    time.sleep(0.2)
-    assert len(access_lines(proc)) == served  # the request never reached the app
-    nocert = subprocess.run(
-        ["curl", "-sS", "--cacert", str(pki.server / "CA.crt"), url + "/"],
+    return out.stdout + out.stderr
+
+
+def curl(url: str, pki, identity=None) -> subprocess.CompletedProcess:
+    cert = []
+    if identity is not None:
+        cert = ["--cert", str(identity / "id.crt"), "--key", str(identity / "id.key")]
+    return subprocess.run(
+        ["curl", "-sS", "--tlsv1.3", "--cacert", str(pki.server / "CA.crt"), *cert, url + "/"],
         capture_output=True,
         text=True,
         timeout=30,
     )
-    assert nocert.returncode != 0 and nocert.stdout == ""
-    assert len(access_lines(proc)) == served and proc.popen.poll() is None
+
+
+def revoked_client(pki, tmp_path):
+    """A CRL file revoking cn:client's certificate."""
+    crl_path = tmp_path / "revoked.pem"
+    ca_key = load_private_key(pki.client / "CA.key")
+    ca_cert = load_certificate(pki.client / "CA.crt")
+    serial = load_certificate(pki.client / "id.crt").serial_number
+    write_pem(crl_path, pem(build_crl(ca_key, ca_cert, [(serial, utcnow())])))
+    return crl_path
+
+
+@pytest.mark.parametrize(
+    ("case", "alert", "number", "reason"),
+    [
+        ("no certificate", "certificate required", 116, {"peer did not return a certificate"}),
+        (
+            "untrusted CA",
+            "unknown ca",
+            48,
+            # openssl sends the leaf only, curl and httpx the chain from id.crt
+            {
+                "unable to get local issuer certificate",
+                "self-signed certificate in certificate chain",
+            },
+        ),
+        ("revoked", "certificate revoked", 44, {"certificate revoked"}),
+    ],
+)
+def test_refused_clients_get_a_tls_alert_saying_why(
+    pki, spawn, tmp_path, case, alert, number, reason
+):
+    """openssl s_client, curl and `message` see the alert; the server logs one JSON line
+    per refused handshake (peer, reason); no request reaches the app."""
+    require_executable("openssl", "apt-get install openssl")
+    require_executable("curl", "apt-get install curl")
+    extra = ["--crl", str(revoked_client(pki, tmp_path))] if case == "revoked" else []
+    proc, url = start_certified_server(spawn, pki.server, extra=extra)
+    port = int(url.rsplit(":", 1)[1])
+    identity = {
+        "no certificate": None,
+        "untrusted CA": pki.new_identity("stranger", trusted=False),
+        "revoked": pki.client,
+    }[case]
+
+    said = s_client(port, pki, identity)
+    assert f"alert {alert}" in said and f"SSL alert number {number}" in said, said
+    assert "HTTP/1.1 200" not in said
+    got = curl(url, pki, identity)
+    assert got.returncode != 0 and got.stdout == ""
+    assert f"alert {alert}" in got.stderr, got.stderr
+    if identity is not None:
+        pki.add_service(identity, "whoami", url)
+        sent = subprocess.run(
+            ["message", "https://whoami/", "--config", str(identity)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 1 and "Traceback" not in sent.stderr
+        assert sent.stderr.strip() == (
+            f"message: error: GET https://whoami/: the server refused the TLS handshake: "
+            f"{alert} (TLS alert {number})"
+        )
+    refusals = 2 if identity is None else 3
+    wait_until(lambda: len(tls_lines(proc)) >= refusals, 10, "the refusal log lines")
+    lines = tls_lines(proc)
+    assert len(lines) == refusals, lines
+    for line in lines:
+        assert line["level"] == "warning" and line["message"] == "refused TLS handshake"
+        assert line["peer"].startswith("127.0.0.1:") and line["reason"] in reason
+    assert access_lines(proc) == [] and proc.popen.poll() is None
+    # The server still serves trusted clients.
+    pki.add_service(pki.other, "whoami", url)
+    with Certified(pki.other).client("https://whoami") as c:
+        assert c.get("/").json()["identity"] == "cn:other"
 
 
 def test_async_client_speaks_mtls(pki, server):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from tests.support.procs import Proc, ProcessSupervisor
+from tests.support.waiting import wait_until  # noqa: F401 (the tests import it from here)
 
 PEERS = str(Path(__file__).with_name("peers.py"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,14 +89,6 @@ def last_count(proc: Proc, word: str) -> int:
         if len(parts) == 2 and parts[0] == word and parts[1].isdigit():
             n = int(parts[1])
     return n
-
-
-def wait_until(pred, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def load_received(path: Path) -> dict:

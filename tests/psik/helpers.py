@@ -5,29 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
 
 from psik.jobdir import JobDir
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 PSIK = [sys.executable, "-m", "psik.cli"]
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Return check()'s first truthy value; fail with `what` if none comes within timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def job_processes(root: Path) -> list[psutil.Process]:

@@ -167,24 +167,24 @@ def test_cli_refuses_bad_input_clearly(tmp_path, psik_config):
     bad = tmp_path / "bad.yaml"
     bad.write_text("script: echo\nresources: {duration: soon}\n")
     out = psik_cli("run", str(bad), config=psik_config)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert f"{bad}: resources.duration" in out.stderr and "Traceback" not in out.stderr
 
     bad.write_text("script: echo\n  oops: [\n")
     out = psik_cli("run", str(bad), config=psik_config)
-    assert out.returncode == 1 and "line" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "line" in out.stderr and "Traceback" not in out.stderr
 
     good = tmp_path / "good.yaml"
     good.write_text("script: echo hi\n")
     out = psik_cli("run", str(good), "--backend", "nope", config=psik_config)
-    assert out.returncode == 1 and "unknown backend 'nope'" in out.stderr
+    assert out.returncode == 2 and "unknown backend 'nope'" in out.stderr
 
     for cmd in (["status", "123"], ["cancel", "123"], ["logs", "../../etc"], ["rm", "x"]):
         out = psik_cli(*cmd, config=psik_config)
         assert out.returncode == 1 and "no job" in out.stderr, (cmd, out.stderr)
 
     out = psik_cli("ls", config=tmp_path / "missing.yaml")
-    assert out.returncode == 1 and "config file not found" in out.stderr
+    assert out.returncode == 2 and "config file not found" in out.stderr
 
     # a job that never ran cannot be cancelled; a finished one neither
     out = psik_cli("run", str(good), "--no-submit", config=psik_config)

@@ -159,7 +159,7 @@ def test_psik_api_refuses_bad_settings_clearly(tmp_path):
             text=True,
             timeout=60,
         )
-        assert out.returncode == 1 and fragment in out.stderr, out.stderr
+        assert out.returncode == 2 and fragment in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
 
 

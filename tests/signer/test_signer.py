@@ -8,7 +8,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,8 @@ import pytest
 from certified import Certified, admin
 from certified.keys import load_certificate
 from certified.pki import identity_of, make_csr, new_key, pem, subject_name
-from tests.support.servers import start_certified_server, start_signer
+from tests.support.servers import refused_as_revoked, start_certified_server, start_signer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 LOGIN = pwd.getpwuid(os.getuid()).pw_name
@@ -110,10 +110,7 @@ def test_revocation_is_visible_and_enforced(signer, tmp_path, spawn, pki):
         assert "revoked" in cli("revoke", serial, "--config", conf).stdout
         status = json.loads(cli("status", serial, "--config", conf).stdout)
         assert status["state"] == "revoked" and status["revoked_at"]
-        deadline = time.monotonic() + 10
-        while (resp := c.get("/")).status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert resp.status_code == 403
+        wait_until(lambda: refused_as_revoked(c), 10, "the revocation to be enforced")
     crl_file = tmp_path / "crl.pem"
     cli("crl", "--config", conf, "-o", crl_file)
     out = subprocess.run(
@@ -219,3 +216,97 @@ def test_identity_comes_from_the_kernel_not_the_request(tmp_path, spawn):
         assert status == 403 and "logged in as 'nobody'" in body["detail"]
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def ls(conf, *args) -> list[dict]:
+    out = cli("ls", "--json", "--config", conf, *args).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_a_revoked_key_is_never_signed_again(signer, tmp_path):
+    conf, sock, _proc = signer
+    user = tmp_path / "user"
+    cli("request", "--socket", sock, "--config", user)
+    first = load_certificate(user / "id.crt")
+    cli("revoke", f"{first.serial_number:x}", "--config", conf)
+    again = cli("request", "--socket", sock, "--config", user, check=False)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip() == (
+        f"signer: error: signer refused: this key's certificate {first.serial_number:x} was"
+        " revoked, so the key is never signed again; make a new key (signer request --new-key)"
+    )
+    assert load_certificate(user / "id.crt") == first  # nothing installed
+    # The same key in a hand-made CSR is refused too (403), and nothing is recorded.
+    from certified.keys import load_private_key
+
+    csr = make_csr(load_private_key(user / "id.key"), subject_name(LOGIN, uid=LOGIN))
+    resp = uds_post(sock, "/sign", {"csr": pem(csr)})
+    assert resp.status_code == 403 and "was revoked" in resp.json()["detail"]
+    assert [r["state"] for r in ls(conf)] == ["revoked"]
+    # A new key is certified; the revoked certificate stays revoked.
+    cli("request", "--socket", sock, "--config", user, "--new-key")
+    second = load_certificate(user / "id.crt")
+    assert second.serial_number != first.serial_number
+    assert second.public_key() != first.public_key()
+    assert [r["state"] for r in ls(conf)] == ["revoked", "valid"]
+
+
+def test_denied_user_gets_nothing_until_allowed(signer, tmp_path):
+    conf, sock, _proc = signer
+    user = tmp_path / "user"
+    cli("request", "--socket", sock, "--config", user)
+    serial = f"{load_certificate(user / 'id.crt').serial_number:x}"
+    denied = cli("deny", LOGIN, "--config", conf).stdout.splitlines()
+    assert denied == [f"revoked {serial}", f"denied {LOGIN}"]
+    assert ls(conf, "--state", "revoked")[0]["serial"] == serial
+    assert f"denied {LOGIN} since" in cli("ls", "--config", conf).stdout
+    crl = httpx.Client(transport=httpx.HTTPTransport(uds=str(sock))).get("http://signer/crl")
+    from cryptography import x509
+
+    revoked = {r.serial_number for r in x509.load_pem_x509_crl(crl.content)}
+    assert int(serial, 16) in revoked
+    for args in ((), ("--new-key",)):
+        out = cli("request", "--socket", sock, "--config", user, *args, check=False)
+        assert out.returncode == 1, out.stderr
+        assert f"user '{LOGIN}' is denied certificates" in out.stderr
+    resp = uds_post(sock, "/sign", {"csr": pem(make_csr(new_key(), subject_name(LOGIN)))})
+    assert resp.status_code == 403 and "denied" in resp.json()["detail"]
+    assert len(ls(conf)) == 1  # nothing issued while denied
+    assert cli("allow", LOGIN, "--config", conf).stdout.strip() == f"allowed {LOGIN}"
+    cli("request", "--socket", sock, "--config", user, "--new-key")
+    assert [r["state"] for r in ls(conf)] == ["revoked", "valid"]
+    again = cli("allow", LOGIN, "--config", conf, check=False)
+    assert again.returncode == 1 and f"user '{LOGIN}' is not denied" in again.stderr
+
+
+def test_ls_filters_by_user_and_state(signer, tmp_path):
+    import datetime as dt
+
+    from signer.ledger import Ledger
+    from signer.models import LedgerRow
+
+    conf, sock, _proc = signer
+    for name in ("a", "b", "c"):
+        cli("request", "--socket", sock, "--config", tmp_path / name)
+    serials = [r["serial"] for r in ls(conf)]
+    cli("revoke", serials[1], "--config", conf)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    Ledger(conf / "signer.db").record(
+        LedgerRow(
+            serial="abc",
+            login="someone",
+            uid=4242,
+            key_fingerprint="00" * 32,
+            not_before=past - dt.timedelta(days=30),
+            not_after=past,
+        )
+    )
+    assert [r["serial"] for r in ls(conf, "--state", "valid")] == [serials[0], serials[2]]
+    assert [r["serial"] for r in ls(conf, "--state", "revoked")] == [serials[1]]
+    assert [r["serial"] for r in ls(conf, "--state", "expired")] == ["abc"]
+    assert [r["serial"] for r in ls(conf, "--user", "someone")] == ["abc"]
+    assert ls(conf, "--user", LOGIN, "--state", "expired") == []
+    table = cli("ls", "--config", conf, "--user", LOGIN).stdout.splitlines()
+    assert len(table) == 3 and all(LOGIN in line for line in table)
+    bad = cli("ls", "--config", conf, "--state", "bogus", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("signer: error: Invalid value")

@@ -85,3 +85,21 @@ def start_psik_api(
     proc = spawn(["psik-api", "serve", "--config", str(cfg)], name="psik-api", env=env)
     proc.wait_port(port)
     return proc, url
+
+
+def refused_as_revoked(client, path: str = "/") -> bool:
+    """Whether `client` is now refused as revoked: 403 on a connection opened before the
+    revocation, or the TLS alert `certificate revoked` on a new one."""
+    import httpx
+
+    try:
+        resp = client.get(path)
+    except httpx.HTTPError as exc:
+        if "alert certificate revoked" in str(exc):
+            return True
+        raise
+    if resp.status_code == 403:
+        assert "revoked" in resp.json()["detail"]
+        return True
+    assert resp.status_code == 200, resp.text
+    return False
