@@ -8,11 +8,12 @@ from pathlib import Path
 
 import typer
 
-from . import admin
+from . import admin, exchange
 from .cliutil import run_typer
 from .errors import CertifiedError
 from .identity import Certified
-from .layout import find_config_dir
+from .keys import load_certificate
+from .layout import Layout, find_config_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -50,37 +51,92 @@ def init(
     typer.echo(f"created identity {name!r} in {lay.root}")
 
 
+FormatOpt = typer.Option(
+    "pem", "--format", help="pem, or upstream (url-safe base64 DER, as upstream certified)"
+)
+
+
+def _certificate_pem(path: str, what: str) -> str:
+    """A certificate file in any exchange form (PEM, base64 DER, upstream JSON) as PEM."""
+    return exchange.to_pem(exchange.read_certificate(_read_input(path), f"{path} ({what})"))
+
+
 @app.command()
 def introduce(
-    cert_or_csr: str = typer.Argument(..., help="PEM certificate or CSR file ('-' for stdin)"),
+    cert_or_csr: str = typer.Argument(
+        ..., help="certificate or CSR file, PEM or upstream base64 DER ('-' for stdin)"
+    ),
     days: int = typer.Option(365, "--days", min=1),
+    fmt: exchange.Format = FormatOpt,
     config: Path | None = ConfigOpt,
 ) -> None:
-    """Sign another party's public key with this CA; prints {signed_cert, ca_cert}."""
-    signed = admin.introduce(find_config_dir(config), _read_input(cert_or_csr), days=days)
-    typer.echo(signed.model_dump_json(indent=2))
+    """Sign another party's public key with this CA; prints {signed_cert, ca_cert}.
+
+    With --format upstream, upstream certified's `add-intro` reads the output."""
+    request = exchange.read_request(_read_input(cert_or_csr), cert_or_csr)
+    signed = admin.introduce(find_config_dir(config), exchange.to_pem(request).encode(), days=days)
+    typer.echo(exchange.introduction(signed.certificate(), signed.ca(), fmt))
+
+
+@app.command("get-ident")
+def get_ident(fmt: exchange.Format = FormatOpt, config: Path | None = ConfigOpt) -> None:
+    """Print this identity's certificate (to send to a signing authority)."""
+    typer.echo(exchange.encode(Certified(config).certificate, fmt).rstrip("\n"))
+
+
+@app.command("get-signer")
+def get_signer(fmt: exchange.Format = FormatOpt, config: Path | None = ConfigOpt) -> None:
+    """Print this identity's CA certificate (what others trust it by)."""
+    ca = load_certificate(Layout(find_config_dir(config)).ca_cert)
+    typer.echo(exchange.signer_document(ca, fmt).rstrip("\n"))
 
 
 @app.command("add-client")
 def add_client(
     name: str,
-    ca_cert: str,
+    ca_cert: str = typer.Argument(
+        ..., help="CA certificate: PEM, base64 DER, or upstream get-signer's JSON"
+    ),
     users: bool = typer.Option(False, "--users", help="a signer's CA: accept uid:<login>"),
     config: Path | None = ConfigOpt,
 ) -> None:
     """Trust clients that CA signed: as cn:NAME, or with --users as uid:<login>."""
     path = admin.add_client(
-        find_config_dir(config), name, _read_input(ca_cert).decode(), users=users
+        find_config_dir(config), name, _certificate_pem(ca_cert, "CA certificate"), users=users
     )
     what = "user certificates (uid:<login>)" if users else f"cn:{name}"
     typer.echo(f"trusting {what} signed by {name!r} ({path})")
 
 
 @app.command("add-service")
-def add_service(name: str, url: str, cert: str, config: Path | None = ConfigOpt) -> None:
+def add_service(
+    name: str,
+    url: str,
+    cert: str = typer.Argument(
+        ..., help="server or CA certificate: PEM, base64 DER, or upstream JSON with ca_cert"
+    ),
+    config: Path | None = ConfigOpt,
+) -> None:
     """Register service nickname NAME at URL, pinning CERT (server or CA certificate)."""
-    path = admin.add_service(find_config_dir(config), name, url, _read_input(cert).decode())
+    path = admin.add_service(find_config_dir(config), name, url, _certificate_pem(cert, name))
     typer.echo(f"service {name!r} -> {url} ({path})")
+
+
+@app.command("import-service")
+def import_service(
+    path: str = typer.Argument(..., help="upstream known_servers/NAME.yaml ({url, cert, auths})"),
+    name: str | None = typer.Option(None, "--name", help="nickname (default: the file's name)"),
+    url: str | None = typer.Option(
+        None, "--url", help="https://HOST:PORT (default: the file's url)"
+    ),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Import a trusted service from an upstream certified nickname file."""
+    file_url, cert = exchange.read_upstream_service(_read_input(path), path)
+    nick = name or Path(path).stem
+    target = url or file_url
+    saved = admin.add_service(find_config_dir(config), nick, target, exchange.to_pem(cert))
+    typer.echo(f"service {nick!r} -> {target} ({saved})")
 
 
 @app.command("list")

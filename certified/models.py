@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -36,3 +37,9 @@ class Signed(BaseModel):
 
     signed_cert: str
     ca_cert: str
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.signed_cert.encode())
+
+    def ca(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.ca_cert.encode())

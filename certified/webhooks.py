@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -229,13 +229,16 @@ class WebhookSender:
         what: str = "webhook",
         stop: Callable[[float], bool] | None = None,
         note: Callable[[str], None] | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Outcome:
         """POST `body` to `url` until a 2xx, a final refusal, or the retry budget ends.
 
         Connection errors, timeouts, 408, 429 and 5xx are retried after each of
         `policy.delays()`; other statuses are final. `stop(delay)` waits between
-        attempts and returns True to give up early (default: sleep). Each retry and the
-        end of a failed delivery are logged, and also given to `note`. Never raises.
+        attempts and returns True to give up early (default: sleep). `extra_headers` (a
+        JobSpec's cb_headers) go with every attempt; the content type and signature are
+        always ours. Each retry and the end of a failed delivery are logged, and also given
+        to `note`. Never raises.
         """
         import httpx
 
@@ -248,7 +251,8 @@ class WebhookSender:
             reason = "destination not allowed by the operator"
             say(logging.WARNING, f"{what} to {url} not sent: {reason}")
             return Outcome(False, 0, reason)
-        headers = {"content-type": "application/json"}
+        headers = dict(extra_headers or {})
+        headers["content-type"] = "application/json"
         if secret is not None:
             headers[HEADER] = sign(secret, body)
         try:

@@ -12,7 +12,7 @@ import typer
 
 from certified.cliutil import fail, run_typer
 
-from .config import load_config
+from .config import explain_config, native_yaml, read_config_text
 from .errors import ConfigError, LclstreamerError
 
 app = typer.Typer(
@@ -34,6 +34,12 @@ def run(
         None, "-n", "--max-events", min=1, help="Stop after this many events of the run."
     ),
     validate: bool = typer.Option(False, "--validate", help="Check the configuration and exit."),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="With --validate: print the native form of the configuration (for an upstream "
+        "lclstreamer file, what each upstream entry became).",
+    ),
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Rate and count lines on rank 0's stderr."
     ),
@@ -43,11 +49,15 @@ def run(
         return
     if config is None:
         _fail("no configuration given (use -c CONFIG; `lclstreamer --help` for more)", 2)
+    if explain and not validate:
+        _fail("--explain goes with --validate", 2)
     if validate:
         try:
-            cfg = load_config(config)
+            cfg, notes = explain_config(read_config_text(config), str(config))
         except ConfigError as exc:
             _fail(str(exc), exc.exit_code)
+        if explain:
+            typer.echo(native_yaml(cfg, notes), nl=False)
         typer.echo(
             f"{config}: valid ({cfg.event_source.type} -> {len(cfg.data_sources)} fields"
             f" -> {cfg.data_serializer.type} -> "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from certified.yamlload import YamlError, load_yaml_node
 
+from . import compat
 from .errors import ConfigError
 from .models import LclstreamerConfig
 
@@ -20,25 +21,52 @@ Marks = dict[Loc, tuple[int, int]]
 
 def load_config(path: str | Path, model: type = LclstreamerConfig) -> Any:
     """Read, parse and validate a configuration file, or raise one ConfigError."""
+    return parse_config(read_config_text(path), str(path), model)
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of a configuration file, or one ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    return parse_config(text, str(path), model)
 
 
 def parse_config(text: str, origin: str = "<config>", model: type = LclstreamerConfig) -> Any:
-    """Parse YAML text and validate it against `model`, or raise one ConfigError."""
+    """Parse YAML text (native or upstream lclstreamer's) and validate it against `model`,
+    or raise one ConfigError."""
+    return explain_config(text, origin, model)[0]
+
+
+def explain_config(
+    text: str, origin: str = "<config>", model: type = LclstreamerConfig
+) -> tuple[Any, list[str] | None]:
+    """The validated model and, for an upstream file, the notes of its mapping (else None).
+
+    Errors are located in the file as written, upstream names and all.
+    """
     data, marks = parse_yaml(text, origin)
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: the configuration must be a YAML mapping (key: value)")
+    mapped = None
+    if compat.is_upstream(data):
+        try:
+            mapped = compat.to_native(data)
+        except compat.UpstreamError as exc:
+            where = _where(exc.loc, marks)
+            raise ConfigError(
+                f"{origin}: invalid configuration (1 problem)\n  {_dotted(exc.loc)}{where}: {exc}"
+            ) from None
+        data = mapped.data
     try:
-        return model.model_validate(data)
+        cfg = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, data, marks, origin)) from None
+        translate = mapped.upstream_path if mapped else None
+        raise ConfigError(format_validation_error(exc, data, marks, origin, translate)) from None
+    return cfg, (mapped.notes if mapped else None)
 
 
 def parse_yaml(text: str, origin: str) -> tuple[Any, Marks]:
@@ -166,12 +194,30 @@ def _dedupe(items: Iterable[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
 
 
 def format_validation_error(
-    exc: ValidationError, data: Any, marks: Marks | None = None, origin: str = "<config>"
+    exc: ValidationError,
+    data: Any,
+    marks: Marks | None = None,
+    origin: str = "<config>",
+    translate: Callable[[Loc], Loc] | None = None,
 ) -> str:
-    """One readable block: the file, then one line per problem with its YAML path and line."""
+    """One readable block: the file, then one line per problem with its YAML path and line.
+
+    `translate` maps a path in `data` to the path in the file (for mapped upstream files).
+    """
     problems = validation_problems(exc, data)
+    if translate is not None:
+        problems = [(translate(path), msg) for path, msg in problems]
     n = len(problems)
     lines = [f"{origin}: invalid configuration ({n} problem{'s' if n != 1 else ''})"]
     for path, msg in problems:
         lines.append(f"  {_dotted(path)}{_where(path, marks or {})}: {msg}")
     return "\n".join(lines)
+
+
+def native_yaml(cfg: Any, notes: list[str] | None) -> str:
+    """The native YAML of a validated configuration (what was set, defaults left out),
+    headed by the mapping notes of an upstream file as comments."""
+    head = ["# native form of an upstream lclstreamer configuration"] if notes is not None else []
+    head += [f"# note: {n}" for n in notes or ()]
+    body = yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+    return "\n".join([*head, body])

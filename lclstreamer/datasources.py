@@ -98,6 +98,20 @@ def constant(cfg: m.ConstantData, ctx: StreamContext, run: RunInfo) -> DataSourc
     return lambda event: value
 
 
+def random_array(cfg: m.RandomArrayData, ctx: StreamContext, run: RunInfo) -> DataSource:
+    """A random array per event (upstream's GenericRandomNumpyArray), seeded by the event."""
+    shape, dtype, seed = tuple(cfg.shape), np.dtype(cfg.dtype), cfg.seed
+    integer = dtype.kind in "iu"
+
+    def get(event: RawEvent) -> np.ndarray:
+        rng = np.random.default_rng([seed, event.index])
+        if integer:
+            return rng.integers(0, 255, size=shape, dtype=dtype)
+        return rng.random(shape, dtype=dtype)
+
+    return get
+
+
 def source_identifier(cfg: m.SourceIdentifierData, ctx: StreamContext, run: RunInfo) -> DataSource:
     """The configuration's source identifier."""
     value = ctx.source_identifier

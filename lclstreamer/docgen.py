@@ -41,6 +41,7 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             m.EventIndexData,
             m.EventCodesData,
             m.ConstantData,
+            m.RandomArrayData,
             m.SourceIdentifierData,
             m.RunInfoData,
         ],

@@ -61,7 +61,9 @@ class SyntheticEventSource(Model):
     number_of_events: int = Field(gt=0, description="Events in the whole run (all ranks).")
     seed: int = Field(default=0, ge=0, description="Same seed, same frames and energies.")
     detectors: dict[str, SyntheticDetector] = Field(
-        default_factory=lambda: {"epix10k2M": SyntheticDetector()}, min_length=1
+        default_factory=lambda: {"epix10k2M": SyntheticDetector()},
+        description="Simulated detectors; {} gives events with only time stamps, energies "
+        "and event codes (for data sources such as random_array).",
     )
     pool_size: int = Field(
         default=8,
@@ -218,6 +220,18 @@ class ConstantData(Model):
     dtype: DType | None = None
 
 
+class RandomArrayData(Model):
+    """A fresh random array per event (upstream's GenericRandomNumpyArray): integers
+    uniform in 0..254, floats uniform in [0, 1). Reproducible: seeded by (seed, event)."""
+
+    type: Literal["random_array"]
+    shape: list[Annotated[int, Field(gt=0)]] = Field(
+        min_length=1, max_length=4, description="Shape of one event's array, e.g. [4, 4, 4]."
+    )
+    dtype: DType = "float32"
+    seed: int = Field(default=0, ge=0, description="Same seed, same arrays.")
+
+
 class SourceIdentifierData(Model):
     """The configuration's `source_identifier` string."""
 
@@ -240,6 +254,7 @@ DataSourceConfig = Annotated[
     | EventIndexData
     | EventCodesData
     | ConstantData
+    | RandomArrayData
     | SourceIdentifierData
     | RunInfoData,
     Field(discriminator="type"),
@@ -259,7 +274,9 @@ class BatchPipeline(Model):
 
 ProcessingPipelineConfig = Annotated[BatchPipeline, Field(discriminator="type")]
 
-Compression = Literal["none", "gzip", "gzip_with_shuffle", "bitshuffle_lz4", "bitshuffle_zstd"]
+Compression = Literal[
+    "none", "gzip", "gzip_with_shuffle", "bitshuffle_lz4", "bitshuffle_zstd", "zfp"
+]
 
 _LEVELS: dict[str, tuple[int, int] | None] = {
     "none": None,
@@ -267,6 +284,16 @@ _LEVELS: dict[str, tuple[int, int] | None] = {
     "gzip_with_shuffle": (0, 9),
     "bitshuffle_lz4": None,
     "bitshuffle_zstd": (1, 22),
+    "zfp": None,  # per zfp_mode: see _ZFP_LEVELS
+}
+
+#: compression_level per zfp mode: rate = compressed bits per value, precision = bit
+#: planes kept, accuracy = n for an absolute error tolerance of 2**-n; reversible: none.
+_ZFP_LEVELS: dict[str, tuple[int, int] | None] = {
+    "reversible": None,
+    "rate": (1, 64),
+    "precision": (1, 64),
+    "accuracy": (-64, 64),
 }
 
 
@@ -279,7 +306,15 @@ class HDF5Serializer(Model):
     )
     compression: Compression = "none"
     compression_level: int | None = Field(
-        default=None, description="gzip: 0-9 (default 4); bitshuffle_zstd: 1-22 (default 3)."
+        default=None,
+        description="gzip: 0-9 (default 4); bitshuffle_zstd: 1-22 (default 3); zfp: see zfp_mode.",
+    )
+    zfp_mode: Literal["reversible", "rate", "precision", "accuracy"] = Field(
+        default="reversible",
+        description="compression: zfp only. reversible is lossless (no level); rate: "
+        "compression_level compressed bits per value (1-64); precision: bit planes kept "
+        "(1-64); accuracy: absolute error at most 2**-compression_level (-64..64). Arrays "
+        "must be float32, float64, int32 or int64.",
     )
 
     @field_validator("fields")
@@ -299,16 +334,21 @@ class HDF5Serializer(Model):
 
     @model_validator(mode="after")
     def _level(self) -> HDF5Serializer:
-        allowed = _LEVELS[self.compression]
+        zfp = self.compression == "zfp"
+        if not zfp and "zfp_mode" in self.model_fields_set:
+            raise ValueError(f"zfp_mode is for compression zfp, not {self.compression!r}")
+        allowed = _ZFP_LEVELS[self.zfp_mode] if zfp else _LEVELS[self.compression]
+        what = f"zfp {self.zfp_mode}" if zfp else self.compression
         if self.compression_level is None:
+            if zfp and allowed is not None:
+                raise ValueError(f"zfp {self.zfp_mode} needs a compression_level")
             return self
         if allowed is None:
-            raise ValueError(f"compression {self.compression!r} takes no compression_level")
+            raise ValueError(f"compression {what!r} takes no compression_level")
         lo, hi = allowed
         if not lo <= self.compression_level <= hi:
             raise ValueError(
-                f"compression_level {self.compression_level} is outside {lo}..{hi}"
-                f" for {self.compression}"
+                f"compression_level {self.compression_level} is outside {lo}..{hi} for {what}"
             )
         return self
 

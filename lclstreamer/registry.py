@@ -33,6 +33,7 @@ DATA_SOURCES: Mapping[str, Factory] = {
     "event_index": datasources.event_index,
     "event_codes": datasources.event_codes,
     "constant": datasources.constant,
+    "random_array": datasources.random_array,
     "source_identifier": datasources.source_identifier,
     "run_info": datasources.run_info,
 }

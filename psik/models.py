@@ -23,6 +23,11 @@ from certified.webhooks import Destinations, RetryPolicy
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: callback headers psik itself sets (or the HTTP client must own).
+_OWN_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "x-hub-signature-256", "transfer-encoding"}
+)
 
 
 class _Strict(BaseModel):
@@ -45,15 +50,46 @@ class JobState(StrEnum):
 
 
 class ResourceSpec(_Strict):
-    """What the job needs from the scheduler. `duration` is in minutes (fractions allowed)."""
+    """What the job needs from the scheduler, with PSI/J's (and upstream psik's) meaning.
+
+    `duration` is in minutes (fractions allowed). `node_count` None lets the scheduler
+    choose. As in PSI/J, process_count = node_count x processes_per_node: the one left
+    out is inferred (`process_count` is stored; unset, it is node_count x
+    processes_per_node, one per node, or 1), and values that break the rule are refused
+    naming the fields.
+    """
 
     duration: Annotated[float, Field(gt=0, le=60 * 24 * 365)] = 10.0
-    node_count: Annotated[int, Field(ge=1)] = 1
-    process_count: Annotated[int, Field(ge=1)] = 1
+    node_count: Annotated[int, Field(ge=1)] | None = None
+    process_count: Annotated[int, Field(ge=1)] | None = None
     processes_per_node: Annotated[int, Field(ge=1)] | None = None
     cpu_cores_per_process: Annotated[int, Field(ge=1)] = 1
     gpu_cores_per_process: Annotated[int, Field(ge=0)] = 0
+    #: False, as PSI/J (upstream psik says True): the suite's jobs are small (a 2-rank
+    #: streamer, a buffer) and share nodes; a job that needs whole nodes says so.
     exclusive_node_use: StrictBool = False
+
+    @model_validator(mode="after")
+    def _derive_counts(self) -> ResourceSpec:
+        nodes, ppn, procs = self.node_count, self.processes_per_node, self.process_count
+        if procs is None:
+            self.process_count = (nodes or 1) * (ppn or 1)
+        elif nodes is not None and ppn is not None:
+            if procs != nodes * ppn:
+                raise ValueError(
+                    f"process_count {procs} contradicts node_count {nodes} x "
+                    f"processes_per_node {ppn} (= {nodes * ppn}); give two of the three"
+                )
+        elif ppn is not None and procs % ppn:
+            raise ValueError(f"process_count {procs} is not a multiple of processes_per_node {ppn}")
+        elif nodes is not None and procs % nodes:
+            raise ValueError(f"process_count {procs} is not a multiple of node_count {nodes}")
+        return self
+
+    @property
+    def nodes(self) -> int:
+        """node_count, or 1 when unset (the job's `nodes` when the scheduler does not say)."""
+        return self.node_count or 1
 
 
 def _check_attributes(value: dict[str, str]) -> dict[str, str]:
@@ -73,7 +109,8 @@ def _check_attributes(value: dict[str, str]) -> dict[str, str]:
 class JobSpec(_Strict):
     """A job request: what to run, where, with what resources, and whom to tell."""
 
-    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.+-]+$")] = "job"
+    #: any one-line printable text (upstream psik's README uses "machine info"); null -> "job".
+    name: Annotated[str, Field(min_length=1, max_length=128)] = "job"
     directory: str | None = None
     script: Annotated[str, Field(min_length=1)]
     environment: dict[str, str] = Field(default_factory=dict)
@@ -82,7 +119,30 @@ class JobSpec(_Strict):
     backend: Annotated[str, Field(pattern=_BACKEND_NAME.pattern)] = "default"
     attributes: dict[str, str] = Field(default_factory=dict)
     callback: str | None = None
+    #: extra HTTP headers sent with every callback (upstream psik's field).
+    cb_headers: dict[str, str] = Field(default_factory=dict)
     cb_secret: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        if value is None:
+            return "job"
+        if isinstance(value, str) and not value.isprintable():
+            raise ValueError("name must be one line of printable text")
+        return value
+
+    @field_validator("cb_headers")
+    @classmethod
+    def _cb_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not _HEADER_NAME.match(key):
+                raise ValueError(f"cb_headers name {key!r} is not an HTTP header name")
+            if key.lower() in _OWN_HEADERS:
+                raise ValueError(f"cb_headers may not set {key!r}: psik sets it")
+            if not val.isprintable():
+                raise ValueError(f"cb_headers value of {key!r} must be one line")
+        return value
 
     @field_validator("environment")
     @classmethod
@@ -119,6 +179,8 @@ class JobSpec(_Strict):
     def _secret_needs_callback(self) -> JobSpec:
         if self.cb_secret is not None and self.callback is None:
             raise ValueError("cb_secret given without a callback")
+        if self.cb_headers and self.callback is None:
+            raise ValueError("cb_headers given without a callback")
         return self
 
 
@@ -217,4 +279,3 @@ class Config(_Strict):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()
-

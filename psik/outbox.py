@@ -128,7 +128,14 @@ def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
         cb = Callback(jobid=job.jobid, jobndx=tr.jobndx, state=tr.state, info=tr.info)
         what = f"callback {tr.state.value} of job {job.jobid}"
         body = cb.model_dump_json().encode()
-        outcome = sender.send(spec.callback, body, spec.cb_secret, what=what, note=job.note)
+        outcome = sender.send(
+            spec.callback,
+            body,
+            spec.cb_secret,
+            what=what,
+            note=job.note,
+            extra_headers=spec.cb_headers,
+        )
         if not outcome.delivered:
             record = FailedCallback(
                 time=datetime.now(UTC),

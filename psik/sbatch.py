@@ -31,9 +31,10 @@ def sbatch_options(spec: JobSpec, backend: BackendConfig) -> list[tuple[str, str
     opts += [
         ("job-name", spec.name),
         ("time", str(max(1, math.ceil(res.duration)))),
-        ("nodes", str(res.node_count)),
-        ("ntasks", str(res.process_count)),
     ]
+    if res.node_count is not None:  # unset: SLURM chooses, as upstream psik leaves it
+        opts.append(("nodes", str(res.node_count)))
+    opts.append(("ntasks", str(res.process_count)))  # always set: derived when not given
     if res.processes_per_node is not None:
         opts.append(("ntasks-per-node", str(res.processes_per_node)))
     opts.append(("cpus-per-task", str(res.cpu_cores_per_process)))

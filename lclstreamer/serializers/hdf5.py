@@ -7,12 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from ..memfile import MemoryFile
 from ..models import HDF5Serializer as HDF5Config
 from ..protocols import Batch, RunInfo, StreamContext
 
+#: the dtypes zfp compresses (hdf5plugin's Zfp refuses others at dataset creation).
+ZFP_DTYPES = frozenset({"float32", "float64", "int32", "int64"})
 
-def filter_options(compression: str, level: int | None) -> dict[str, Any]:
+
+def filter_options(
+    compression: str, level: int | None, zfp_mode: str = "reversible"
+) -> dict[str, Any]:
     """h5py create_dataset keyword arguments for a compression choice."""
     if compression == "none":
         return {}
@@ -30,6 +36,18 @@ def filter_options(compression: str, level: int | None) -> dict[str, Any]:
         return dict(hdf5plugin.Bitshuffle(cname="lz4"))
     if compression == "bitshuffle_zstd":
         return dict(hdf5plugin.Bitshuffle(cname="zstd", clevel=3 if level is None else level))
+    if compression == "zfp":
+        if zfp_mode == "reversible":
+            return dict(hdf5plugin.Zfp(reversible=True))
+        if level is None:
+            raise ValueError(f"zfp {zfp_mode} needs a compression_level")
+        if zfp_mode == "rate":
+            return dict(hdf5plugin.Zfp(rate=float(level)))
+        if zfp_mode == "precision":
+            return dict(hdf5plugin.Zfp(precision=level))
+        if zfp_mode == "accuracy":
+            return dict(hdf5plugin.Zfp(accuracy=2.0**-level))
+        raise ValueError(f"unknown zfp mode {zfp_mode!r}")
     raise ValueError(f"unknown compression {compression!r}")
 
 
@@ -50,7 +68,8 @@ class HDF5Serializer:
 
         self._h5py = h5py
         self.fields = dict(cfg.fields)
-        self.filters = filter_options(cfg.compression, cfg.compression_level)
+        self.filters = filter_options(cfg.compression, cfg.compression_level, cfg.zfp_mode)
+        self.zfp = cfg.compression == "zfp"
         self.ctx = ctx
         self.file = MemoryFile()
         self._str = h5py.string_dtype()
@@ -69,6 +88,12 @@ class HDF5Serializer:
             if col.dtype.kind == "O":
                 f.create_dataset(path, data=col.stack(), dtype=self._str)
             elif col.shape:
+                if self.zfp and col.dtype.name not in ZFP_DTYPES:
+                    raise DataError(
+                        f"data_serializer.fields.{name}: zfp compresses only "
+                        f"{', '.join(sorted(ZFP_DTYPES))} arrays, not {col.dtype.name} "
+                        f"(cast it with the data source's dtype, or choose another compression)"
+                    )
                 # one chunk per event, each written straight from the event's own array
                 d = f.create_dataset(
                     path,

@@ -35,6 +35,7 @@ from .models import (
     JobSummary,
 )
 from .settings import ApiSettings, load_settings
+from .upstream import upstream_router
 
 log = logging.getLogger("psik.api")
 
@@ -244,9 +245,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     @app.get("/jobs/{jobid}", responses=JOB_ERRORS)
     def get_job(jobid: str, identity: Identity) -> JobDetail:
-        """Spec (without cb_secret), every transition, and callback delivery."""
+        """Spec (without cb_secret, cb_headers values hidden), transitions, callback delivery."""
         job = owned(jobid, identity)
-        spec = job.spec().model_copy(update={"cb_secret": None})
+        spec = job.spec()
+        hidden = dict.fromkeys(spec.cb_headers, "(hidden)")  # they may carry credentials
+        spec = spec.model_copy(update={"cb_secret": None, "cb_headers": hidden})
         callbacks = CallbackStatus(pending=pending(job), failed=failed(job))
         return JobDetail(
             **_summary(job).model_dump(),
@@ -340,6 +343,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if not target.is_file():
             raise HTTPException(404, detail=f"{path!r} is not a regular file")
         return FileResponse(target, media_type="application/octet-stream")
+
+    app.include_router(upstream_router(psik, owned, settings.max_log_chunk))
 
     @app.get("/backends")
     def backends(identity: Identity) -> list[BackendInfo]:

@@ -137,5 +137,5 @@ class SlurmBackend:
         return f"SLURM job {native_id} is {state} (reason {reason}) and recorded no outcome"
 
     def runtime_env(self, spec: JobSpec) -> dict[str, str]:
-        nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.node_count))
+        nodes = os.environ.get("SLURM_JOB_NUM_NODES", str(spec.resources.nodes))
         return {"mpirun": "srun", "nodes": nodes}

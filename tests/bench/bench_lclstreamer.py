@@ -1,14 +1,15 @@
 """Benchmark: lclstreamer vs a minimal h5py loop, in one run.
 
 Synthetic epix10k2M-sized float32 events (16 x 352 x 384, 8.65 MB), batches of
-10, HDF5 serializer (compression none and bitshuffle_lz4) into the `null`
-handler. Baselines, in this process: the same arrays written straight into an
-in-memory h5py file per batch by a minimal loop (BytesIO, the obvious way), and
-the same loop writing into lclstreamer's reusable MemoryFile. The engine runs
-under `mpirun -n 1` and `mpirun -n 2`; its rate comes from its own summary
-(streaming time, after the set-up that builds the synthetic frame pool).
-The four measurements are interleaved REPEATS times; each figure is the best
-of its runs. Prints a Markdown table.
+10, HDF5 serializer (compression none, bitshuffle_lz4 and zfp reversible; choose
+with BENCH_COMPRESSIONS=none,zfp) into the `null` handler. Baselines, in this
+process: the same arrays written straight into an in-memory h5py file per batch
+by a minimal loop (BytesIO, the obvious way), and the same loop writing into
+lclstreamer's reusable MemoryFile. The engine runs under `mpirun -n 1` and
+`mpirun -n 2`; its rate comes from its own summary (streaming time, after the
+set-up that builds the synthetic frame pool). The four measurements are
+interleaved REPEATS times; each figure is the best of its runs. Prints a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ SHAPE = [16, 352, 384]
 BATCH = 10
 EVENTS = int(os.environ.get("BENCH_EVENTS", "400"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+COMPRESSIONS = os.environ.get("BENCH_COMPRESSIONS", "none,bitshuffle_lz4,zfp").split(",")
 EVENT_MB = np.prod(SHAPE) * 4 / 1e6
 
 
@@ -122,7 +124,7 @@ def main() -> None:
     arrays = frames()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for compression in ("none", "bitshuffle_lz4"):
+        for compression in COMPRESSIONS:
             runs: dict[str, list] = {"base": [], "reuse": [], "one": [], "two": []}
             for _ in range(REPEATS):  # interleaved, so slow phases of the machine hit all four
                 runs["base"].append(baseline(arrays, compression, reuse=False))

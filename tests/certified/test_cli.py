@@ -88,7 +88,8 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
     assert_one_line_error(message("https://127.0.0.1:1/", "--config", d), "corrupt")
     (tmp_path / "junk.csr").write_text("not a csr")
     assert_one_line_error(
-        run("introduce", tmp_path / "junk.csr", "--config", d, check=False), "expected a PEM"
+        run("introduce", tmp_path / "junk.csr", "--config", d, check=False),
+        "expected a certificate or certificate request",
     )
     assert_one_line_error(
         run("introduce", tmp_path / "missing.csr", "--config", d, check=False), "No such file"
@@ -103,7 +104,7 @@ def test_corrupt_key_and_bad_inputs(tmp_path):
     )
     assert_one_line_error(
         run("add-client", "x", tmp_path / "junk.csr", "--config", d, check=False),
-        "not a valid PEM certificate",
+        "not a certificate (expected PEM, url-safe base64 DER",
     )
     assert_one_line_error(
         run("list", "--config", tmp_path / "nowhere", check=False), "does not exist", code=2

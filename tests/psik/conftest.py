@@ -39,7 +39,12 @@ class JobReceiver:
         with self.rx.lock:
             reqs = list(self.rx.requests)
         return [
-            {**json.loads(r["body"]), "identity": r["identity"], "attempt": n}
+            {
+                **json.loads(r["body"]),
+                "identity": r["identity"],
+                "attempt": n,
+                "tag": r["headers"].get("x-test-tag"),  # a JobSpec cb_headers entry, if sent
+            }
             for n, r in enumerate(reqs, start=1)
             if not r["refused"]
         ]

@@ -48,7 +48,25 @@ def test_yaml_and_json_load_to_the_same_spec(tmp_path):
         ("script: echo\nenvironment: {'1X': a}\n", "environment"),
         ("script: echo\ncallback: ftp://x\n", "callback"),
         ("script: echo\ncb_secret: s\n", "cb_secret given without a callback"),
-        ("script: echo\nname: '../../etc'\n", "name"),
+        ('script: echo\nname: "a\\tb"\n', "name: Value error, name must be one line"),
+        (
+            "script: echo\nresources: {node_count: 1, processes_per_node: 2, process_count: 5}\n",
+            "process_count 5 contradicts node_count 1 x processes_per_node 2",
+        ),
+        (
+            "script: echo\nresources: {node_count: 4, process_count: 6}\n",
+            "process_count 6 is not a multiple of node_count 4",
+        ),
+        (
+            "script: echo\nresources: {processes_per_node: 4, process_count: 6}\n",
+            "process_count 6 is not a multiple of processes_per_node 4",
+        ),
+        ("script: echo\ncb_headers: {'Bad Header': x}\ncallback: https://x/cb\n", "cb_headers"),
+        (
+            "script: echo\ncb_headers: {X-Hub-Signature-256: x}\ncallback: https://x/cb\n",
+            "cb_headers may not set 'X-Hub-Signature-256'",
+        ),
+        ("script: echo\ncb_headers: {X-A: b}\n", "cb_headers given without a callback"),
     ],
 )
 def test_bad_specs_name_file_and_field(tmp_path, text, fragment):
@@ -173,3 +191,54 @@ def test_backend_types_come_from_the_registry(monkeypatch):
     assert isinstance(backend, LocalBackend)
     assert backends.reserved_attribute("partition") == "partition"  # from SlurmBackend
     assert backends.reserved_attribute("comment") is None
+
+
+@pytest.mark.parametrize(
+    ("resources", "nodes", "procs", "ppn"),
+    [
+        ({}, None, 1, None),  # nothing asked: one process, the scheduler picks the node
+        ({"node_count": 1, "processes_per_node": 2}, 1, 2, 2),  # the paper's JobSpec
+        ({"node_count": 3}, 3, 3, None),  # SLURM's default: one task per node
+        ({"processes_per_node": 4}, None, 4, 4),
+        ({"process_count": 8}, None, 8, None),
+        ({"process_count": 4, "processes_per_node": 2, "node_count": 2}, 2, 4, 2),
+        ({"process_count": 6, "processes_per_node": 3}, None, 6, 3),  # SLURM picks 2 nodes
+        ({"process_count": 6, "node_count": 2}, 2, 6, None),
+        ({"node_count": 2, "process_count": None, "processes_per_node": None}, 2, 2, None),
+    ],
+)
+def test_process_count_is_derived_when_unset(resources, nodes, procs, ppn):
+    res = JobSpec.model_validate({"script": "x", "resources": resources}).resources
+    assert (res.node_count, res.process_count, res.processes_per_node) == (nodes, procs, ppn)
+    again = JobSpec.model_validate_json(JobSpec(script="x", resources=res).model_dump_json())
+    assert again.resources == res  # the derived form validates to itself
+
+
+def test_upstream_jobspec_fields_are_accepted():
+    """What upstream psik's own JobSpec.model_dump(mode='json') writes (nulls, ints)."""
+    doc = {
+        "name": "machine info",
+        "directory": None,
+        "script": "hostname",
+        "environment": {},
+        "inherit_environment": True,
+        "resources": {
+            "duration": 10,
+            "node_count": None,
+            "process_count": None,
+            "processes_per_node": None,
+            "cpu_cores_per_process": 1,
+            "gpu_cores_per_process": 0,
+            "exclusive_node_use": True,
+        },
+        "backend": "default",
+        "attributes": {},
+        "callback": "https://cb.example/hook",
+        "cb_headers": {"Authorization": "Bearer t"},
+        "cb_secret": "s3",
+    }
+    spec = JobSpec.model_validate(doc)
+    assert spec.name == "machine info" and spec.resources.process_count == 1
+    assert spec.resources.duration == 10 and spec.resources.exclusive_node_use
+    assert spec.cb_headers == {"Authorization": "Bearer t"}
+    assert JobSpec.model_validate({"script": "x", "name": None}).name == "job"

@@ -66,10 +66,29 @@ def test_minimal_spec_renders_no_optional_lines():
     assert opts == {
         "job-name": "job",
         "time": "10",
-        "nodes": "1",
         "ntasks": "1",
         "cpus-per-task": "1",
     }
+
+
+def test_paper_jobspec_renders_two_tasks_on_one_node():
+    """node_count 1 x processes_per_node 2 without process_count: SLURM_NTASKS must be 2."""
+    spec = JobSpec.model_validate(
+        {
+            "name": "machine info",
+            "script": "x",
+            "resources": {"node_count": 1, "processes_per_node": 2, "cpu_cores_per_process": 1},
+        }
+    )
+    lines = header(render_sbatch(spec, BackendConfig(type="slurm"), ["true"], "/c", "/w"))
+    assert lines[:6] == [
+        '#SBATCH --job-name="machine info"',
+        "#SBATCH --time=10",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=2",
+        "#SBATCH --ntasks-per-node=2",
+        "#SBATCH --cpus-per-task=1",
+    ]
 
 
 def test_fractional_minutes_round_up_to_at_least_one():

@@ -174,3 +174,26 @@ def test_reconciler_fails_a_job_slurm_dropped(slurm_cluster, tmp_path, psik_conf
     assert states(job) == [(1, "new"), (1, "queued"), (1, "failed")]
     assert "CANCELLED" in job.current().info or "no longer knows" in job.current().info
     assert [r["state"] for r in receiver.wait_for(jobid, "failed")] == ["queued", "failed"]
+
+
+def test_paper_jobspec_gets_two_tasks_and_srun_runs(slurm_cluster, tmp_path, psik_config, receiver):
+    """The paper's JobSpec (no process_count) must give SLURM_NTASKS=2 and `srun -n 2`."""
+    spec = {
+        "name": "machine info",
+        "script": 'echo "ntasks=$SLURM_NTASKS"\nsrun -n 2 hostname\n',
+        "resources": {
+            "duration": 2,
+            "node_count": 1,
+            "processes_per_node": 2,
+            "cpu_cores_per_process": 1,
+        },
+        "callback": receiver.url,
+        "cb_secret": receiver.secret,
+    }
+    jobid, store = submit(tmp_path, psik_config, spec)
+    receiver.wait_for(jobid, "completed", timeout=90)
+    job = store.get(jobid)
+    assert final_state(job, 30) == "completed", job.log_path("stderr", 1).read_text()
+    lines = job.log_path("stdout", 1).read_text().splitlines()
+    assert lines[0] == "ntasks=2"
+    assert len(lines[1:]) == 2  # srun -n 2 ran hostname twice

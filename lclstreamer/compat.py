@@ -1,0 +1,470 @@
+"""Upstream lclstreamer configuration files, mapped onto our native configuration.
+
+Upstream (slac-lcls/lclstreamer) has two layouts:
+
+* the current one, with `type: <UpstreamName>` in every section (as ours, other names);
+* the older one, with a top-level `lclstreamer:` section naming the type of each section,
+  and each section a mapping `{<UpstreamName>: {parameters}}`.
+
+`to_native` turns either into the native form with the same meaning, table-driven: each
+upstream type name maps to a native `type` and a function renaming its parameters. What
+has no equivalent is a located error. `is_upstream` tells the two families apart. Pure:
+no I/O, nothing imported but the models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from . import models as m
+
+Loc = tuple[str | int, ...]
+
+
+class UpstreamError(ValueError):
+    """An upstream entry with no native equivalent, at `loc` in the upstream file."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+@dataclass
+class Mapped:
+    """The native document, where each native path came from, and what was changed."""
+
+    data: dict[str, Any]
+    #: native path prefix -> upstream path prefix (longest prefix wins)
+    origin: dict[Loc, Loc] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def upstream_path(self, path: Loc) -> Loc:
+        """The place in the upstream file a native path came from."""
+        for cut in range(len(path), -1, -1):
+            if path[:cut] in self.origin:
+                return (*self.origin[path[:cut]], *path[cut:])
+        return path
+
+
+Params = dict[str, Any]
+Convert = Callable[[Params, "_Ctx"], Params]
+
+
+@dataclass
+class _Ctx:
+    """What a converter may read besides its own parameters, and where to report."""
+
+    loc: Loc
+    top: Params
+    notes: list[str]
+    renames: dict[str, str] = field(default_factory=dict)
+
+    def rename(self, params: Params, old: str, new: str) -> None:
+        """Rename a parameter (an error about `new`, even its absence, names `old`)."""
+        if old in params:
+            params[new] = params.pop(old)
+        self.renames[new] = old
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"{_dotted(self.loc)}: {text}")
+
+
+# ---------------------------------------------------------------------------
+# Converters: upstream parameters -> native parameters (without `type`)
+# ---------------------------------------------------------------------------
+
+
+def _same(p: Params, ctx: _Ctx) -> Params:
+    return p
+
+
+def _generated_events(count_key: str) -> Convert:
+    def conv(p: Params, ctx: _Ctx) -> Params:
+        ctx.rename(p, count_key, "number_of_events")
+        return {"detectors": {}, **p}
+
+    return conv
+
+
+_PSANA_ID = re.compile(r"(?:^|[:,])\s*(exp|run|dir)\s*=\s*([^:,\s]+)")
+
+
+def _psana_source(kind: str) -> Convert:
+    """Upstream psana sources take experiment and run from `source_identifier`."""
+
+    def conv(p: Params, ctx: _Ctx) -> Params:
+        ident = ctx.top.get("source_identifier")
+        if isinstance(ident, Mapping):  # psana2.yaml writes {exp: ..., run: ...}
+            parts = {k: str(v) for k, v in ident.items()}
+        else:
+            text = str(ident or "")
+            if "shmem" in text:
+                raise UpstreamError(
+                    ("source_identifier",), "psana shared-memory sources (shmem) are not supported"
+                )
+            parts = dict(_PSANA_ID.findall(text))
+        if "exp" not in parts or "run" not in parts or not parts["run"].isdigit():
+            raise UpstreamError(
+                ("source_identifier",),
+                f"the {kind} event source needs source_identifier 'exp=<experiment>"
+                f"{':' if kind == 'Psana1EventSource' else ','}run=<number>', got {ident!r}",
+            )
+        out: Params = {"experiment": parts["exp"], "run": int(parts["run"]), **p}
+        if "dir" in parts:
+            out["directory"] = parts["dir"]
+        return out
+
+    return conv
+
+
+def _random_array(p: Params, ctx: _Ctx) -> Params:
+    shape = p.pop("array_shape", None)
+    if isinstance(shape, str):
+        try:
+            shape = [int(x) for x in shape.split(",")]
+        except ValueError:
+            raise UpstreamError(
+                (*ctx.loc, "array_shape"), f"array_shape {shape!r} is not 'n,n,...'"
+            ) from None
+    if shape is not None:
+        p["shape"] = shape
+        ctx.renames["shape"] = "array_shape"
+    ctx.rename(p, "array_dtype", "dtype")
+    return p
+
+
+def _value(dtype: str) -> Convert:
+    def conv(p: Params, ctx: _Ctx) -> Params:
+        return {**p, "dtype": dtype}
+
+    return conv
+
+
+_DETECTOR_FIELDS = {
+    "calib": "calib",
+    "raw": "raw",
+    "image": "image",
+    "raw.calib": "calib",
+    "raw.raw": "raw",
+    "raw.image": "image",
+}
+
+
+def _detector_interface(p: Params, ctx: _Ctx) -> Params:
+    """psana_name + psana_fields: a detector representation, or (no fields) a PV scalar."""
+    name = p.pop("psana_name", None)
+    fields = p.pop("psana_fields", None)
+    if fields is None:
+        ctx.note(f"{name!r} without psana_fields is read as a scalar (an EPICS PV)")
+        return {"type": "scalar", "source": name, **p}
+    kind = _DETECTOR_FIELDS.get(fields) if isinstance(fields, str) else None
+    if kind is None:
+        raise UpstreamError(
+            (*ctx.loc, "psana_fields"),
+            f"psana_fields {fields!r} is not supported here (supported: "
+            f"{', '.join(_DETECTOR_FIELDS)})",
+        )
+    ctx.renames["source"] = "psana_name"
+    ctx.renames["kind"] = "psana_fields"
+    return {"source": name, "kind": kind, **p}
+
+
+def _area_detector(assembled: bool) -> Convert:
+    def conv(p: Params, ctx: _Ctx) -> Params:
+        ctx.rename(p, "psana_name", "source")
+        calibrated = p.pop("calibration", True)
+        kind = "image" if assembled else ("calib" if calibrated else "raw")
+        return {**p, "kind": kind}
+
+    return conv
+
+
+def _pv(p: Params, ctx: _Ctx) -> Params:
+    ctx.rename(p, "psana_name", "source")
+    return p
+
+
+def _batch(p: Params, ctx: _Ctx) -> Params:
+    if "batch_size" not in p and "batch_size" in ctx.top:
+        p["batch_size"] = ctx.top["batch_size"]  # the older layout kept it in `lclstreamer:`
+    return p
+
+
+def _no_op(p: Params, ctx: _Ctx) -> Params:
+    size = ctx.top.get("batch_size", 1)
+    ctx.note(f"no processing; events batched by lclstreamer.batch_size ({size})")
+    return {**p, "batch_size": size}
+
+
+_HDF5_COMPRESSION = {
+    None: "none",
+    "gzip": "gzip",
+    "gzip_with_shuffle": "gzip_with_shuffle",
+    "bitshuffle_with_lz4": "bitshuffle_lz4",
+    "bitshuffle_with_zstd": "bitshuffle_zstd",
+    "zfp": "zfp",
+}
+
+
+def _hdf5(p: Params, ctx: _Ctx) -> Params:
+    comp = p.get("compression")
+    if comp not in _HDF5_COMPRESSION:
+        raise UpstreamError(
+            (*ctx.loc, "compression"),
+            f"compression {comp!r} is not an upstream choice "
+            f"({', '.join(str(k) for k in _HDF5_COMPRESSION)})",
+        )
+    p["compression"] = _HDF5_COMPRESSION[comp]
+    level = p.get("compression_level")
+    if p["compression"] in ("none", "bitshuffle_lz4", "zfp") and "compression_level" in p:
+        # upstream ignores the level for these (its zfp is the plugin default, lossless)
+        del p["compression_level"]
+        ctx.note(f"compression_level {level} has no effect with {comp or 'no compression'}")
+    if p["compression"] == "zfp":
+        p["zfp_mode"] = "reversible"
+        ctx.note("zfp as upstream uses it: lossless (zfp_mode: reversible)")
+    return p
+
+
+def _file_handler(p: Params, ctx: _Ctx) -> Params:
+    ctx.rename(p, "write_directory", "directory")
+    p.setdefault("directory", ".")  # upstream's default: the working directory
+    prefix = p.pop("file_prefix", "")
+    if prefix:
+        p["prefix"] = prefix
+        ctx.renames["prefix"] = "file_prefix"
+    suffix = p.pop("file_suffix", None)
+    if suffix is not None:
+        ctx.note(f"file_suffix {suffix!r}: files are named by the serializer (.h5 for hdf5)")
+    return p
+
+
+def _streaming_handler(p: Params, ctx: _Ctx) -> Params:
+    role = p.pop("role", "server")
+    library = p.pop("library", "nng")
+    socket = p.pop("socket_type", "push")
+    native = f"{library}_{socket}"
+    if library == "nng" and socket != "push":
+        raise UpstreamError(
+            (*ctx.loc, "socket_type"), f"nng socket_type {socket!r} is not supported (push only)"
+        )
+    if role not in ("server", "client"):
+        raise UpstreamError((*ctx.loc, "role"), f"role {role!r} is not server or client")
+    out = {"type": native, **p}
+    if native in ("nng_push", "zmq_push"):
+        out["mode"] = "listen" if role == "server" else "dial"
+    return out
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One upstream type name: the native type and how its parameters map."""
+
+    native: str
+    convert: Convert = _same
+
+
+#: section -> upstream type name -> native entry
+TABLE: dict[str, dict[str, Entry]] = {
+    "event_source": {
+        "InternalEventSource": Entry(
+            "synthetic", _generated_events("number_of_events_to_generate")
+        ),
+        "GenericEventSource": Entry("synthetic", _generated_events("events")),
+        "Psana1EventSource": Entry("psana1", _psana_source("Psana1EventSource")),
+        "Psana2EventSource": Entry("psana2", _psana_source("Psana2EventSource")),
+    },
+    "data_sources": {
+        "GenericRandomNumpyArray": Entry("random_array", _random_array),
+        "GenericRandomTimestamp": Entry("timestamp"),
+        "GenericRandomWavelength": Entry("wavelength"),
+        "IntValue": Entry("constant", _value("int64")),
+        "FloatValue": Entry("constant", _value("float64")),
+        "SourceIdentifier": Entry("source_identifier"),
+        "Psana1Timestamp": Entry("timestamp"),
+        "Psana2Timestamp": Entry("timestamp"),
+        "Psana1DetectorInterface": Entry("detector", _detector_interface),
+        "Psana2DetectorInterface": Entry("detector", _detector_interface),
+        "Psana1AreaDetector": Entry("detector", _area_detector(assembled=False)),
+        "Psana2AreaDetector": Entry("detector", _area_detector(assembled=False)),
+        "Psana2AssembledAreaDetector": Entry("detector", _area_detector(assembled=True)),
+        "Psana1PV": Entry("scalar", _pv),
+        "Psana2PV": Entry("scalar", _pv),
+        "Psana2RunInfo": Entry("psana2_run_info"),
+    },
+    "processing_pipeline": {
+        "BatchProcessingPipeline": Entry("batch", _batch),
+        "BatchPipeline": Entry("batch", _batch),
+        "NoOpProcessingPipeline": Entry("batch", _no_op),
+        "PeaknetPreprocessingPipeline": Entry("peaknet", _batch),
+    },
+    "data_serializer": {
+        "HDF5BinarySerializer": Entry("hdf5", _hdf5),
+        "Hdf5BinarySerializer": Entry("hdf5", _hdf5),
+        "Hdf5Serializer": Entry("hdf5", _hdf5),
+        "SimplonBinarySerializer": Entry("simplon"),
+        "MsgpackBinarySerializer": Entry("msgpack"),
+        "NumpyBinarySerializer": Entry("numpy"),
+    },
+    "data_handlers": {
+        "BinaryFileWritingDataHandler": Entry("file", _file_handler),
+        "BinaryDataStreamingDataHandler": Entry("(by library and socket_type)", _streaming_handler),
+    },
+}
+
+#: section -> the native union its `type` selects among
+_UNIONS = {
+    "event_source": m.EventSourceConfig,
+    "data_sources": m.DataSourceConfig,
+    "processing_pipeline": m.ProcessingPipelineConfig,
+    "data_serializer": m.SerializerConfig,
+    "data_handlers": m.DataHandlerConfig,
+}
+
+
+def native_types(section: str) -> frozenset[str]:
+    """The `type` values this build's models accept in a section."""
+    union = get_args(_UNIONS[section])[0]
+    members = get_args(union) or (union,)
+    return frozenset(get_args(c.model_fields["type"].annotation)[0] for c in members)
+
+
+def _all_upstream_names() -> frozenset[str]:
+    return frozenset(name for section in TABLE.values() for name in section)
+
+
+def _entries(data: Mapping[str, Any]) -> list[Any]:
+    """Every section entry of a document in the current layout (whatever their shape)."""
+    out = [data.get(k) for k in ("event_source", "processing_pipeline", "data_serializer")]
+    sources, handlers = data.get("data_sources"), data.get("data_handlers")
+    out += list(sources.values()) if isinstance(sources, Mapping) else []
+    out += handlers if isinstance(handlers, list) else []
+    return out
+
+
+def is_upstream(data: Any) -> bool:
+    """True for either upstream layout: an `lclstreamer:` section or upstream type names."""
+    if not isinstance(data, Mapping):
+        return False
+    if "lclstreamer" in data:
+        return True
+    names = _all_upstream_names()
+    return any(isinstance(e, Mapping) and e.get("type") in names for e in _entries(data))
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _older_layout(
+    data: Mapping[str, Any], notes: list[str]
+) -> tuple[dict[str, Any], dict[Loc, Loc]]:
+    """The older layout (an `lclstreamer:` section naming each type) as the current one."""
+    top = data["lclstreamer"]
+    if not isinstance(top, Mapping):
+        raise UpstreamError(("lclstreamer",), "must be a mapping naming each section's type")
+    out: dict[str, Any] = {k: v for k, v in data.items() if k not in _UNIONS and k != "lclstreamer"}
+    where: dict[Loc, Loc] = {}
+    for key in ("source_identifier", "skip_incomplete_events", "batch_size"):
+        if key in top:
+            out[key] = top[key]
+            where[(key,)] = ("lclstreamer", key)
+    out["data_sources"] = data.get("data_sources")
+    for section in ("event_source", "processing_pipeline", "data_serializer"):
+        chosen = top.get(section)
+        if chosen is None:
+            if section == "processing_pipeline":
+                continue
+            raise UpstreamError(("lclstreamer", section), f"names no {section}")
+        block = data.get(section)
+        if not isinstance(block, Mapping) or chosen not in block:
+            raise UpstreamError(
+                (section,), f"no configuration for {chosen!r} (named in lclstreamer.{section})"
+            )
+        out[section] = {"type": chosen, **(block[chosen] or {})}
+        where[(section,)] = (section, chosen)
+    handlers = top.get("data_handlers") or []
+    block = data.get("data_handlers") or {}
+    unused = [name for name in block if name not in handlers] if isinstance(block, Mapping) else []
+    if unused:
+        notes.append(
+            f"data_handlers: {', '.join(unused)} not named in lclstreamer.data_handlers, "
+            "so not built (as upstream)"
+        )
+    out["data_handlers"] = []
+    for i, chosen in enumerate(handlers):
+        if not isinstance(block, Mapping) or chosen not in block:
+            raise UpstreamError(
+                ("lclstreamer", "data_handlers", i),
+                f"no configuration for data handler {chosen!r} in data_handlers",
+            )
+        out["data_handlers"].append({"type": chosen, **(block[chosen] or {})})
+        where[("data_handlers", len(out["data_handlers"]) - 1)] = ("data_handlers", chosen)
+    return out, where
+
+
+def _convert(section: str, block: Any, here: Loc, loc: Loc, top: Params, mapped: Mapped) -> Any:
+    """One section entry at native path `here` and upstream path `loc`, upstream -> native
+    (native entries pass through unchanged)."""
+    mapped.origin[here] = loc
+    if not isinstance(block, Mapping):
+        return block
+    name = block.get("type")
+    entry = TABLE[section].get(name) if isinstance(name, str) else None
+    if entry is None:
+        return dict(block)  # a native entry, or an error the native validation will locate
+    ctx = _Ctx(loc, top, mapped.notes)
+    params = {k: v for k, v in block.items() if k != "type"}
+    out = entry.convert(params, ctx)
+    native = out.pop("type", entry.native)
+    if native not in native_types(section):
+        raise UpstreamError(
+            (*loc, "type"),
+            f"upstream type {name!r} (native {native!r}) is not supported by this lclstreamer",
+        )
+    for new, old in ctx.renames.items():
+        mapped.origin[(*here, new)] = (*loc, old)
+    return {"type": native, **out}
+
+
+def to_native(data: Mapping[str, Any]) -> Mapped:
+    """Map an upstream configuration (either layout) onto the native one, or raise
+    UpstreamError located in the upstream file."""
+    mapped = Mapped({})
+    if "lclstreamer" in data:
+        doc, where = _older_layout(data, mapped.notes)
+        mapped.notes.append("older upstream layout (an `lclstreamer:` section) read")
+    else:
+        doc, where = dict(data), {}
+    mapped.origin.update(where)  # scalar keys moved out of `lclstreamer:`
+    top: Params = dict(doc)
+    ident = doc.get("source_identifier")
+    if isinstance(ident, Mapping):
+        doc["source_identifier"] = ",".join(f"{k}={v}" for k, v in ident.items())
+    batch = doc.pop("batch_size", None)
+    if batch is not None and "processing_pipeline" not in doc:
+        doc["processing_pipeline"] = {"type": "batch", "batch_size": batch}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        loc: Loc = where.get((key,), (key,))
+        if key in ("event_source", "processing_pipeline", "data_serializer"):
+            out[key] = _convert(key, value, (key,), loc, top, mapped)
+        elif key == "data_sources" and isinstance(value, Mapping):
+            out[key] = {
+                n: _convert(key, v, (key, n), (key, n), top, mapped) for n, v in value.items()
+            }
+        elif key == "data_handlers" and isinstance(value, list):
+            out[key] = [
+                _convert(key, h, (key, i), where.get((key, i), (key, i)), top, mapped)
+                for i, h in enumerate(value)
+            ]
+        else:
+            out[key] = value
+    mapped.data = out
+    return mapped
