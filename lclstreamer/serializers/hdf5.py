@@ -33,6 +33,10 @@ def filter_options(compression: str, level: int | None) -> dict[str, Any]:
     raise ValueError(f"unknown compression {compression!r}")
 
 
+SMALL_ROW = 1 << 16
+"""Rows up to this many bytes are stacked and written in one call (same chunks, same file)."""
+
+
 class HDF5Serializer:
     """Writes each batch as an HDF5 file image and yields a view of it (no copy).
 
@@ -77,8 +81,11 @@ class HDF5Serializer:
                     chunks=(1, *col.shape),
                     **self.filters,
                 )
-                for i, row in enumerate(col.rows):
-                    d[i] = row
+                if col.dtype.itemsize * int(np.prod(col.shape)) <= SMALL_ROW:
+                    d[...] = col.stack()  # one call; copying small rows costs less than a call
+                else:
+                    for i, row in enumerate(col.rows):
+                        d[i] = row
             else:
                 f.create_dataset(path, data=col.stack())
 

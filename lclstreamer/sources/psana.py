@@ -33,13 +33,15 @@ def import_psana(which: str) -> Any:
     return psana
 
 
-def as_array(value: Any, what: str) -> np.ndarray | None:
+def as_array(value: Any, which: str, name: str, kind: str) -> np.ndarray | None:
     """A psana value as an array (not copied); None stays None; a mapping is an error."""
-    if value is None:
-        return None
+    if value is None or type(value) is np.ndarray:
+        return value
     if isinstance(value, dict):
         keys = ", ".join(map(str, list(value)[:8]))
-        raise DataError(f"{what} gives a mapping (keys {keys}), not an array: name one array")
+        raise DataError(
+            f"{which} {name}.{kind} gives a mapping (keys {keys}), not an array: name one array"
+        )
     return np.asarray(value)
 
 

@@ -30,7 +30,7 @@ class Psana1Event:
 
     def detector(self, name: str, kind: str) -> np.ndarray | None:
         det = self._src.dets[name]
-        return as_array(getattr(det, kind)(self._evt), f"psana1 {name}.{kind}")
+        return as_array(getattr(det, kind)(self._evt), "psana1", name, kind)
 
     def scalar(self, name: str) -> Any | None:
         return self._src.dets[name](self._evt)

@@ -178,7 +178,7 @@ class Psana2Event:
 
     def detector(self, name: str, kind: str) -> np.ndarray | None:
         """`kind` calib/raw/image means raw.<kind>; any other is a dotted path."""
-        return as_array(self._src.reader(name, kind)(self._evt), f"psana2 {name}.{kind}")
+        return as_array(self._src.reader(name, kind)(self._evt), "psana2", name, kind)
 
     def scalar(self, name: str) -> Any | None:
         return self._src.dets[name](self._evt)
