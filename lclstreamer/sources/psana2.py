@@ -217,7 +217,8 @@ class Psana2Source:
             self._runs = iter(self.ds.runs())
             run = next(self._runs, None)
         except (Exception, SystemExit) as exc:  # psana exits on some missing inputs
-            raise SourceError(f"psana2: cannot open DataSource({shown}): {exc}") from None
+            text = " ".join(str(exc).split())  # psana's messages span lines; ours is one
+            raise SourceError(f"psana2: cannot open DataSource({shown}): {text}") from None
         if run is None:
             raise SourceError(f"psana2: DataSource({shown}) holds no run")
         self._bind(run)

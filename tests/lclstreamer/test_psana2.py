@@ -239,6 +239,22 @@ def test_psana2_max_events_and_field_list(tmp_path, xtc2, bare):
     assert all(m["/both"].shape[1:] == (2, 2, 3, 3) for m in messages)
 
 
+@pytest.mark.mpi
+def test_psana2_mpi_mode_max_events_and_too_few_ranks(tmp_path, xtc2, bare):
+    source = {"experiment": "xpptut15", "run": 14, "directory": str(xtc2), "batch_size": 2}
+    cfg = _config(source, {"type": "null"})
+    del cfg["data_sources"]["pv"], cfg["data_serializer"]["fields"]["pv"]
+    path = write_config(tmp_path / "c.yaml", cfg)
+    res = run_cli(["-c", str(path), "-n", "7", "--no-progress"], ranks=4)
+    assert res.code == 0, res.stderr
+    assert res.summary()["events"] == 7 and res.summary()["skipped"] == 0
+
+    res = run_cli(["-c", str(path), "--no-progress"], ranks=2)
+    assert res.code == 1 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("lclstreamer:")]
+    assert len(errors) == 1 and "Too few MPI cores to run parallel psana" in errors[0]
+
+
 BAD = [
     ({"files": "/nonexistent/x.xtc2"}, {}, "psana2: no such xtc2 file: /nonexistent/x.xtc2"),
     (
