@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lclstreamer.models import Psana2EventSource
+from lclstreamer.sources.psana2 import calibration_wanted, datasource_kwargs, event_cap
 from tests.support.ci import unavailable
 
 from .helpers import read_message, run_cli, write_config
@@ -298,3 +300,38 @@ def test_psana2_config_errors_are_located(tmp_path):
     cfg = _config({"files": "x.xtc2", "run": 3}, {"type": "null"})
     res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg)), "--validate"])
     assert res.code == 2 and "run and directory go with experiment" in res.stderr
+
+
+def test_psana2_calibration_on_when_configured_reaches_for_the_database(tmp_path, xtc2):
+    """`calibration: true` makes psana load constants from the facility's calibration
+    database, which this machine cannot reach: psana's failure is one error line."""
+    cfg = _config({"files": str(next(xtc2.glob("*.xtc2"))), "calibration": True}, {"type": "null"})
+    res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg)), "--no-progress"])
+    assert res.code == 1 and "Traceback" not in res.stderr
+    assert "psana2: cannot open DataSource(" in res.stderr and "calib_ws" in res.stderr
+    assert "skip_calib_load" not in res.stderr
+
+
+def _source(**kw) -> Psana2EventSource:
+    return Psana2EventSource(type="psana2", **kw)
+
+
+def test_psana2_datasource_arguments():
+    """Calibration off offline (files or directory), on at the facility, as configured."""
+    offline = datasource_kwargs(_source(files="a.xtc2", max_events=9), 4)
+    assert offline == {"files": "a.xtc2", "skip_calib_load": "all"}, "files: we cap, not psana"
+    facility = datasource_kwargs(_source(experiment="tmox", run=3, live=True), None)
+    assert facility == {"exp": "tmox", "run": 3, "live": True}
+    in_dir = _source(experiment="tmox", run=3, directory="/d", batch_size=5, max_events=9)
+    assert datasource_kwargs(in_dir, 4) == {
+        "exp": "tmox",
+        "run": 3,
+        "dir": "/d",
+        "skip_calib_load": "all",
+        "batch_size": 5,
+        "max_events": 4,
+    }
+    assert not calibration_wanted(_source(files=["a", "b"]))
+    assert calibration_wanted(_source(files="a", calibration=True))
+    assert not calibration_wanted(_source(experiment="tmox", run=3, calibration=False))
+    assert event_cap(_source(files="a"), None) is None
