@@ -41,8 +41,9 @@ class HDF5Serializer:
     """Writes each batch as an HDF5 file image and yields a view of it (no copy).
 
     Arrays with per-event dimensions get one chunk per event and the configured
-    compression, written from each event's array without stacking; per-event
-    scalars and strings are stored contiguously. Root attributes:
+    compression, written from each event's array without stacking (rows of at most
+    SMALL_ROW bytes are stacked and written in one call: the copy costs less than the
+    calls); per-event scalars and strings are stored contiguously. Root attributes:
     rank, ranks, seq, n_events, first_event, source_identifier.
     """
 

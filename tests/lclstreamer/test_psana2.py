@@ -300,6 +300,13 @@ def test_psana2_config_errors_are_located(tmp_path):
     cfg = _config({"files": "x.xtc2", "run": 3}, {"type": "null"})
     res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg)), "--validate"])
     assert res.code == 2 and "run and directory go with experiment" in res.stderr
+    cfg = _config({"files": "x.xtc2"}, {"type": "null"})
+    cfg["event_source"] = {"type": "synthetic", "number_of_events": 3, "detectors": {"d": {}}}
+    cfg["data_sources"] = {"x": {"type": "detector", "source": "d", "field": "raw.calib"}}
+    cfg["data_serializer"]["fields"] = {"x": "/x"}
+    res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg)), "--validate"])
+    assert res.code == 2 and "data_sources.x.field" in res.stderr, res.stderr
+    assert "field is for the psana2 event source only" in res.stderr
 
 
 def test_psana2_calibration_on_when_configured_reaches_for_the_database(tmp_path, xtc2):
