@@ -221,6 +221,8 @@ class Psana2Source:
             raise SourceError(f"psana2: cannot open DataSource({shown}): {text}") from None
         if run is None:
             raise SourceError(f"psana2: DataSource({shown}) holds no run")
+        self._pending: Iterator[Any] | None = None
+        self._streaming = False
         self._bind(run)
         self._info = RunInfo(str(run.expt), int(run.runnum), int(run.timestamp))
 
@@ -247,10 +249,12 @@ class Psana2Source:
         cap = None if by_psana else event_cap(self.cfg, self.ctx.max_events)
         position = 0
         run = self._run
+        self._streaming = True
         while run is not None:
             if run is not self._run:
                 self._bind(run)
-            for evt in run.events():
+            self._pending = pending = run.events()
+            for evt in pending:
                 if by_psana:
                     yield Psana2Event(position * size + rank, evt, self)
                 elif cap is not None and position >= cap:
@@ -258,8 +262,20 @@ class Psana2Source:
                 elif position % size == rank:
                     yield Psana2Event(position, evt, self)
                 position += 1
-            run = next(self._runs, None)
+            self._pending = None
+            run = None if self.ctx.stop() else next(self._runs, None)
+        self._streaming = False
 
     def close(self) -> None:
+        """Let psana2's ranks finish together when this rank stopped streaming early (a
+        signal): psana's `terminate` tells its small-data reader to stop, and the rest of
+        the run, which psana then skips, is drained. After a stop no rank starts another
+        run (psana2's ranks set up each run together)."""
+        if self._streaming and psana_partitions(self.cfg) and self.ctx.size > 1:
+            self._streaming = False
+            self._run.terminate()
+            for _ in self._pending or ():
+                pass
+        self._pending = None
         self.ds = None
         self._runs = iter(())

@@ -11,8 +11,11 @@ Needs the `psana` extra (pip install -e '.[psana]', which needs Debian libkrb5-d
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,7 @@ from lclstreamer.models import Psana2EventSource
 from lclstreamer.sources.psana2 import calibration_wanted, datasource_kwargs, event_cap
 from tests.support.ci import unavailable
 
-from .helpers import read_message, run_cli, write_config
+from .helpers import LCLSTREAMER, MPIRUN, read_message, run_cli, write_config
 from .test_nngstream import DialingConsumer
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -255,6 +258,45 @@ def test_psana2_mpi_mode_max_events_and_too_few_ranks(tmp_path, xtc2, bare):
     assert res.code == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("lclstreamer:")]
     assert len(errors) == 1 and "Too few MPI cores to run parallel psana" in errors[0]
+
+
+@pytest.mark.mpi
+def test_psana2_mpi_mode_sigterm_stops_every_rank(tmp_path, spawn, xtc2):
+    """One SIGTERM: the big-data ranks stop, tell psana to terminate and drain what it
+    still sends; no rank starts another run; rank 0's summary is marked interrupted and
+    counts exactly what was written. (mpirun may end with 9 instead of 130: psana's
+    event-builder rank can still be finalizing MPI when the others exit.)"""
+    run = tmp_path / "run"
+    (run / "smalldata").mkdir(parents=True)
+    data = run / "xpptut15-r0014-s000-c000.xtc2"
+    tools = _psana_bin()
+    subprocess.run(
+        [tools / "xtcwriter", "-f", data, "-t", "-n", "100000"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [tools / "smdwriter", "-f", data, "-o", run / "smalldata" / (data.stem + ".smd.xtc2")],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "out"
+    source = {"experiment": "xpptut15", "run": 14, "directory": str(run), "batch_size": 20}
+    cfg = _config(source, {"type": "file", "directory": str(out)})
+    del cfg["data_sources"]["pv"], cfg["data_serializer"]["fields"]["pv"]
+    path = write_config(tmp_path / "c.yaml", cfg)
+    proc = spawn([MPIRUN, "-n", "4", LCLSTREAMER, "-c", str(path), "--no-progress"])
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("*.h5"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(60) != 0
+    summary = [json.loads(x) for x in proc.stdout().splitlines() if x.startswith('{"events"')]
+    assert summary and summary[-1]["interrupted"] is True, proc.stderr()
+    assert 0 < summary[-1]["events"] < 100_000
+    messages = [read_message(p) for p in sorted(out.glob("*.h5"))]
+    assert len(messages) == summary[-1]["batches"]
+    stamps = np.concatenate([m["/timestamp"] for m in messages])
+    assert len(stamps) == summary[-1]["events"] == len(set(stamps.tolist()))
+    assert "Traceback" not in proc.stderr()
 
 
 BAD = [
