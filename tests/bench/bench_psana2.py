@@ -9,7 +9,9 @@ handler; the bare loop only reads. Serial: `files=` (psana's single-file reader)
 smd0, event builder, 2 big-data ranks). Rates count the streaming loop only (after
 DataSource and first-run set-up): events per wall second of the slowest rank, and
 events per CPU second of all ranks (which a shared machine disturbs less). The four
-measurements are interleaved REPEATS times; each figure is the best of its runs.
+measurements, and a fifth that runs lclstreamer's psana2 source and data sources alone
+(no batching, no serialization: what the psana2 adapter itself adds), are interleaved
+REPEATS times; each figure is the best of its runs.
 Needs the psana extra. Prints a Markdown table.
 """
 
@@ -62,6 +64,27 @@ if MPI.COMM_WORLD.Get_rank() == 0:
     print(json.dumps({"events": sum(e[0] for e in everyone),
                       "seconds": max(e[1] for e in everyone),
                       "cpu_seconds": sum(e[2] for e in everyone)}))
+"""
+
+# lclstreamer's psana2 source and data sources alone (no batching, no serializer)
+EXTRACT = """
+import json, sys, time
+from lclstreamer.config import load_config
+from lclstreamer.engine import extract
+from lclstreamer.protocols import StreamContext
+from lclstreamer.registry import build
+from lclstreamer.stats import RankStats
+
+cfg = load_config(sys.argv[1])
+ctx = StreamContext(0, 1, "bench")
+source = build("event_source", cfg.event_source, ctx)
+run = source.run_info()
+sources = {k: build("data_sources", v, ctx, run) for k, v in cfg.data_sources.items()}
+n, t0, c0 = 0, time.perf_counter(), time.process_time()
+for _ in extract(source.events(), sources, False, RankStats()):
+    n += 1
+print(json.dumps({"events": n, "seconds": time.perf_counter() - t0,
+                  "cpu_seconds": time.process_time() - c0}))
 """
 
 
@@ -132,6 +155,15 @@ def main() -> None:
             ("serial", "lclstreamer"): [mpirun, "-n", "1", *lcl, str(cfg_serial)],
             ("mpi -n 4", "bare"): [mpirun, "-n", "4", *bare, "exp", str(root), str(PSANA_BATCH)],
             ("mpi -n 4", "lclstreamer"): [mpirun, "-n", "4", *lcl, str(cfg_mpi)],
+            ("serial, source only", "lclstreamer"): [
+                mpirun,
+                "-n",
+                "1",
+                sys.executable,
+                "-c",
+                EXTRACT,
+                str(cfg_serial),
+            ],
         }
         best: dict[tuple[str, str], float] = {}
         best_cpu: dict[tuple[str, str], float] = {}
@@ -150,9 +182,10 @@ def main() -> None:
         " | bare events per CPU s | lclstreamer events per CPU s | ratio |"
     )
     print("|---|---|---|---|---|---|---|")
-    for mode in ("serial", "mpi -n 4"):
-        b, s = best[(mode, "bare")], best[(mode, "lclstreamer")]
-        bc, sc = best_cpu[(mode, "bare")], best_cpu[(mode, "lclstreamer")]
+    for mode in ("serial", "mpi -n 4", "serial, source only"):
+        base = "serial" if mode.startswith("serial") else mode
+        b, s = best[(base, "bare")], best[(mode, "lclstreamer")]
+        bc, sc = best_cpu[(base, "bare")], best_cpu[(mode, "lclstreamer")]
         print(
             f"| {mode} | {b:,.0f} | {s:,.0f} | **{s / b:.2f}** | {bc:,.0f} | {sc:,.0f}"
             f" | **{sc / bc:.2f}** |"
