@@ -181,7 +181,7 @@ class Psana2Event:
         return as_array(self._src.reader(name, kind)(self._evt), "psana2", name, kind)
 
     def scalar(self, name: str) -> Any | None:
-        return self._src.dets[name](self._evt)
+        return self._src.reader(name, "")(self._evt)
 
     def timestamp(self) -> int | None:
         return int(self._evt.timestamp)
@@ -232,12 +232,23 @@ class Psana2Source:
         self._readers: dict[tuple[str, str], Reader] = {}
 
     def reader(self, name: str, path: str) -> Reader:
-        """The cached reader of `path` under detector `name` in the current run."""
+        """The cached reader of `path` under detector `name` in the current run (an empty
+        path: the detector itself, called with the event)."""
         key = (name, path)
         read = self._readers.get(key)
         if read is None:
-            full = f"raw.{path}" if path in _REPRESENTATIONS else path
-            read = self._readers[key] = resolve(self.dets[name], name, full)
+            det = self.dets[name]
+            if not path:  # the detector itself: an EPICS PV or a scan value
+                if not callable(det):
+                    raise SourceError(
+                        f"psana2: {name!r} is not a scalar (an EPICS PV or scan value);"
+                        " read it with a detector data source"
+                    )
+                read = det
+            else:
+                full = f"raw.{path}" if path in _REPRESENTATIONS else path
+                read = resolve(det, name, full)
+            self._readers[key] = read
         return read
 
     def run_info(self) -> RunInfo:

@@ -321,6 +321,16 @@ BAD = [
         {"calib": {"type": "detector", "source": "xppcspad", "field": "nothing.calib"}},
         "xppcspad has no 'nothing'",
     ),
+    (
+        {"files": "FILE"},
+        {"calib": {"type": "detector", "source": "xppcspad", "field": "raw.calib.x"}},
+        "xppcspad.raw.calib is a method; nothing follows it",
+    ),
+    (
+        {"files": "FILE"},
+        {"motor1": {"type": "scalar", "source": "xppcspad"}},
+        "'xppcspad' is not a scalar (an EPICS PV or scan value)",
+    ),
 ]
 
 
