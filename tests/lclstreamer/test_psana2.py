@@ -197,8 +197,8 @@ def test_psana2_mpi_mode_to_nngstream_every_event_once(
     assert summary["skipped"] == EVENTS - len(seen)
     senders = {int(m["attrs"]["rank"]) for m in consumer.messages}
     if ranks == 4:
-        assert senders <= {2, 3}, "only psana2's big-data ranks receive events"
-        assert len(senders) == 2, "batch_size 3 spreads the run over both big-data ranks"
+        # which big-data rank gets which batch is psana's choice (whoever asks first)
+        assert senders and senders <= {2, 3}, "only psana2's big-data ranks receive events"
         idx = np.concatenate([m["/index"] for m in consumer.messages])
         assert len(set(idx.tolist())) == len(idx), "event indices are unique across ranks"
     else:
