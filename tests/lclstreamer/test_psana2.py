@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lclstreamer.errors import DataError
 from lclstreamer.models import Psana2EventSource
+from lclstreamer.sources.psana import as_array
 from lclstreamer.sources.psana2 import calibration_wanted, datasource_kwargs, event_cap
 from tests.support.ci import unavailable
 
@@ -394,3 +396,12 @@ def test_psana2_datasource_arguments():
     assert calibration_wanted(_source(files="a", calibration=True))
     assert not calibration_wanted(_source(experiment="tmox", run=3, calibration=False))
     assert event_cap(_source(files="a"), None) is None
+
+
+def test_psana_mapping_values_are_an_error_naming_the_keys():
+    """psana's real digitizer returns per-channel dicts for waveforms/peaks: no fixed shape."""
+    with pytest.raises(DataError, match=r"psana2 hsd.raw.waveforms gives a mapping \(keys 0, 1\)"):
+        as_array({0: [1], 1: [2]}, "psana2", "hsd", "raw.waveforms")
+    arr = np.arange(3)
+    assert as_array(arr, "psana2", "d", "k") is arr and as_array(None, "psana2", "d", "k") is None
+    assert as_array([1, 2], "psana2", "d", "k").tolist() == [1, 2]
