@@ -14,12 +14,23 @@ _UNIT = {"m": 1.0, "nm": 1e9, "angstrom": 1e10}
 
 
 def detector(cfg: m.DetectorData, ctx: StreamContext, run: RunInfo) -> DataSource:
-    """The detector array, optionally cast to `dtype` (no copy when it already matches)."""
-    name, kind = cfg.source, cfg.kind
+    """The detector array (`field`, else `kind`), optionally cast to `dtype` (no copy when it
+    already matches); a list of fields is stacked into one array."""
+    name = cfg.source
     dtype = np.dtype(cfg.dtype) if cfg.dtype else None
+    kinds = cfg.field if isinstance(cfg.field, list) else [cfg.field or cfg.kind]
+
+    def one(event: RawEvent) -> np.ndarray | None:
+        return event.detector(name, kinds[0])
+
+    def stacked(event: RawEvent) -> np.ndarray | None:
+        values = [event.detector(name, kind) for kind in kinds]
+        return None if any(v is None for v in values) else np.stack(values)
+
+    read = one if len(kinds) == 1 else stacked
 
     def get(event: RawEvent) -> np.ndarray | None:
-        value = event.detector(name, kind)
+        value = read(event)
         if value is None or dtype is None:
             return value
         return np.asarray(value).astype(dtype, copy=False)
@@ -119,6 +130,12 @@ def source_identifier(cfg: m.SourceIdentifierData, ctx: StreamContext, run: RunI
 
 
 def run_info(cfg: m.RunInfoData, ctx: StreamContext, run: RunInfo) -> DataSource:
-    """The experiment name (string) or the run number (int64)."""
-    value: Any = run.experiment if cfg.key == "experiment" else np.int64(run.run)
+    """The experiment name (string), the run number (int64) or its start time (uint64)."""
+    value: Any
+    if cfg.key == "experiment":
+        value = run.experiment
+    elif cfg.key == "timestamp":
+        value = None if run.timestamp is None else np.uint64(run.timestamp)
+    else:
+        value = np.int64(run.run)
     return lambda event: value

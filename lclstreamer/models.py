@@ -26,6 +26,7 @@ DType = Literal[
 ]
 
 _DATASET_PATH = re.compile(r"^(/[A-Za-z0-9_.\-]+)+$")
+_FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 # ---------------------------------------------------------------------------
 # Event sources
@@ -142,14 +143,56 @@ class Psana1EventSource(Model):
 
 
 class Psana2EventSource(Model):
-    """LCLS-II data through psana2 (which distributes events over MPI ranks itself)."""
+    """LCLS-II data through psana2: a run by experiment and number, or xtc2 files.
+
+    By `experiment`/`run`, psana2 distributes the events over the MPI ranks itself
+    (rank 0 reads the small data, rank 1 builds events, ranks 2.. receive them); by
+    `files`, every rank reads the files and keeps events r, r + N, ...
+    """
 
     type: Literal["psana2"]
-    experiment: str = Field(min_length=1)
-    run: int = Field(ge=0)
-    directory: str | None = Field(default=None, description="xtc2 directory (psana `dir=`).")
+    experiment: str | None = Field(
+        default=None, min_length=1, description="Experiment name (psana `exp=`); needs `run`."
+    )
+    run: int | None = Field(default=None, ge=0, description="Run number (psana `run=`).")
+    directory: str | None = Field(
+        default=None,
+        description="xtc2 directory (psana `dir=`) holding the run's files and their "
+        "smalldata/ files; default: the facility's path for the experiment.",
+    )
+    files: str | list[str] | None = Field(
+        default=None,
+        description="xtc2 file(s) read directly (psana `files=`), instead of experiment/run.",
+    )
+    calibration: bool | None = Field(
+        default=None,
+        description="Load the detectors' calibration constants (from the facility's "
+        "database). Default: only for a run named by experiment without `directory` or "
+        "`files`; off offline (psana `skip_calib_load='all'`).",
+    )
+    live: bool = Field(
+        default=False, description="Follow a run while the DAQ writes it (psana `live=True`)."
+    )
+    batch_size: int | None = Field(
+        default=None, gt=0, description="Events per batch psana2 sends a rank (psana default)."
+    )
+    max_events: int | None = Field(
+        default=None, gt=0, description="Stop after this many events of the run (like `-n`)."
+    )
     ebeam: str = Field(default="ebeam", description="Detector giving the photon energy.")
     timing: str = Field(default="timing", description="Detector giving the event codes.")
+
+    @model_validator(mode="after")
+    def _run_or_files(self) -> Psana2EventSource:
+        if (self.files is None) == (self.experiment is None):
+            raise ValueError("give either experiment and run, or files (not both)")
+        if self.experiment is not None and self.run is None:
+            raise ValueError("experiment needs run")
+        if self.files is not None and (self.run is not None or self.directory is not None):
+            raise ValueError("files name the data; run and directory go with experiment")
+        if self.files is not None and self.live:
+            raise ValueError("live follows a run by experiment and run, not files")
+        return self
 
 
 EventSourceConfig = Annotated[
@@ -170,7 +213,22 @@ class DetectorData(Model):
     kind: Literal["calib", "raw", "image"] = Field(
         default="calib", description="psana only: which representation of the detector."
     )
+    field: str | list[str] | None = Field(
+        default=None,
+        description="psana2 only, instead of `kind`: the detector's method or data field as "
+        "a dotted path, e.g. raw.calib, fex.arrayFex (a list stacks several of one shape).",
+    )
     dtype: DType | None = Field(default=None, description="Cast to this dtype.")
+
+    @field_validator("field")
+    @classmethod
+    def _paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for path in [value] if isinstance(value, str) else value or []:
+            if not _FIELD_PATH.match(path):
+                raise ValueError(f"{path!r} is not a dotted path like raw.calib or fex.arrayFex")
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no field")
+        return value
 
 
 class ScalarData(Model):
@@ -239,10 +297,13 @@ class SourceIdentifierData(Model):
 
 
 class RunInfoData(Model):
-    """Run information from the event source: the experiment name or the run number."""
+    """Run information from the event source: experiment name, run number or start time."""
 
     type: Literal["run_info"]
-    key: Literal["experiment", "run"] = "run"
+    key: Literal["experiment", "run", "timestamp"] = Field(
+        default="run",
+        description="timestamp: the run's start (uint64 seconds << 32 | nanoseconds; psana2).",
+    )
 
 
 DataSourceConfig = Annotated[
@@ -510,6 +571,11 @@ def cross_field_problems(cfg: PipelineConfig) -> list[tuple[Loc, str]]:
                     f" (it provides: {', '.join(sorted(provided))})",
                 )
             )
+        psana2 = isinstance(src, Psana2EventSource)
+        if isinstance(ds, DetectorData) and ds.field is not None and not psana2:
+            problems.append(((*here, "field"), "field is for the psana2 event source only"))
+        if isinstance(ds, RunInfoData) and ds.key == "timestamp" and not psana2:
+            problems.append(((*here, "key"), "the run's timestamp comes from psana2 only"))
         if isinstance(src, HDF5EventSource):
             if isinstance(ds, TimestampData) and src.timestamp is None:
                 problems.append(

@@ -23,6 +23,8 @@ class RunInfo:
 
     experiment: str
     run: int
+    timestamp: int | None = None
+    """Start of the run (uint64 seconds << 32 | nanoseconds), when the source knows it."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from .handlers.sockets import NNGPushHandler, ZMQPushHandler
 from .pipeline import BatchPipeline
 from .serializers.hdf5 import HDF5Serializer
 from .sources.hdf5 import HDF5Source
-from .sources.psana import Psana1Source, Psana2Source
+from .sources.psana1 import Psana1Source
+from .sources.psana2 import Psana2Source
 from .sources.synthetic import SyntheticSource
 
 Factory = Callable[..., Any]

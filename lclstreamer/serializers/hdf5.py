@@ -51,12 +51,17 @@ def filter_options(
     raise ValueError(f"unknown compression {compression!r}")
 
 
+SMALL_ROW = 1 << 16
+"""Rows up to this many bytes are stacked and written in one call (same chunks, same file)."""
+
+
 class HDF5Serializer:
     """Writes each batch as an HDF5 file image and yields a view of it (no copy).
 
     Arrays with per-event dimensions get one chunk per event and the configured
-    compression, written from each event's array without stacking; per-event
-    scalars and strings are stored contiguously. Root attributes:
+    compression, written from each event's array without stacking (rows of at most
+    SMALL_ROW bytes are stacked and written in one call: the copy costs less than the
+    calls); per-event scalars and strings are stored contiguously. Root attributes:
     rank, ranks, seq, n_events, first_event, source_identifier.
     """
 
@@ -102,8 +107,11 @@ class HDF5Serializer:
                     chunks=(1, *col.shape),
                     **self.filters,
                 )
-                for i, row in enumerate(col.rows):
-                    d[i] = row
+                if col.dtype.itemsize * int(np.prod(col.shape)) <= SMALL_ROW:
+                    d[...] = col.stack()  # one call; copying small rows costs less than a call
+                else:
+                    for i, row in enumerate(col.rows):
+                        d[i] = row
             else:
                 f.create_dataset(path, data=col.stack())
 

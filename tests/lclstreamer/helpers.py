@@ -28,10 +28,12 @@ class Result:
     stderr: str
 
     def summary(self) -> dict[str, Any]:
-        """The JSON summary rank 0 prints as the last stdout line."""
+        """The JSON summary rank 0 prints as its last stdout line (MPI libraries may print
+        warnings after it at exit, e.g. UCX under psana2's MPI mode)."""
         import json
 
-        return json.loads(self.stdout.strip().splitlines()[-1])
+        lines = [line for line in self.stdout.splitlines() if line.startswith('{"events"')]
+        return json.loads(lines[-1])
 
 
 def run_cli(

@@ -1,18 +1,40 @@
-"""Missing tools: a skip on a developer's machine, a failure in CI (CI=true)."""
+"""Tests whose tool is absent: a skip on a developer's machine, a failure in CI (CI=true).
+
+The one place this rule lives; every "needs X" check in the suite goes through it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+from typing import NoReturn
 
 import pytest
 
 
-def require(available: bool, what: str, how: str) -> None:
-    """Skip the test unless `available`; under CI=true fail instead, so CI never passes
-    by skipping. `how` says how to enable the test."""
-    if available:
-        return
-    msg = f"{what} not available ({how})"
+def unavailable(reason: str, enable: str) -> NoReturn:
+    """Skip with `reason` and how to `enable` the test; in CI fail instead."""
+    message = f"{reason}; to run this test: {enable}"
     if os.environ.get("CI") == "true":
-        pytest.fail(msg + " -- CI must run this test")
-    pytest.skip(msg)
+        pytest.fail(f"{message} (CI must run it)", pytrace=False)
+    pytest.skip(message)
+
+
+def require(available: bool, what: str, how: str) -> None:
+    """Go on if `available`; otherwise `unavailable(what ...)`."""
+    if not available:
+        unavailable(f"{what} not available", how)
+
+
+def require_executable(name: str, install: str) -> str:
+    """The path of program `name`, or `unavailable` saying how to `install` it."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} not installed", install)
+    return path
+
+
+def require_module(name: str, install: str) -> None:
+    """Go on if Python module `name` imports from here; otherwise `unavailable`."""
+    if importlib.util.find_spec(name) is None:
+        unavailable(f"Python module {name} not installed", install)

@@ -3,7 +3,7 @@
 `upstream_venv(name, requirements)` builds `.cache/upstream-venvs/<name>` under the
 repository once (reused while the requirements are the same) and returns its bin
 directory. Outside CI, a machine that cannot reach PyPI skips the test saying so; in CI
-(CI=true) every such skip is a failure (`skip_or_fail`).
+(CI=true) every such skip is a failure (`tests.support.ci.unavailable`).
 """
 
 from __future__ import annotations
@@ -16,16 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support.ci import unavailable
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "upstream-venvs"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip with `reason` outside CI; in CI (CI=true) fail instead: the test must run."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} -- CI must run this test")
-    pytest.skip(reason)
 
 
 def upstream_venv(name: str, requirements: list[str], timeout: float = 420) -> Path:
@@ -51,12 +44,16 @@ def upstream_venv(name: str, requirements: list[str], timeout: float = 420) -> P
             )
         except subprocess.TimeoutExpired:
             shutil.rmtree(root, ignore_errors=True)
-            skip_or_fail(f"pip install {' '.join(requirements)} took over {timeout:.0f} s")
+            unavailable(
+                f"pip install {' '.join(requirements)} took over {timeout:.0f} s",
+                "rerun with a faster connection to PyPI",
+            )
         if out.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
-            skip_or_fail(
-                f"cannot install {' '.join(requirements)} from PyPI (needs network access to "
-                f"PyPI): {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else '?'}"
+            last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "?"
+            unavailable(
+                f"cannot install {' '.join(requirements)} from PyPI: {last}",
+                "give this machine network access to PyPI",
             )
         ready.touch()
     return root / "bin"

@@ -1,6 +1,11 @@
-"""psana1/psana2 adapters, tested against FAKE psana modules written by these tests onto
-PYTHONPATH (real psana cannot be installed here). The fakes implement only the parts of
-the psana APIs the adapters call; they check the arguments the adapters pass."""
+"""psana1 adapter, tested against a STAND-IN psana module written by these tests onto
+PYTHONPATH: psana1 (LCLS-I) cannot be installed here. The stand-in implements only the
+parts of psana1's API the adapter calls and checks the arguments it passes.
+
+psana2 runs on the real library (test_psana2.py); one stand-in psana2 test below covers
+the photon-energy (`ebeam`) and event-code (`timing`) accessors, detectors that psana's
+xtcwriter does not write.
+"""
 
 from __future__ import annotations
 
@@ -122,8 +127,9 @@ class _Det:
 
 
 class _Run:
-    def __init__(self, max_events):
-        self.max_events = max_events
+    expt = "tmoc00118"
+    runnum = 123
+    timestamp = 1_700_000_000 << 32
 
     def Detector(self, name):
         if name not in ("epix", "ebeam", "timing"):
@@ -131,16 +137,15 @@ class _Run:
         return _Det()
 
     def events(self):
-        return (_Evt(i) for i in range(min(N, self.max_events or N)))
+        return (_Evt(i) for i in range(N))
 
 
 class DataSource:
-    def __init__(self, exp, run, dir=None, max_events=None):
-        assert (exp, run, dir) == ("tmoc00118", 123, "/fake/xtc2"), (exp, run, dir)
-        self.max_events = max_events
+    def __init__(self, files, skip_calib_load):
+        assert files.endswith("run123.xtc2") and skip_calib_load == "all", files
 
     def runs(self):
-        yield _Run(self.max_events)
+        yield _Run()
 '''
 
 
@@ -206,11 +211,12 @@ def test_psana1_adapter_two_ranks(tmp_path, mode):
     assert sorted(seen) == [0, 1, 2, 4, 5, 6]
 
 
-def test_psana2_adapter_and_max_events(tmp_path):
+def test_psana2_ebeam_and_timing_accessors_on_a_stand_in(tmp_path):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "psana.py").write_text(textwrap.dedent(FAKE_PSANA2))
+    (tmp_path / "run123.xtc2").write_bytes(b"")  # the stand-in reads nothing from it
     out = tmp_path / "out"
-    source = {"type": "psana2", "experiment": "tmoc00118", "run": 123, "directory": "/fake/xtc2"}
+    source = {"type": "psana2", "files": str(tmp_path / "run123.xtc2")}
     cfg = _config(out, source, {"source": "epix", "kind": "image"}, {})
     res = run_cli(
         ["-c", str(write_config(tmp_path / "c.yaml", cfg)), "-n", "5", "--no-progress"],
@@ -229,12 +235,37 @@ def test_psana2_adapter_and_max_events(tmp_path):
 
 
 def test_psana_absent_is_a_clear_error(tmp_path):
+    """A psana that fails to import (shadowed here by a package raising ImportError)."""
+    (tmp_path / "shadow" / "psana").mkdir(parents=True)
+    (tmp_path / "shadow" / "psana" / "__init__.py").write_text("raise ImportError('no psana')")
     cfg = _config(
         tmp_path / "out",
         {"type": "psana1", "experiment": "xpptut15", "run": 54},
         {"source": "cspad"},
         {},
     )
-    res = run_cli(["-c", str(write_config(tmp_path / "c.yaml", cfg))])
+    res = run_cli(
+        ["-c", str(write_config(tmp_path / "c.yaml", cfg))],
+        env={"PYTHONPATH": str(tmp_path / "shadow")},
+    )
     assert res.code == 1 and "Traceback" not in res.stderr
     assert "the psana1 event source needs the psana package" in res.stderr
+
+
+def test_psana1_source_refuses_psana2(tmp_path):
+    """The real psana wheel is psana2: the psana1 source says so instead of misusing it."""
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "psana.py").write_text(textwrap.dedent(FAKE_PSANA2))
+    cfg = _config(
+        tmp_path / "out",
+        {"type": "psana1", "experiment": "xpptut15", "run": 54},
+        {"source": "cspad"},
+        {},
+    )
+    res = run_cli(
+        ["-c", str(write_config(tmp_path / "c.yaml", cfg))],
+        env={"PYTHONPATH": str(tmp_path / "fake")},
+    )
+    assert res.code == 1 and "Traceback" not in res.stderr
+    assert "needs psana1, but the psana installed here" in res.stderr
+    assert "is psana2 (LCLS-II)" in res.stderr
