@@ -15,8 +15,8 @@ import pytest
 from certified import Certified
 from certified.keys import load_certificate, load_private_key, write_pem, write_private_key
 from certified.pki import build_crl, issue_certificate, new_key, pem, subject_name, utcnow
-from tests.support.servers import refused_as_revoked, start_certified_server
 from tests.support.ci import require_executable
+from tests.support.servers import refused_as_revoked, start_certified_server
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
