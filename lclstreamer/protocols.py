@@ -35,6 +35,13 @@ class StreamContext:
     max_events: int | None = None
     stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     """True once the job was asked to stop (handlers give up waiting for peers)."""
+    comm: Any = field(default=None, compare=False)
+    """The job's process group (lclstreamer.mpi.Comm) for run-wide coordination; None
+    means a job of one process."""
+
+    def allgather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (a collective: every rank must call it, in the same order)."""
+        return [obj] if self.comm is None else self.comm.allgather(obj)
 
 
 class RawEvent(Protocol):
@@ -133,6 +140,26 @@ class Serializer(Protocol):
     suffix: str
 
     def __call__(self, batches: Iterator[Batch]) -> Iterator[memoryview | bytes]: ...
+
+
+@runtime_checkable
+class RunBracket(Protocol):
+    """A serializer whose run starts and ends with one message each (e.g. Simplon).
+
+    The engine sends `opening()` from rank 0 before any rank's first message, and
+    `closing(events)` from rank 0 after every rank has streamed and closed its handlers.
+    """
+
+    def opening(self) -> bytes: ...
+
+    def closing(self, events: int) -> bytes: ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A layer that counts what it did (drops, bytes per stage) for the run summary."""
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class DataHandler(AbstractContextManager, Protocol):

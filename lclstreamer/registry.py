@@ -9,8 +9,11 @@ from . import datasources
 from .errors import ConfigError
 from .handlers.simple import FileHandler, NullHandler
 from .handlers.sockets import NNGPushHandler, ZMQPushHandler
+from .handlers.zmq_serve import ZMQPubHandler, ZMQRepHandler
 from .pipeline import BatchPipeline
+from .pipelines.peakfinder import PeakFinderPipeline
 from .serializers.hdf5 import HDF5Serializer
+from .serializers.msgpack import MsgpackSerializer
 from .sources.hdf5 import HDF5Source
 from .sources.psana import Psana1Source, Psana2Source
 from .sources.synthetic import SyntheticSource
@@ -37,15 +40,23 @@ DATA_SOURCES: Mapping[str, Factory] = {
     "run_info": datasources.run_info,
 }
 
-PIPELINES: Mapping[str, Factory] = {"batch": BatchPipeline}
+PIPELINES: Mapping[str, Factory] = {
+    "batch": BatchPipeline,
+    "peak_finder": PeakFinderPipeline,
+}
 
-SERIALIZERS: Mapping[str, Factory] = {"hdf5": HDF5Serializer}
+SERIALIZERS: Mapping[str, Factory] = {
+    "hdf5": HDF5Serializer,
+    "msgpack": MsgpackSerializer,
+}
 
 DATA_HANDLERS: Mapping[str, Factory] = {
     "file": FileHandler,
     "nng_push": NNGPushHandler,
     "zmq_push": ZMQPushHandler,
     "null": NullHandler,
+    "zmq_rep": ZMQRepHandler,
+    "zmq_pub": ZMQPubHandler,
 }
 
 LAYERS: Mapping[str, Mapping[str, Factory]] = {
