@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -104,14 +105,17 @@ class Engine:
         ctx = self.ctx
         with self._stack:
             handlers = self.handlers
-            if bracket is not None:
-                if ctx.rank == 0:
-                    self._send(bracket.opening(), stats)
-                ctx.allgather(None)  # no rank sends before the opening message was handed over
             events = extract(
                 self.source.events(), self.sources, self.cfg.skip_incomplete_events, stats, stop
             )
             batches = self.pipeline(events)
+            if bracket is not None:
+                if ctx.rank == 0:
+                    first = next(batches, None)
+                    self._send(bracket.opening(first), stats)
+                    batches = itertools.chain([] if first is None else [first], batches)
+                # no rank streams before the opening message was handed to the handlers
+                bracket.join(ctx.allgather(bracket.series() if ctx.rank == 0 else None)[0])
             last: Batch | None = None
             for batch, message in _with_batches(batches, self.serializer):
                 for handler in handlers:

@@ -100,6 +100,8 @@ class Batch:
     first_event: int
     n_events: int
     columns: dict[str, Column] = field(default_factory=dict)
+    indices: list[int] = field(default_factory=list)
+    """The run index of each event (a rank's events are not consecutive)."""
 
     def array(self, name: str) -> np.ndarray:
         """Field `name` as an (n_events, ...) array."""
@@ -146,11 +148,17 @@ class Serializer(Protocol):
 class RunBracket(Protocol):
     """A serializer whose run starts and ends with one message each (e.g. Simplon).
 
-    The engine sends `opening()` from rank 0 before any rank's first message, and
-    `closing(events)` from rank 0 after every rank has streamed and closed its handlers.
+    Rank 0 takes its first batch (None if it has none) and sends `opening(first)`; then
+    every rank `join`s rank 0's `series()` (e.g. the series date) before streaming. After
+    every rank has streamed and closed its handlers, rank 0 sends `closing(events)` with
+    the number of events of the whole run.
     """
 
-    def opening(self) -> bytes: ...
+    def opening(self, first: Batch | None) -> bytes: ...
+
+    def series(self) -> Any: ...
+
+    def join(self, series: Any) -> None: ...
 
     def closing(self, events: int) -> bytes: ...
 

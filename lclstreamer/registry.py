@@ -14,6 +14,7 @@ from .pipeline import BatchPipeline
 from .pipelines.peakfinder import PeakFinderPipeline
 from .serializers.hdf5 import HDF5Serializer
 from .serializers.msgpack import MsgpackSerializer
+from .serializers.simplon import SimplonSerializer
 from .sources.hdf5 import HDF5Source
 from .sources.psana import Psana1Source, Psana2Source
 from .sources.synthetic import SyntheticSource
@@ -48,6 +49,7 @@ PIPELINES: Mapping[str, Factory] = {
 SERIALIZERS: Mapping[str, Factory] = {
     "hdf5": HDF5Serializer,
     "msgpack": MsgpackSerializer,
+    "simplon": SimplonSerializer,
 }
 
 DATA_HANDLERS: Mapping[str, Factory] = {

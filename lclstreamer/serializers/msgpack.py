@@ -110,7 +110,7 @@ class MsgpackSerializer:
                     value = rows[i]
                     plan = plans.get(name)
                     if plan is None:
-                        out.write(self._value(value, name, batch.first_event + i))
+                        out.write(self._value(value, name, batch.indices[i]))
                     else:
                         head, dt, shape = plan
                         out.write(head)

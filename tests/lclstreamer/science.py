@@ -20,10 +20,15 @@ def example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / name).read_text())
 
 
+def source_of(cfg: dict[str, Any]) -> SyntheticSource:
+    """The synthetic event source of a configuration, as one process sees it."""
+    model = LclstreamerConfig.model_validate(cfg)
+    return SyntheticSource(model.event_source, StreamContext(0, 1, ""))
+
+
 def injected(cfg: dict[str, Any], detector: str, events: range) -> dict[int, np.ndarray]:
     """Event index -> (peaks, ndim) injected spot centres, from the same configuration."""
-    model = LclstreamerConfig.model_validate(cfg)
-    src = SyntheticSource(model.event_source, StreamContext(0, 1, ""))
+    src = source_of(cfg)
     return {i: src.injected_peaks(detector, i) for i in events}
 
 
