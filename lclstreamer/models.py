@@ -170,6 +170,11 @@ class SyntheticTofEventSource(Model):
     min_separation: float = Field(
         default=12.0, ge=0, description="Minimum distance between pulses of a channel (samples)."
     )
+    time_step: float = Field(
+        default=0.0,
+        ge=0,
+        description="Arrival times are multiples of this (samples); 0: continuous.",
+    )
     dtype: Literal["int16", "int32", "float32"] = "int16"
     photon_energy_ev: float = Field(default=1200.0, gt=0)
     event_rate_hz: float = Field(default=1_000_000.0, gt=0, description="Nominal rate.")

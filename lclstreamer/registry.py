@@ -12,12 +12,14 @@ from .handlers.sockets import NNGPushHandler, ZMQPushHandler
 from .handlers.zmq_serve import ZMQPubHandler, ZMQRepHandler
 from .pipeline import BatchPipeline
 from .pipelines.peakfinder import PeakFinderPipeline
+from .pipelines.tof import TofPipeline
 from .serializers.hdf5 import HDF5Serializer
 from .serializers.msgpack import MsgpackSerializer
 from .serializers.simplon import SimplonSerializer
 from .sources.hdf5 import HDF5Source
 from .sources.psana import Psana1Source, Psana2Source
 from .sources.synthetic import SyntheticSource
+from .sources.tof import SyntheticTofSource
 
 Factory = Callable[..., Any]
 
@@ -26,6 +28,7 @@ EVENT_SOURCES: Mapping[str, Factory] = {
     "hdf5": HDF5Source,
     "psana1": Psana1Source,
     "psana2": Psana2Source,
+    "synthetic_tof": SyntheticTofSource,
 }
 
 DATA_SOURCES: Mapping[str, Factory] = {
@@ -44,6 +47,7 @@ DATA_SOURCES: Mapping[str, Factory] = {
 PIPELINES: Mapping[str, Factory] = {
     "batch": BatchPipeline,
     "peak_finder": PeakFinderPipeline,
+    "tof": TofPipeline,
 }
 
 SERIALIZERS: Mapping[str, Factory] = {
