@@ -12,9 +12,11 @@ from .handlers.sockets import NNGPushHandler, ZMQPushHandler
 from .handlers.zmq_serve import ZMQPubHandler, ZMQRepHandler
 from .pipeline import BatchPipeline
 from .pipelines.peakfinder import PeakFinderPipeline
+from .pipelines.peaknet import PeaknetPipeline
 from .pipelines.tof import TofPipeline
 from .serializers.hdf5 import HDF5Serializer
 from .serializers.msgpack import MsgpackSerializer
+from .serializers.numpy import NumpySerializer
 from .serializers.simplon import SimplonSerializer
 from .sources.hdf5 import HDF5Source
 from .sources.psana import Psana1Source, Psana2Source
@@ -48,12 +50,14 @@ PIPELINES: Mapping[str, Factory] = {
     "batch": BatchPipeline,
     "peak_finder": PeakFinderPipeline,
     "tof": TofPipeline,
+    "peaknet": PeaknetPipeline,
 }
 
 SERIALIZERS: Mapping[str, Factory] = {
     "hdf5": HDF5Serializer,
     "msgpack": MsgpackSerializer,
     "simplon": SimplonSerializer,
+    "numpy": NumpySerializer,
 }
 
 DATA_HANDLERS: Mapping[str, Factory] = {
