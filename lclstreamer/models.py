@@ -103,6 +103,37 @@ class HDF5Timestamp(Model):
     nanoseconds: str | None = Field(default=None, description="Dataset of per-event nanoseconds.")
 
 
+class HDF5Watch(Model):
+    """Live mode: stream files as they appear in a directory, until an end condition.
+
+    A file is taken once it opens and its size and modification time have not changed
+    for `settle` seconds, in the order of the file names; rank 0 decides, every rank
+    follows (through MPI), so events are numbered the same on every rank.
+    """
+
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between scans.")
+    settle: float = Field(
+        default=2.0, ge=0, description="Seconds a file must stay unchanged to count as complete."
+    )
+    end_marker: str | None = Field(
+        default=None,
+        description="File whose appearance ends the run (after the files complete by then);"
+        " relative to the watched directory.",
+    )
+    idle_timeout: float | None = Field(
+        default=None, gt=0, description="End after this many seconds without a new file."
+    )
+    max_files: int | None = Field(default=None, gt=0, description="End after this many files.")
+
+    @model_validator(mode="after")
+    def _some_end(self) -> HDF5Watch:
+        if self.end_marker is None and self.idle_timeout is None and self.max_files is None:
+            raise ValueError(
+                "give at least one end condition: end_marker, idle_timeout or max_files"
+            )
+        return self
+
+
 class HDF5EventSource(Model):
     """Events read from HDF5/CXI files: one row of each dataset per event."""
 
@@ -116,8 +147,17 @@ class HDF5EventSource(Model):
     photon_energy_ev: str | None = Field(default=None, description="Dataset of energies (eV).")
     timestamp: HDF5Timestamp | None = None
     read_block: int = Field(default=16, gt=0, description="Events this rank reads per slice.")
+    watch: HDF5Watch | None = Field(
+        default=None, description="Live mode: `files` is one glob whose new files are streamed."
+    )
     experiment: str = ""
     run: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _watch_glob(self) -> HDF5EventSource:
+        if self.watch is not None and not isinstance(self.files, str):
+            raise ValueError("with watch, files must be one glob pattern (e.g. /data/run7/*.h5)")
+        return self
 
     @field_validator("datasets")
     @classmethod
@@ -774,6 +814,14 @@ def cross_field_problems(cfg: PipelineConfig) -> list[tuple[Loc, str]]:
                 )
             )
     src = cfg.event_source
+    if isinstance(src, HDF5EventSource) and src.watch and cfg.data_serializer.type == "simplon":
+        problems.append(
+            (
+                ("data_serializer", "type"),
+                "simplon needs rank 0's first frame before any rank streams, which a watched"
+                " directory (event_source.watch) cannot give; use static files",
+            )
+        )
     provided: set[str] | None = None
     if isinstance(src, SyntheticEventSource):
         provided = set(src.detectors)

@@ -18,7 +18,7 @@ from .serializers.hdf5 import HDF5Serializer
 from .serializers.msgpack import MsgpackSerializer
 from .serializers.numpy import NumpySerializer
 from .serializers.simplon import SimplonSerializer
-from .sources.hdf5 import HDF5Source
+from .sources.hdf5watch import hdf5_source
 from .sources.psana import Psana1Source, Psana2Source
 from .sources.synthetic import SyntheticSource
 from .sources.tof import SyntheticTofSource
@@ -27,7 +27,7 @@ Factory = Callable[..., Any]
 
 EVENT_SOURCES: Mapping[str, Factory] = {
     "synthetic": SyntheticSource,
-    "hdf5": HDF5Source,
+    "hdf5": hdf5_source,
     "psana1": Psana1Source,
     "psana2": Psana2Source,
     "synthetic_tof": SyntheticTofSource,
