@@ -44,6 +44,19 @@ def arrival_times(signal: np.ndarray, ch: np.ndarray, t: np.ndarray, span: int) 
     return peak + np.clip(delta, -0.5, 0.5)
 
 
+def add_to_histogram(
+    hist: np.ndarray, ch: np.ndarray, times: np.ndarray, edges: np.ndarray
+) -> None:
+    """hist[c] += numpy.histogram(times of channel c, edges) for every channel at once
+    (uniform bins, the last one closed like numpy's)."""
+    bins = hist.shape[1]
+    k = np.searchsorted(edges, times, side="right") - 1
+    k[times == edges[-1]] = bins - 1
+    ok = (k >= 0) & (k < bins)
+    flat = np.bincount(ch[ok].astype(np.intp) * bins + k[ok], minlength=hist.size)
+    hist += flat.reshape(hist.shape).astype(np.uint32)
+
+
 class TofPipeline:
     """Reduces waveforms to the configured stage, then batches (see module docstring)."""
 
@@ -100,10 +113,8 @@ class TofPipeline:
             count["tof.window_bytes"] += len(t) * (width * w.dtype.itemsize + 4 + 2)
             count["tof.arrival_bytes"] += len(t) * (4 + 2)
             assert hist is not None and edges is not None
-            for c in range(shape[0]):
-                sel = ch == c
-                if sel.any():
-                    hist[c] += np.histogram(times[sel], edges)[0].astype(np.uint32)
+            if len(times):
+                add_to_histogram(hist, ch, times, edges)
             if hist_n == 0:
                 hist_first = event.index
             hist_n += 1
