@@ -405,6 +405,11 @@ class PeaknetPipeline(Model):
     normalize: bool = Field(default=False, description="(x - mean) / (std + eps) per image.")
     eps: float = Field(default=1e-6, gt=0)
     dtype: Literal["float32", "float64"] = "float32"
+    geometry: str | None = Field(
+        default=None,
+        description="CrystFEL .geom file: the frame's panels are assembled into one image"
+        " (nearest pixel) before padding; pixels no panel covers get pad_value.",
+    )
 
     def outputs(self, inputs: set[str]) -> set[str]:
         return inputs | {f"{self.field}_original_shape"}

@@ -162,3 +162,62 @@ def test_peaknet_example_two_ranks_to_files(tmp_path):
             assert msg["image"][k, 0, :14].max() == 0.0
             assert msg["image_original_shape"][k].tolist() == [100, 96]
     assert sorted(seen) == list(range(10))
+
+
+GEOM = """
+; two 4 x 5 panels, the second turned by 180 degrees, a 2-pixel gap between them
+res = 13333.3
+p0/min_fs = 0
+p0/max_fs = 4
+p0/min_ss = 0
+p0/max_ss = 3
+p0/corner_x = 0
+p0/corner_y = 0
+p0/fs = x
+p0/ss = y
+p1/min_fs = 0
+p1/max_fs = 4
+p1/min_ss = 4
+p1/max_ss = 7
+p1/corner_x = 11.0
+p1/corner_y = 3.0
+p1/fs = -x
+p1/ss = -y
+"""
+
+
+def test_panels_are_assembled_through_a_crystfel_geometry(tmp_path):
+    (tmp_path / "det.geom").write_text(GEOM)
+    frame = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5) + 1
+    cfg = _cfg(target_height=6, target_width=14, pad_value=-1.0,
+               geometry=str(tmp_path / "det.geom"))  # fmt: skip
+    [(out, shapes)] = _run(cfg, [frame])
+    want = np.full((4, 12), -1.0, np.float32)
+    want[:, 0:5] = frame[0]
+    want[:, 7:12] = frame[1][::-1, ::-1]
+    expect = np.full((6, 14), -1.0, np.float32)
+    expect[1:5, 1:13] = want
+    np.testing.assert_array_equal(out[0], expect)
+    assert shapes.tolist() == [[4, 12]]
+    [(out, _)] = _run(cfg.model_copy(update={"normalize": True}), [frame])
+    covered = np.r_[frame[0].ravel(), frame[1].ravel()].astype(np.float64)
+    norm = (frame[0] - covered.mean()) / (covered.std() + cfg.eps)
+    np.testing.assert_allclose(out[0, 1:5, 1:6], norm, atol=1e-6)
+    assert (out[0, 1:5, 6:8] == -1.0).all()  # the gap stays padding
+
+
+def test_geometry_errors_name_file_line_and_key(tmp_path):
+    from lclstreamer.errors import ConfigError
+
+    (tmp_path / "bad.geom").write_text(GEOM.replace("p1/corner_x = 11.0", "p1/corner_x = eleven"))
+    with pytest.raises(ConfigError, match=r"bad.geom, line 16: p1/corner_x = 'eleven'"):
+        PeaknetPipeline(_cfg(geometry=str(tmp_path / "bad.geom")), None)
+    (tmp_path / "dir.geom").write_text(GEOM.replace("p1/fs = -x", "p1/fs = sideways"))
+    with pytest.raises(ConfigError, match=r"p1/fs: cannot read the direction 'sideways'"):
+        PeaknetPipeline(_cfg(geometry=str(tmp_path / "dir.geom")), None)
+    with pytest.raises(ConfigError, match="cannot read geometry"):
+        PeaknetPipeline(_cfg(geometry=str(tmp_path / "none.geom")), None)
+    (tmp_path / "big.geom").write_text(GEOM.replace("p1/max_ss = 7", "p1/max_ss = 9"))
+    pipe = PeaknetPipeline(_cfg(geometry=str(tmp_path / "big.geom")), None)
+    with pytest.raises(ConfigError, match=r"panel p1 reads ss 4..9.*outside the data array"):
+        list(pipe(iter([Event(0, {"img": np.ones((2, 4, 5))})])))
