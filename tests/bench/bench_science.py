@@ -9,7 +9,8 @@
 - msgpack: our serializer (CrystFEL layout) vs a bare `msgpack.packb` loop building the
   same map from the same arrays; simplon: our serializer (bslz4) vs a bare loop doing
   the same bitshuffle-LZ4 compression and `cbor2.dumps`; MB/s of frame data.
-Each pair is interleaved REPEATS times; each figure is the best run. Prints Markdown.
+Each pair alternates single runs REPEATS times (default 7); each figure is the best
+run. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -37,18 +38,20 @@ from lclstreamer.serializers.simplon import SimplonSerializer, bslz4
 from lclstreamer.sources.synthetic import SyntheticSource
 from lclstreamer.sources.tof import SyntheticTofSource
 
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "7"))
 CTX = StreamContext(0, 1, "bench")
 
 
-def best(fn, n_items: int) -> float:
-    """Items per second of the fastest of REPEATS runs of fn()."""
-    rates = []
+def pair(ours, baseline, n_items: float) -> tuple[float, float]:
+    """Items per second of the fastest run of each, runs alternating (ours, baseline)
+    REPEATS times, so both see the same machine load."""
+    rates: tuple[list[float], list[float]] = ([], [])
     for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        rates.append(n_items / (time.perf_counter() - t0))
-    return max(rates)
+        for fn, out in ((ours, rates[0]), (baseline, rates[1])):
+            t0 = time.perf_counter()
+            fn()
+            out.append(n_items / (time.perf_counter() - t0))
+    return max(rates[0]), max(rates[1])
 
 
 def area_frames(n: int, shape, dtype: str) -> list[np.ndarray]:
@@ -89,9 +92,7 @@ def bench_peaks(rows: list[str]) -> None:
                 cfg.min_pixel_count, cfg.max_pixel_count, cfg.local_bg_radius,
             )  # fmt: skip
 
-    a = b = 0.0
-    for _ in range(2):  # interleave the pair
-        a, b = max(a, best(ours, len(frames))), max(b, best(om, len(frames)))
+    a, b = pair(ours, om, len(frames))
     rows.append(
         f"| peak finder 1024x1024 | {a:.1f} frames/s | OM peakfinder8 {b:.1f} frames/s"
         f" | {a / b:.2f}x |"
@@ -117,9 +118,7 @@ def bench_tof(rows: list[str]) -> None:
             above = s > 200.0
             np.nonzero(above[:, 1:] & ~above[:, :-1])
 
-    a = b = 0.0
-    for _ in range(2):
-        a, b = max(a, best(ours, len(waves))), max(b, best(bare, len(waves)))
+    a, b = pair(ours, bare, len(waves))
     rows.append(
         f"| tof arrivals 16x4096 int16 | {a:.0f} waveforms/s | bare numpy crossings"
         f" {b:.0f} waveforms/s | {a / b:.2f}x |"
@@ -158,9 +157,7 @@ def bench_msgpack(rows: list[str]) -> None:
                 }
             )
 
-    a = b = 0.0
-    for _ in range(3):
-        a, b = max(a, best(ours, mb)), max(b, best(bare, mb))
+    a, b = pair(ours, bare, mb)
     rows.append(
         f"| msgpack serializer (4 MB frames) | {a:.0f} MB/s | bare msgpack.packb {b:.0f} MB/s"
         f" | {a / b:.2f}x |"
@@ -186,9 +183,7 @@ def bench_simplon(rows: list[str]) -> None:
             data = tag(40, [list(f.shape), tag(69, tag(56500, ["bslz4", 2, bslz4(f)]))])
             cbor2.dumps({"type": "image", "image_id": i, "data": {"threshold_1": data}})
 
-    a = b = 0.0
-    for _ in range(3):
-        a, b = max(a, best(ours, mb)), max(b, best(bare, mb))
+    a, b = pair(ours, bare, mb)
     rows.append(
         f"| simplon serializer bslz4 (2 MB frames) | {a:.0f} MB/s | bare bslz4 + cbor2.dumps"
         f" {b:.0f} MB/s | {a / b:.2f}x |"
