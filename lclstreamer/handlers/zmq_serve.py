@@ -49,6 +49,7 @@ class Broker(threading.Thread):
         self._zmq = zmq
         self.front = context.socket(zmq.ROUTER)
         self.back = context.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply to a gone consumer fails
         for sock, where in ((self.front, url), (self.back, backend)):
             sock.setsockopt(zmq.LINGER, 0)
             try:
@@ -61,6 +62,8 @@ class Broker(threading.Thread):
         self.served = 0
         self.requests = 0
         self.unanswered = 0
+        self.redelivered = 0  # answers whose consumer had left, given to the next request
+        self.undelivered = 0  # such answers left when the run ended
         self.error: BaseException | None = None
         self.abandon = threading.Event()
 
@@ -80,7 +83,31 @@ class Broker(threading.Thread):
         poller.register(self.back, zmq.POLLIN)
         ready: collections.deque[bytes] = collections.deque()
         waiting: collections.deque[bytes] = collections.deque()
+        orphans: collections.deque[Any] = collections.deque()  # answers whose consumer left
         done = 0
+
+        def send(client: bytes, message: Any) -> bool:
+            """Answer `client`; False if it has left (ROUTER_MANDATORY)."""
+            try:
+                self.front.send_multipart([client, b"", message], copy=False)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                return False
+            self.served += 1
+            return True
+
+        def deliver(client: bytes, message: Any) -> None:
+            """Answer `client`, or, if it has left, the next waiting consumer; with none
+            waiting, keep the message for the next request."""
+            if send(client, message):
+                return
+            while waiting:
+                if send(waiting.popleft(), message):
+                    self.redelivered += 1
+                    return
+            orphans.append(message)
+
         while done < self.ranks and not self.abandon.is_set():
             events = dict(poller.poll(_SLICE_MS))
             if self.back in events:
@@ -92,19 +119,23 @@ class Broker(threading.Thread):
                     else:
                         ready.append(rank_id)
                 elif kind == REPLY:
-                    self.front.send_multipart([frames[2], b"", frames[3]], copy=False)
-                    self.served += 1
+                    deliver(frames[2].bytes, frames[3])
                 elif kind == DONE:
                     done += 1
             if self.front in events:
                 frames = self.front.recv_multipart(copy=False)
                 client = frames[0].bytes
                 self.requests += 1
-                if ready:
+                if orphans:
+                    if send(client, orphans[0]):
+                        orphans.popleft()
+                        self.redelivered += 1
+                elif ready:
                     self.back.send_multipart([ready.popleft(), client])
                 else:
                     waiting.append(client)
         self.unanswered = len(waiting)
+        self.undelivered = len(orphans)
 
 
 class ZMQRepHandler:
@@ -176,7 +207,26 @@ class ZMQRepHandler:
                     if b.unanswered
                     else "; consumers that ask again will wait (no end of stream)"
                 )
-                log(f"zmq_rep: end of run, {b.served} messages served at {self.cfg.url}{tail}")
+                lost = (
+                    f"; {b.undelivered} message(s) NOT delivered: their consumer left and no"
+                    " other asked"
+                    if b.undelivered
+                    else ""
+                )
+                again = (
+                    f" ({b.redelivered} re-served after their consumer left)"
+                    if b.redelivered
+                    else ""
+                )
+                log(
+                    f"zmq_rep: end of run, {b.served} messages served at {self.cfg.url}"
+                    f"{again}{lost}{tail}"
+                )
+                if b.undelivered and exc_type is None:
+                    raise HandlerError(
+                        f"zmq_rep: {b.undelivered} message(s) could not be delivered"
+                        " (their consumer left before the answer)"
+                    )
         finally:
             self.sock = None
             self.context.destroy(linger=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import msgpack
 import numpy as np
@@ -93,12 +94,12 @@ def test_zmq_rep_serves_every_frame_once_to_many_consumers(tmp_path, free_port):
 
 
 def test_zmq_rep_logs_requests_left_unanswered(tmp_path, free_port):
-    """Three consumers that always ask again, six frames at 20 Hz: when the run ends,
+    """Three consumers that always ask again, four frames 0.5 s apart: when the run ends,
     the consumers not served last have been waiting for a while, and the log says so."""
     url = f"tcp://127.0.0.1:{free_port()}"
     handler = {"type": "zmq_rep", "url": url, "backend_url": f"tcp://127.0.0.1:{free_port()}"}
-    cfg = _config(6, handler)
-    cfg["event_source"]["rate_limit_hz"] = 20
+    cfg = _config(4, handler)
+    cfg["event_source"]["rate_limit_hz"] = 2
     write_config(tmp_path / "cfg.yaml", cfg)
     done = threading.Event()
     consumers = [Requester(url, done) for _ in range(3)]
@@ -111,7 +112,7 @@ def test_zmq_rep_logs_requests_left_unanswered(tmp_path, free_port):
         for c in consumers:
             c.join(5)
     assert res.code == 0, res.stderr
-    assert sorted(m["event"] for c in consumers for m in c.got) == list(range(6))
+    assert sorted(m["event"] for c in consumers for m in c.got) == list(range(4))
     unanswered = re.search(
         r"; (\d) consumer request\(s\) unanswered: those consumers wait", res.stderr
     )
@@ -220,3 +221,66 @@ def test_msgpack_keys_must_not_be_prefixes(tmp_path):
     res = run_cli(["-c", "cfg.yaml", "--validate"], cwd=tmp_path)
     assert res.code == 2
     assert "key 'data' is a prefix of 'data_index'; rename one" in res.stderr
+
+
+def test_zmq_rep_gives_the_answer_of_a_consumer_that_left_to_the_next(tmp_path, free_port):
+    """A watched directory paces the frames: consumer A takes frame 0 and asks again,
+    B asks, A leaves; only then does frame 1 exist. The answer meant for A (first in
+    line) goes to B, and the log says so."""
+    import h5py
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = {
+        "event_source": {
+            "type": "hdf5",
+            "files": str(data / "f-*.h5"),
+            "datasets": {"det": "/data"},
+            "watch": {"poll_interval": 0.1, "settle": 0.2, "end_marker": "END"},
+        },
+        "data_sources": {"index": {"type": "event_index"}},
+        "processing_pipeline": {"type": "batch", "batch_size": 1},
+        "data_serializer": {"type": "msgpack", "fields": {"index": "event"}},
+        "data_handlers": [
+            {"type": "zmq_rep", "url": url, "backend_url": f"tcp://127.0.0.1:{free_port()}"}
+        ],
+    }
+    write_config(tmp_path / "cfg.yaml", cfg)
+
+    def frame_file(k: int) -> None:
+        with h5py.File(data / f"f-{k}.h5", "w") as f:
+            f["/data"] = np.zeros((1, 2), np.uint8)
+
+    frame_file(0)
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.REQ), ctx.socket(zmq.REQ)
+    result: dict = {}
+
+    def consumers() -> None:
+        a.connect(url)
+        a.send(b"next")
+        result["a"] = msgpack.unpackb(a.recv())["event"]
+        a.send(b"next")  # frame 1 does not exist yet: this request waits
+        b.connect(url)
+        b.send(b"next")
+        time.sleep(0.5)  # both requests reach the broker
+        a.close(linger=0)
+        time.sleep(0.5)  # the broker sees A leave
+        frame_file(1)
+        if b.poll(60_000):
+            result["b"] = msgpack.unpackb(b.recv())["event"]
+        (data / "END").touch()
+
+    thread = threading.Thread(target=consumers, daemon=True)
+    thread.start()
+    try:
+        res = run_cli(["-c", "cfg.yaml", "--no-progress"], cwd=tmp_path, timeout=90)
+        thread.join(30)
+    finally:
+        b.close(linger=0)
+        ctx.term()
+    assert res.code == 0, res.stderr
+    assert result == {"a": 0, "b": 1}, res.stderr
+    assert "2 messages served" in res.stderr
+    assert "(1 re-served after their consumer left)" in res.stderr
