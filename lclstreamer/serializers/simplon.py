@@ -34,7 +34,8 @@ def bslz4(arr: np.ndarray) -> bytes:
     item = arr.dtype.itemsize
     block = max(128, (_BLOCK_BYTES // item) // 8 * 8)
     body = bitshuffle.compress_lz4(np.ascontiguousarray(arr).reshape(-1), block)
-    return arr.nbytes.to_bytes(8, "big") + (block * item).to_bytes(4, "big") + body.tobytes()
+    head = arr.nbytes.to_bytes(8, "big") + (block * item).to_bytes(4, "big")
+    return b"".join((head, memoryview(body)))  # one copy of the compressed bytes
 
 
 def lz4_h5(arr: np.ndarray) -> bytes:
