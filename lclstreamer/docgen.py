@@ -26,8 +26,10 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             m.SyntheticDetector,
             m.HDF5EventSource,
             m.HDF5Timestamp,
+            m.HDF5Watch,
             m.Psana1EventSource,
             m.Psana2EventSource,
+            m.SyntheticTofEventSource,
         ],
     ),
     (
@@ -46,9 +48,25 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             m.RunInfoData,
         ],
     ),
-    ("processing_pipeline", [m.BatchPipeline]),
-    ("data_serializer", [m.HDF5Serializer]),
-    ("data_handlers (list)", [m.FileHandler, m.NNGPushHandler, m.ZMQPushHandler, m.NullHandler]),
+    (
+        "processing_pipeline",
+        [m.BatchPipeline, m.PeakFinderPipeline, m.PeaknetPipeline, m.TofPipeline],
+    ),
+    (
+        "data_serializer",
+        [m.HDF5Serializer, m.MsgpackSerializer, m.SimplonSerializer, m.NumpySerializer],
+    ),
+    (
+        "data_handlers (list)",
+        [
+            m.FileHandler,
+            m.NNGPushHandler,
+            m.ZMQPushHandler,
+            m.NullHandler,
+            m.ZMQRepHandler,
+            m.ZMQPubHandler,
+        ],
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -12,12 +13,14 @@ from .errors import DataError
 from .models import LclstreamerConfig
 from .protocols import (
     Batch,
+    Counting,
     DataHandler,
     DataSource,
     Event,
     EventSource,
     ProcessingPipeline,
     RawEvent,
+    RunBracket,
     Serializer,
     StreamContext,
 )
@@ -98,22 +101,48 @@ class Engine:
     ) -> RankStats:
         """Stream every event of this rank, then close the handlers (which flush)."""
         start, cpu = time.monotonic(), time.process_time()
+        bracket = self.serializer if isinstance(self.serializer, RunBracket) else None
+        ctx = self.ctx
         with self._stack:
+            handlers = self.handlers
             events = extract(
                 self.source.events(), self.sources, self.cfg.skip_incomplete_events, stats, stop
             )
             batches = self.pipeline(events)
-            handlers = self.handlers
+            if bracket is not None:
+                if ctx.rank == 0:
+                    first = next(batches, None)
+                    self._send(bracket.opening(first), stats)
+                    batches = itertools.chain([] if first is None else [first], batches)
+                # no rank streams before the opening message was handed to the handlers
+                bracket.join(ctx.allgather(bracket.series() if ctx.rank == 0 else None)[0])
+            last: Batch | None = None
             for batch, message in _with_batches(batches, self.serializer):
                 for handler in handlers:
                     handler.handle(message)
-                stats.events += batch.n_events
-                stats.batches += 1
+                if batch is not last:  # a serializer may make several messages per batch
+                    stats.events += batch.n_events
+                    stats.batches += 1
+                    last = batch
                 stats.bytes += len(message)
                 on_batch(stats)
+            for layer in (self.source, self.pipeline, self.serializer):
+                if isinstance(layer, Counting):
+                    stats.counters.update(layer.counters())
+            if bracket is not None:
+                if ctx.rank != 0:
+                    self._stack.close()  # deliver everything before rank 0 ends the run
+                total = sum(ctx.allgather(stats.events))
+                if ctx.rank == 0:
+                    self._send(bracket.closing(total), stats)
         stats.seconds = time.monotonic() - start
         stats.cpu_seconds = time.process_time() - cpu
         return stats
+
+    def _send(self, message: memoryview | bytes, stats: RankStats) -> None:
+        for handler in self.handlers:
+            handler.handle(message)
+        stats.bytes += len(message)
 
     def close(self) -> None:
         """Close everything without streaming (after a failure elsewhere)."""

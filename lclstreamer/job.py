@@ -74,7 +74,9 @@ def run_job(config: Path, max_events: int | None, progress: bool) -> int:
     error: LclstreamerError | None = None
     try:
         cfg = load_config(config)
-        ctx = StreamContext(comm.rank, comm.size, cfg.source_identifier, max_events, stop.is_set)
+        ctx = StreamContext(
+            comm.rank, comm.size, cfg.source_identifier, max_events, stop.is_set, comm
+        )
         engine = Engine.open(cfg, ctx)
     except LclstreamerError as exc:
         error = exc

@@ -106,6 +106,37 @@ class HDF5Timestamp(Model):
     nanoseconds: str | None = Field(default=None, description="Dataset of per-event nanoseconds.")
 
 
+class HDF5Watch(Model):
+    """Live mode: stream files as they appear in a directory, until an end condition.
+
+    A file is taken once it opens and its size and modification time have not changed
+    for `settle` seconds, in the order of the file names; rank 0 decides, every rank
+    follows (through MPI), so events are numbered the same on every rank.
+    """
+
+    poll_interval: float = Field(default=1.0, gt=0, description="Seconds between scans.")
+    settle: float = Field(
+        default=2.0, ge=0, description="Seconds a file must stay unchanged to count as complete."
+    )
+    end_marker: str | None = Field(
+        default=None,
+        description="File whose appearance ends the run (after the files complete by then);"
+        " relative to the watched directory.",
+    )
+    idle_timeout: float | None = Field(
+        default=None, gt=0, description="End after this many seconds without a new file."
+    )
+    max_files: int | None = Field(default=None, gt=0, description="End after this many files.")
+
+    @model_validator(mode="after")
+    def _some_end(self) -> HDF5Watch:
+        if self.end_marker is None and self.idle_timeout is None and self.max_files is None:
+            raise ValueError(
+                "give at least one end condition: end_marker, idle_timeout or max_files"
+            )
+        return self
+
+
 class HDF5EventSource(Model):
     """Events read from HDF5/CXI files: one row of each dataset per event."""
 
@@ -119,8 +150,17 @@ class HDF5EventSource(Model):
     photon_energy_ev: str | None = Field(default=None, description="Dataset of energies (eV).")
     timestamp: HDF5Timestamp | None = None
     read_block: int = Field(default=16, gt=0, description="Events this rank reads per slice.")
+    watch: HDF5Watch | None = Field(
+        default=None, description="Live mode: `files` is one glob whose new files are streamed."
+    )
     experiment: str = ""
     run: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _watch_glob(self) -> HDF5EventSource:
+        if self.watch is not None and not isinstance(self.files, str):
+            raise ValueError("with watch, files must be one glob pattern (e.g. /data/run7/*.h5)")
+        return self
 
     @field_validator("datasets")
     @classmethod
@@ -195,8 +235,45 @@ class Psana2EventSource(Model):
         return self
 
 
+class SyntheticTofEventSource(Model):
+    """Simulated TMO time-of-flight digitizer: N channels x M samples of electron pulses
+    (Poisson count per channel, known arrival times) on a noisy baseline."""
+
+    type: Literal["synthetic_tof"]
+    number_of_events: int = Field(gt=0, description="Events in the whole run (all ranks).")
+    seed: int = Field(default=0, ge=0)
+    detector: str = Field(default="tmo_fex", min_length=1, description="Detector name.")
+    channels: int = Field(default=16, gt=0, le=1024)
+    samples: int = Field(default=4096, ge=16, le=1 << 20)
+    pulses_per_channel: float = Field(
+        default=4.0, ge=0, description="Mean electrons per channel per event (Poisson)."
+    )
+    pulse_amplitude: float = Field(default=800.0, gt=0, description="Pulse height (ADU).")
+    pulse_sigma: float = Field(default=1.5, gt=0, description="Gaussian pulse width (samples).")
+    baseline: float = Field(default=100.0, description="Baseline level (ADU).")
+    noise: float = Field(default=8.0, ge=0, description="Gaussian baseline noise (ADU rms).")
+    min_separation: float = Field(
+        default=12.0, ge=0, description="Minimum distance between pulses of a channel (samples)."
+    )
+    time_step: float = Field(
+        default=0.0,
+        ge=0,
+        description="Arrival times are multiples of this (samples); 0: continuous.",
+    )
+    dtype: Literal["int16", "int32", "float32"] = "int16"
+    photon_energy_ev: float = Field(default=1200.0, gt=0)
+    event_rate_hz: float = Field(default=1_000_000.0, gt=0, description="Nominal rate.")
+    start_time: float = Field(default=1_700_000_000.0, ge=0)
+    experiment: str = "synthetic"
+    run: int = Field(default=1, ge=0)
+
+
 EventSourceConfig = Annotated[
-    SyntheticEventSource | HDF5EventSource | Psana1EventSource | Psana2EventSource,
+    SyntheticEventSource
+    | HDF5EventSource
+    | Psana1EventSource
+    | Psana2EventSource
+    | SyntheticTofEventSource,
     Field(discriminator="type"),
 ]
 
@@ -332,8 +409,139 @@ class BatchPipeline(Model):
     type: Literal["batch"]
     batch_size: int = Field(default=10, gt=0, le=100_000)
 
+    def outputs(self, inputs: set[str]) -> set[str]:
+        return inputs
 
-ProcessingPipelineConfig = Annotated[BatchPipeline, Field(discriminator="type")]
+    def inputs(self) -> list[str]:
+        return []
+
+
+class PeakFinderPipeline(Model):
+    """peakfinder8-style Bragg peak finding on one detector field, then batching.
+
+    Adds `<prefix>n_peaks` (int32), `<prefix>peaks` (float32 (max_peaks, 4): fs, ss,
+    intensity, pixel count; unused rows NaN) and `<prefix>is_hit` (uint8) to every event.
+    """
+
+    type: Literal["peak_finder"]
+    field: str = Field(min_length=1, description="Data source holding the frame (2-D or panels).")
+    batch_size: int = Field(default=1, gt=0, le=100_000)
+    adc_threshold: float = Field(default=0.0, description="Pixels must exceed this value.")
+    minimum_snr: float = Field(default=6.0, gt=0, description="Minimum signal-to-noise.")
+    min_pixel_count: int = Field(default=2, ge=1)
+    max_pixel_count: int = Field(default=200, ge=1)
+    local_bg_radius: int = Field(default=3, ge=1, description="Background ring half-width.")
+    min_res: float = Field(default=0.0, ge=0, description="Minimum radius (pixels) from centre.")
+    max_res: float = Field(default=1e9, gt=0, description="Maximum radius (pixels) from centre.")
+    center: list[float] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="[ss, fs] of the beam on each panel (default: the panel centre).",
+    )
+    iterations: int = Field(default=5, ge=1, le=20, description="Background clipping passes.")
+    bad_pixel_mask: str | None = Field(
+        default=None, description=".npy file: nonzero = good pixel, shape of one frame."
+    )
+    max_peaks: int = Field(default=1024, gt=0, le=100_000)
+    min_peaks: int = Field(default=10, ge=0, description="A frame with this many peaks is a hit.")
+    hits_only: bool = Field(default=False, description="Drop (and count) frames that are not hits.")
+    output_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.\-]*$")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PeakFinderPipeline:
+        if self.min_pixel_count > self.max_pixel_count:
+            raise ValueError("min_pixel_count is larger than max_pixel_count")
+        if self.min_res >= self.max_res:
+            raise ValueError("min_res must be smaller than max_res")
+        return self
+
+    def outputs(self, inputs: set[str]) -> set[str]:
+        p = self.output_prefix
+        return inputs | {f"{p}n_peaks", f"{p}peaks", f"{p}is_hit"}
+
+    def inputs(self) -> list[str]:
+        return [self.field]
+
+
+class PeaknetPipeline(Model):
+    """Images for PeakNet/MAXIE training: pad (never crop silently), channel axis,
+    per-image normalization; adds `<field>_original_shape` (int32) per event."""
+
+    type: Literal["peaknet"]
+    field: str = Field(min_length=1, description="Data source holding the image.")
+    batch_size: int = Field(default=16, gt=0, le=100_000)
+    target_height: int = Field(gt=0)
+    target_width: int = Field(gt=0)
+    pad_style: Literal["center", "bottom_right"] = "center"
+    pad_value: float = 0.0
+    crop: bool = Field(default=False, description="Crop frames larger than the target.")
+    add_channel_dim: bool = False
+    num_channels: int = Field(default=1, gt=0, description="Repeat the image over channels.")
+    normalize: bool = Field(default=False, description="(x - mean) / (std + eps) per image.")
+    eps: float = Field(default=1e-6, gt=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    geometry: str | None = Field(
+        default=None,
+        description="CrystFEL .geom file: the frame's panels are assembled into one image"
+        " (nearest pixel) before padding; pixels no panel covers get pad_value.",
+    )
+
+    def outputs(self, inputs: set[str]) -> set[str]:
+        return inputs | {f"{self.field}_original_shape"}
+
+    def inputs(self) -> list[str]:
+        return [self.field]
+
+
+class TofPipeline(Model):
+    """Electron time-of-flight reduction of digitizer waveforms (N channels x M samples).
+
+    `output` picks what each event carries: `raw` waveforms; `windows` above `threshold`
+    (`tof_windows` (max_windows, pre+post), `tof_window_start`, `tof_window_channel`,
+    `tof_n_windows`); `arrivals` (`tof_times` float32 sub-sample arrival times,
+    `tof_channels` int16, `tof_n_hits`); `histograms`: one record per
+    `histogram_every` events (`tof_histogram` (channels, bins) uint32, `tof_first_event`,
+    `tof_n_events`). The run summary reports the bytes of every stage.
+    """
+
+    type: Literal["tof"]
+    field: str = Field(min_length=1, description="Data source holding the waveforms.")
+    output: Literal["raw", "windows", "arrivals", "histograms"] = "arrivals"
+    batch_size: int = Field(default=64, gt=0, le=1_000_000)
+    threshold: float = Field(description="Level above the baseline that marks a pulse (ADU).")
+    baseline_samples: int = Field(
+        default=64, ge=1, description="Leading samples whose median is the baseline."
+    )
+    pre_samples: int = Field(default=4, ge=0, description="Window samples before a crossing.")
+    post_samples: int = Field(default=12, ge=1, description="Window samples from a crossing.")
+    max_windows: int = Field(default=256, gt=0, description="Windows kept per event.")
+    max_hits: int = Field(default=256, gt=0, description="Arrival times kept per event.")
+    histogram_bins: int = Field(default=256, gt=0)
+    histogram_range: list[float] | None = Field(
+        default=None, min_length=2, max_length=2, description="[first, last) sample (default all)."
+    )
+    histogram_every: int = Field(default=100, gt=0, description="Events per histogram record.")
+
+    def outputs(self, inputs: set[str]) -> set[str]:
+        extra = {
+            "raw": set(),
+            "windows": {"tof_windows", "tof_window_start", "tof_window_channel", "tof_n_windows"},
+            "arrivals": {"tof_times", "tof_channels", "tof_n_hits"},
+            "histograms": {"tof_histogram", "tof_first_event", "tof_n_events"},
+        }[self.output]
+        if self.output == "histograms":
+            return extra
+        return (inputs - {self.field} if self.output != "raw" else inputs) | extra
+
+    def inputs(self) -> list[str]:
+        return [self.field]
+
+
+ProcessingPipelineConfig = Annotated[
+    BatchPipeline | PeakFinderPipeline | PeaknetPipeline | TofPipeline,
+    Field(discriminator="type"),
+]
 
 Compression = Literal[
     "none", "gzip", "gzip_with_shuffle", "bitshuffle_lz4", "bitshuffle_zstd", "zfp"
@@ -413,8 +621,107 @@ class HDF5Serializer(Model):
             )
         return self
 
+    def referenced(self) -> list[str]:
+        return list(self.fields)
 
-SerializerConfig = Annotated[HDF5Serializer, Field(discriminator="type")]
+
+def _check_keys(value: dict[str, str], what: str) -> dict[str, str]:
+    """Keys of a message map: non-empty, unique, none a prefix of another (CrystFEL's msgpack
+    reader matches keys by prefix)."""
+    keys = list(value.values())
+    for k in keys:
+        if not k:
+            raise ValueError(f"{what}: empty key")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{what}: two fields map to the same key")
+    for a in keys:
+        for b in keys:
+            if a != b and b.startswith(a):
+                raise ValueError(f"{what}: key {a!r} is a prefix of {b!r}; rename one")
+    return value
+
+
+class MsgpackSerializer(Model):
+    """One msgpack map per event, the layout CrystFEL's `--data-format=msgpack` reads.
+
+    Arrays become `{"type": "<f4"|"<i4", "shape": [...], "data": <bin>}` (frames of more
+    than 2 dimensions are stacked into 2-D: panels one below the other); numbers and
+    strings are plain msgpack values.
+    """
+
+    type: Literal["msgpack"]
+    fields: dict[str, str] = Field(
+        min_length=1, description="Data source name -> key in the message map."
+    )
+    array_dtype: Literal["auto", "float32", "int32"] = Field(
+        default="auto",
+        description="auto: integers that fit int32 as <i4, everything else as <f4.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_keys(value, "fields")
+
+    def referenced(self) -> list[str]:
+        return list(self.fields)
+
+
+class SimplonSerializer(Model):
+    """The DECTRIS Stream V2 format (CBOR, SIMPLON API 1.8): one `start` message per run
+    (rank 0, before any image), one `image` message per event, one `end` message per run
+    after every rank finished (coordinated through MPI)."""
+
+    type: Literal["simplon"]
+    image: str = Field(min_length=1, description="Data source holding the 2-D frame.")
+    channel: str = Field(default="threshold_1", min_length=1)
+    compression: Literal["bslz4", "lz4", "none"] = "bslz4"
+    dtype: Literal["uint8", "uint16", "uint32", "int32", "float32"] | None = Field(
+        default=None, description="Cast frames to this dtype (default: keep theirs)."
+    )
+    series_id: int = Field(default=1, ge=0)
+    incident_energy_ev: float = Field(default=9500.0, gt=0)
+    detector_distance_m: float = Field(default=0.1, gt=0)
+    beam_center_x: float | None = Field(default=None, description="Pixels (default: centre).")
+    beam_center_y: float | None = Field(default=None, description="Pixels (default: centre).")
+    pixel_size_m: float = Field(default=75e-6, gt=0)
+    count_time: float = Field(default=0.001, gt=0, description="Exposure per image (s).")
+    frame_time: float = Field(default=0.001, gt=0, description="Time between images (s).")
+    sensor_material: str = "Si"
+    sensor_thickness_m: float = Field(default=450e-6, gt=0)
+    detector_description: str = "lclstreamer"
+    saturation_value: int | None = Field(default=None, ge=0)
+    user_data: dict[str, str] = Field(
+        default_factory=dict, description="Data source name -> key in each image's user_data."
+    )
+
+    def referenced(self) -> list[str]:
+        return [self.image, *self.user_data]
+
+
+class NumpySerializer(Model):
+    """One message per batch: a small JSON header (names, dtypes, shapes, sizes) and the
+    raw arrays, each optionally LZ4 or zstd compressed."""
+
+    type: Literal["numpy"]
+    fields: dict[str, str] = Field(min_length=1, description="Data source name -> array name.")
+    compression: Literal["none", "lz4", "zstd"] = "none"
+    compression_level: int | None = Field(default=None, ge=1, le=22, description="zstd only.")
+
+    @model_validator(mode="after")
+    def _level(self) -> NumpySerializer:
+        if self.compression_level is not None and self.compression != "zstd":
+            raise ValueError(f"compression {self.compression!r} takes no compression_level")
+        return self
+
+    def referenced(self) -> list[str]:
+        return list(self.fields)
+
+
+SerializerConfig = Annotated[
+    HDF5Serializer | MsgpackSerializer | SimplonSerializer | NumpySerializer,
+    Field(discriminator="type"),
+]
 
 
 class FileHandler(Model):
@@ -474,8 +781,55 @@ class NullHandler(Model):
     type: Literal["null"]
 
 
+class ZMQRepHandler(Model):
+    """Answer each consumer request (a ZeroMQ REQ socket, e.g. CrystFEL's
+    `--zmq-request=next`) with the next message of any rank.
+
+    Rank 0 binds `url` for the consumers and `backend_url` for the ranks; a rank is
+    handed a request only while it holds a message, so no request waits on a rank that
+    has finished. At the end of the run, requests nobody can answer are counted and
+    logged (their consumers wait for more data).
+    """
+
+    type: Literal["zmq_rep"]
+    url: str = Field(description="tcp://host:port the consumers connect to (rank 0 binds it).")
+    backend_url: str | None = Field(
+        default=None,
+        description="tcp://host:port where the ranks reach rank 0 (default: the port after "
+        "url's, on url's host, or 127.0.0.1 when url binds every interface).",
+    )
+    request_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds a rank waits for a request (none: forever)."
+    )
+    linger: float = Field(default=30.0, ge=0, description="Seconds allowed at close.")
+
+    @field_validator("url", "backend_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value.replace("*", "0.0.0.0"), ("tcp",))
+
+
+class ZMQPubHandler(Model):
+    """Publish every message on a ZeroMQ PUB socket, after a `topic` part when one is set
+    (CrystFEL's `--zmq-subscribe=TOPIC`)."""
+
+    type: Literal["zmq_pub"]
+    urls: list[str] = Field(min_length=1, description="tcp://host:port, ipc://path, ...")
+    mode: Literal["dial", "listen"] = "listen"
+    distribute: bool = Field(default=True, description="Rank r uses only urls[r % len(urls)].")
+    topic: str = Field(default="", description="Sent as a first message part when not empty.")
+    high_water_mark: int = Field(default=1000, gt=0, description="Messages queued per peer.")
+    linger: float = Field(default=5.0, ge=0)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        return [_check_url(u.replace("*", "0.0.0.0"), ("tcp", "ipc", "inproc")) for u in value]
+
+
 DataHandlerConfig = Annotated[
-    FileHandler | NNGPushHandler | ZMQPushHandler | NullHandler, Field(discriminator="type")
+    FileHandler | NNGPushHandler | ZMQPushHandler | NullHandler | ZMQRepHandler | ZMQPubHandler,
+    Field(discriminator="type"),
 ]
 
 # ---------------------------------------------------------------------------
@@ -545,21 +899,42 @@ Loc = tuple[str | int, ...]
 def cross_field_problems(cfg: PipelineConfig) -> list[tuple[Loc, str]]:
     """Problems that involve more than one section, each with its path (empty when consistent)."""
     problems: list[tuple[Loc, str]] = []
-    names = set(cfg.data_sources)
-    for field in cfg.data_serializer.fields:
+    inputs = set(cfg.data_sources)
+    pipe = cfg.processing_pipeline
+    for field in pipe.inputs():
+        if field not in inputs:
+            problems.append(
+                (
+                    ("processing_pipeline", "field"),
+                    f"{field!r} is not in data_sources (known: {', '.join(sorted(inputs))})",
+                )
+            )
+    names = pipe.outputs(inputs)
+    made = "" if pipe.type == "batch" else f" nor made by the {pipe.type} pipeline"
+    for field in cfg.data_serializer.referenced():
         if field not in names:
             problems.append(
                 (
-                    ("data_serializer", "fields", field),
-                    f"{field!r} is not in data_sources (known: {', '.join(sorted(names))})",
+                    ("data_serializer", *_field_loc(cfg.data_serializer, field)),
+                    f"{field!r} is not in data_sources{made} (known: {', '.join(sorted(names))})",
                 )
             )
     src = cfg.event_source
+    if isinstance(src, HDF5EventSource) and src.watch and cfg.data_serializer.type == "simplon":
+        problems.append(
+            (
+                ("data_serializer", "type"),
+                "simplon needs rank 0's first frame before any rank streams, which a watched"
+                " directory (event_source.watch) cannot give; use static files",
+            )
+        )
     provided: set[str] | None = None
     if isinstance(src, SyntheticEventSource):
         provided = set(src.detectors)
     elif isinstance(src, HDF5EventSource):
         provided = set(src.datasets)
+    elif isinstance(src, SyntheticTofEventSource):
+        provided = {src.detector}
     for name, ds in cfg.data_sources.items():
         here: Loc = ("data_sources", name)
         detector_like = isinstance(ds, DetectorData | ScalarData)
@@ -586,6 +961,15 @@ def cross_field_problems(cfg: PipelineConfig) -> list[tuple[Loc, str]]:
             if isinstance(ds, EventCodesData):
                 problems.append((here, "the hdf5 event source has no event codes"))
     return problems
+
+
+def _field_loc(ser: Any, field: str) -> Loc:
+    """Where a serializer names a field (for error locations)."""
+    if getattr(ser, "image", None) == field:
+        return ("image",)
+    if field in getattr(ser, "user_data", {}):
+        return ("user_data", field)
+    return ("fields", field)
 
 
 def _check_dataset_path(path: str, what: str) -> str:

@@ -97,6 +97,7 @@ class BatchPipeline:
     def __call__(self, events: Iterator[Event]) -> Iterator[Batch]:
         size = self.batch_size
         columns: dict[str, FieldColumn] | None = None
+        indices: list[int] = []
         seq = fill = first = 0
         for event in events:
             if columns is None:
@@ -106,14 +107,16 @@ class BatchPipeline:
                 }
             if fill == 0:
                 first = event.index
+                indices.clear()
                 for column in columns.values():
                     column.clear()
             for name, value in event.data.items():
                 columns[name].add(value, event.index)
+            indices.append(event.index)
             fill += 1
             if fill == size:
-                yield Batch(seq, first, fill, dict(columns))
+                yield Batch(seq, first, fill, dict(columns), indices)
                 seq += 1
                 fill = 0
         if fill and columns is not None:
-            yield Batch(seq, first, fill, dict(columns))
+            yield Batch(seq, first, fill, dict(columns), indices)

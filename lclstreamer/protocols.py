@@ -37,6 +37,13 @@ class StreamContext:
     max_events: int | None = None
     stop: Callable[[], bool] = field(default=lambda: False, compare=False)
     """True once the job was asked to stop (handlers give up waiting for peers)."""
+    comm: Any = field(default=None, compare=False)
+    """The job's process group (lclstreamer.mpi.Comm) for run-wide coordination; None
+    means a job of one process."""
+
+    def allgather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (a collective: every rank must call it, in the same order)."""
+        return [obj] if self.comm is None else self.comm.allgather(obj)
 
 
 class RawEvent(Protocol):
@@ -95,6 +102,8 @@ class Batch:
     first_event: int
     n_events: int
     columns: dict[str, Column] = field(default_factory=dict)
+    indices: list[int] = field(default_factory=list)
+    """The run index of each event (a rank's events are not consecutive)."""
 
     def array(self, name: str) -> np.ndarray:
         """Field `name` as an (n_events, ...) array."""
@@ -135,6 +144,32 @@ class Serializer(Protocol):
     suffix: str
 
     def __call__(self, batches: Iterator[Batch]) -> Iterator[memoryview | bytes]: ...
+
+
+@runtime_checkable
+class RunBracket(Protocol):
+    """A serializer whose run starts and ends with one message each (e.g. Simplon).
+
+    Rank 0 takes its first batch (None if it has none) and sends `opening(first)`; then
+    every rank `join`s rank 0's `series()` (e.g. the series date) before streaming. After
+    every rank has streamed and closed its handlers, rank 0 sends `closing(events)` with
+    the number of events of the whole run.
+    """
+
+    def opening(self, first: Batch | None) -> bytes: ...
+
+    def series(self) -> Any: ...
+
+    def join(self, series: Any) -> None: ...
+
+    def closing(self, events: int) -> bytes: ...
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A layer that counts what it did (drops, bytes per stage) for the run summary."""
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class DataHandler(AbstractContextManager, Protocol):

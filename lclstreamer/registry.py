@@ -9,20 +9,29 @@ from . import datasources
 from .errors import ConfigError
 from .handlers.simple import FileHandler, NullHandler
 from .handlers.sockets import NNGPushHandler, ZMQPushHandler
+from .handlers.zmq_serve import ZMQPubHandler, ZMQRepHandler
 from .pipeline import BatchPipeline
+from .pipelines.peakfinder import PeakFinderPipeline
+from .pipelines.peaknet import PeaknetPipeline
+from .pipelines.tof import TofPipeline
 from .serializers.hdf5 import HDF5Serializer
-from .sources.hdf5 import HDF5Source
+from .serializers.msgpack import MsgpackSerializer
+from .serializers.numpy import NumpySerializer
+from .serializers.simplon import SimplonSerializer
+from .sources.hdf5watch import hdf5_source
 from .sources.psana1 import Psana1Source
 from .sources.psana2 import Psana2Source
 from .sources.synthetic import SyntheticSource
+from .sources.tof import SyntheticTofSource
 
 Factory = Callable[..., Any]
 
 EVENT_SOURCES: Mapping[str, Factory] = {
     "synthetic": SyntheticSource,
-    "hdf5": HDF5Source,
+    "hdf5": hdf5_source,
     "psana1": Psana1Source,
     "psana2": Psana2Source,
+    "synthetic_tof": SyntheticTofSource,
 }
 
 DATA_SOURCES: Mapping[str, Factory] = {
@@ -39,15 +48,27 @@ DATA_SOURCES: Mapping[str, Factory] = {
     "run_info": datasources.run_info,
 }
 
-PIPELINES: Mapping[str, Factory] = {"batch": BatchPipeline}
+PIPELINES: Mapping[str, Factory] = {
+    "batch": BatchPipeline,
+    "peak_finder": PeakFinderPipeline,
+    "tof": TofPipeline,
+    "peaknet": PeaknetPipeline,
+}
 
-SERIALIZERS: Mapping[str, Factory] = {"hdf5": HDF5Serializer}
+SERIALIZERS: Mapping[str, Factory] = {
+    "hdf5": HDF5Serializer,
+    "msgpack": MsgpackSerializer,
+    "simplon": SimplonSerializer,
+    "numpy": NumpySerializer,
+}
 
 DATA_HANDLERS: Mapping[str, Factory] = {
     "file": FileHandler,
     "nng_push": NNGPushHandler,
     "zmq_push": ZMQPushHandler,
     "null": NullHandler,
+    "zmq_rep": ZMQRepHandler,
+    "zmq_pub": ZMQPubHandler,
 }
 
 LAYERS: Mapping[str, Mapping[str, Factory]] = {

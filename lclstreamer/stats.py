@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 
@@ -18,6 +18,8 @@ class RankStats:
     bytes: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    """Layer counters (pipeline drops, bytes per stage, ...), summed over ranks."""
 
 
 def summarize(ranks: list[RankStats]) -> dict[str, Any]:
@@ -29,6 +31,10 @@ def summarize(ranks: list[RankStats]) -> dict[str, Any]:
     seconds = max((r.seconds for r in ranks), default=0.0)
     events = sum(r.events for r in ranks)
     nbytes = sum(r.bytes for r in ranks)
+    counters: dict[str, int] = {}
+    for r in ranks:
+        for key, value in r.counters.items():
+            counters[key] = counters.get(key, 0) + value
     return {
         "events": events,
         "skipped": sum(r.skipped for r in ranks),
@@ -39,6 +45,7 @@ def summarize(ranks: list[RankStats]) -> dict[str, Any]:
         "MB/s": round(nbytes / 1e6 / seconds, 1) if seconds > 0 else 0.0,
         "ranks": len(ranks),
         "cpu_seconds": round(sum(r.cpu_seconds for r in ranks), 3),
+        **({"counters": counters} if counters else {}),
     }
 
 

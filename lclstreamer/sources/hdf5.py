@@ -81,6 +81,36 @@ class HDF5Event:
         return None
 
 
+def file_events(
+    f: _File, offset: int, total: int, ctx: StreamContext, block: int
+) -> Iterator[HDF5Event]:
+    """This rank's events of file `f`, whose first row is event `offset`, up to event
+    `total` (exclusive); rows are read as strided slices of `block` rows."""
+    rank, size = ctx.rank, ctx.size
+    end = min(f.length, total - offset)
+    first = (rank - offset) % size  # first row of this file that is ours
+    for rows in blocks(range(first, max(end, 0), size), block):
+        sel = slice(rows.start, rows[-1] + 1, size)
+        try:
+            data = {name: ds[sel] for name, ds in f.datasets.items()}
+        except OSError as exc:
+            raise SourceError(f"{f.path}: cannot read rows {sel}: {exc}") from None
+        for k, row in enumerate(rows):
+            yield HDF5Event(offset + row, data, k)
+
+
+def dataset_paths(cfg: HDF5EventSource) -> dict[str, str]:
+    """Name -> dataset path of everything the source reads (metadata under hidden names)."""
+    paths = {**cfg.datasets}
+    if cfg.photon_energy_ev:
+        paths["\0energy"] = cfg.photon_energy_ev
+    if cfg.timestamp:
+        paths["\0sec"] = cfg.timestamp.seconds
+        if cfg.timestamp.nanoseconds:
+            paths["\0nsec"] = cfg.timestamp.nanoseconds
+    return paths
+
+
 class HDF5Source:
     """This rank's rows (round-robin over the concatenation of all files), read by slices."""
 
@@ -90,13 +120,7 @@ class HDF5Source:
 
         self.cfg = cfg
         self.ctx = ctx
-        paths = {**cfg.datasets}
-        if cfg.photon_energy_ev:
-            paths["\0energy"] = cfg.photon_energy_ev
-        if cfg.timestamp:
-            paths["\0sec"] = cfg.timestamp.seconds
-            if cfg.timestamp.nanoseconds:
-                paths["\0nsec"] = cfg.timestamp.nanoseconds
+        paths = dataset_paths(cfg)
         self._files: list[_File] = []
         try:
             for path in expand_files(cfg.files):
@@ -135,19 +159,9 @@ class HDF5Source:
 
     def events(self) -> Iterator[HDF5Event]:
         total = limit(sum(f.length for f in self._files), self.ctx.max_events)
-        rank, size, block = self.ctx.rank, self.ctx.size, self.cfg.read_block
         offset = 0
         for f in self._files:
-            end = min(f.length, total - offset)
-            first = (rank - offset) % size  # first row of this file that is ours
-            for rows in blocks(range(first, max(end, 0), size), block):
-                sel = slice(rows.start, rows[-1] + 1, size)
-                try:
-                    data = {name: ds[sel] for name, ds in f.datasets.items()}
-                except OSError as exc:
-                    raise SourceError(f"{f.path}: cannot read rows {sel}: {exc}") from None
-                for k, row in enumerate(rows):
-                    yield HDF5Event(offset + row, data, k)
+            yield from file_events(f, offset, total, self.ctx, self.cfg.read_block)
             offset += f.length
             if offset >= total:
                 break

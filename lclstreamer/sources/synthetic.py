@@ -67,7 +67,9 @@ class SyntheticSource:
                     self._pool[name, k] = self._generate(name, k)
         self._codes = sorted(cfg.event_codes.items())
 
-    def _generate(self, name: str, number: int) -> np.ndarray:
+    def _generate(
+        self, name: str, number: int, positions: list[tuple[int, ...]] | None = None
+    ) -> np.ndarray:
         ordinal, det = self._dets[name]
         rng = np.random.default_rng([self.cfg.seed, ordinal, number])
         frame = make_frame(
@@ -78,9 +80,19 @@ class SyntheticSource:
             det.peaks,
             det.peak_intensity,
             det.peak_sigma,
+            positions,
         )
         frame.setflags(write=False)
         return frame
+
+    def injected_peaks(self, name: str, index: int) -> np.ndarray:
+        """Centres of the spots injected into detector `name` in event `index`: an
+        (peaks, ndim) int array of indices into the frame (for scoring peak finders)."""
+        det = self._dets[name][1]
+        number = index % self.cfg.pool_size if self.cfg.pool_size else index
+        positions: list[tuple[int, ...]] = []
+        self._generate(name, number, positions)
+        return np.array(positions, dtype=np.int64).reshape(-1, len(det.shape))
 
     def frame(self, name: str, index: int) -> np.ndarray | None:
         """The frame of detector `name` in event `index` (None if it is missing there)."""

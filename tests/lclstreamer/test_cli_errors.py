@@ -54,7 +54,8 @@ def test_unknown_type_lists_valid_ones(tmp_path):
         2,
         "data_handlers[0].type",
         "line",
-        "unknown type 'carrier_pigeon'; valid types: file, nng_push, null, zmq_push",
+        "unknown type 'carrier_pigeon'; valid types: file, nng_push, null, zmq_pub, zmq_push,"
+        " zmq_rep",
     )
 
 

@@ -94,6 +94,10 @@ def test_examples_are_valid():
         "synthetic-to-files.yaml",
         "synthetic-to-nng.yaml",
         "hdf5-to-nng.yaml",
+        "peaknet-training.yaml",
+        "tmo-tof.yaml",
+        "sfx-crystfel.yaml",
+        "sfx-simplon.yaml",
     }
     for path in examples:
         assert isinstance(load_config(path), m.LclstreamerConfig)

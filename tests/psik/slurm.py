@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ci import require
 from tests.support.ports import free_port
 
 CLUSTER = Path(__file__).resolve().parents[2] / "deploy" / "slurm" / "cluster.sh"
@@ -31,11 +32,7 @@ def slurm_cluster(tmp_path_factory):
 
     Outside CI a machine without SLURM skips; in CI (CI=true) that is a failure.
     """
-    if not _slurm_installed():
-        msg = "SLURM not installed (run: sudo deploy/slurm/install.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + " -- CI must run the SLURM tests")
-        pytest.skip(msg)
+    require(_slurm_installed(), "SLURM", "sudo bash deploy/slurm/install.sh")
     folder = tmp_path_factory.mktemp("slurm")
     ports = [str(free_port()), str(free_port())]
     out = subprocess.run(

@@ -26,15 +26,25 @@ def require(available: bool, what: str, how: str) -> None:
         unavailable(f"{what} not available", how)
 
 
-def require_executable(name: str, install: str) -> str:
-    """The path of program `name`, or `unavailable` saying how to `install` it."""
-    path = shutil.which(name)
+def require_executable(name: str, install: str, dirs: tuple[str, ...] = ()) -> str:
+    """The path of program `name` (on PATH or in `dirs`), or `unavailable` saying how to
+    `install` it."""
+    path = shutil.which(name) or next(
+        (p for d in dirs if os.access(p := os.path.join(d, name), os.X_OK)), None
+    )
     if path is None:
         unavailable(f"{name} not installed", install)
     return path
 
 
-def require_module(name: str, install: str) -> None:
-    """Go on if Python module `name` imports from here; otherwise `unavailable`."""
-    if importlib.util.find_spec(name) is None:
-        unavailable(f"Python module {name} not installed", install)
+def require_module(module: str, package: str) -> None:
+    """Go on if Python `module` (dotted names too) imports; otherwise `unavailable`,
+    saying to install PyPI `package`."""
+    try:
+        found = importlib.util.find_spec(module.split(".")[0]) is not None
+        if found and "." in module:
+            importlib.import_module(module)
+    except ImportError:
+        found = False
+    if not found:
+        unavailable(f"Python module {module} not installed", f"pip install {package}")
