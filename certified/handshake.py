@@ -74,7 +74,7 @@ class AlertingSSLProtocol(sslproto.SSLProtocol):
 def alerting_protocol_factory(
     protocol_factory: Callable[..., asyncio.BaseProtocol],
     context: ssl.SSLContext,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float = 60.0,  # asyncio's default, as uvicorn had it
 ) -> Callable[..., asyncio.BaseProtocol]:
     """A protocol factory for `loop.create_server(..., ssl=None)` that speaks TLS with
     `context` through `AlertingSSLProtocol` and hands the plaintext to `protocol_factory`'s

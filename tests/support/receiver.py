@@ -87,8 +87,11 @@ class Receiver:
                         }
                     )
                 self.send_response(status)
-                self.send_header("content-length", "0")
+                # a JSON body: upstream psik's client reads the content-type of the answer
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
                 self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, *args) -> None:
                 pass
