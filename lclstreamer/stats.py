@@ -18,6 +18,8 @@ class RankStats:
     bytes: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT before its share was done
+    error: str = ""  # why the rank stopped early (its one-line error), else ""
 
 
 def summarize(ranks: list[RankStats]) -> dict[str, Any]:

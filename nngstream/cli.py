@@ -34,6 +34,10 @@ _OPTION_NAMES = {
     "certified_config": "--certified-config",
     "linger": "--linger",
     "dial_timeout": "--dial-timeout",
+    "end_timeout": "--end-timeout",
+    "spill": "--spill",
+    "spill_max_bytes": "--spill-max-bytes",
+    "ready_file": "--ready-file",
 }
 
 serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -88,6 +92,16 @@ def serve(
         5.0, "--linger", help="seconds before giving up a delivery lost with a vanished consumer"
     ),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
+    end_timeout: float = typer.Option(
+        60.0, "--end-timeout", help="seconds to wait for consumers to leave after the end"
+    ),
+    spill: Path | None = typer.Option(
+        None, "--spill", help="directory: when full, keep messages on disk instead of blocking"
+    ),
+    spill_max_bytes: str = typer.Option("100GiB", "--spill-max-bytes", help="bound on spill"),
+    ready_file: Path | None = typer.Option(
+        None, "--ready-file", help="write the addresses in use (JSON) here once listening"
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
     logs.configure(verbose)
@@ -110,6 +124,10 @@ def serve(
             dial_out=dial_out,
             linger=linger,
             dial_timeout=dial_timeout,
+            end_timeout=end_timeout,
+            spill=spill,
+            spill_max_bytes=spill_max_bytes,
+            ready_file=ready_file,
         )
     except ValidationError as exc:
         raise _fail(_explain(exc), EXIT_USAGE) from None
@@ -193,6 +211,12 @@ def pull_cmd(
     typer.echo(str(report.messages) if count else json.dumps(report.as_dict()))
     if not count:
         progress(report)
+    if report.end is not None and report.end.lost_max:
+        typer.echo(
+            f"nngstream: warning: the buffer reports up to {report.end.lost_max} message(s)"
+            " lost with consumers that vanished (an upper bound)",
+            err=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,12 @@
-"""nngstream's contracts: buffer settings and the metrics record (pydantic v2)."""
+"""nngstream's contracts (pydantic v2): buffer settings, the metrics record, and the
+control messages consumers read (the end of stream). Other packages import these, never
+the engine."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -99,8 +101,27 @@ class BufferSettings(BaseModel):
         " confirmed (a consumer vanished with a message in flight) is given up",
     )
     dial_timeout: float = Field(default=10.0, gt=0, description="first connection when dialing")
+    end_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="at the end, seconds without a consumer leaving (each leaves at its end"
+        " message) after which the buffer closes anyway",
+    )
+    spill: Path | None = Field(
+        default=None,
+        description="directory for spill segments: when the memory bound is reached,"
+        " messages wait on disk (in order) instead of blocking producers",
+    )
+    spill_max_bytes: ByteSize = Field(
+        default=100 * 1024**3, description="bound on the payload bytes held in the spill"
+    )
+    ready_file: Path | None = Field(
+        default=None,
+        description="written (JSON: in_url, out_url, pid) once both sides listen or are dialed,"
+        " with the actual addresses (a tcp port 0 is replaced by the port chosen)",
+    )
 
-    @field_validator("max_bytes", mode="before")
+    @field_validator("max_bytes", "spill_max_bytes", mode="before")
     @classmethod
     def _size(cls, value: object) -> int:
         if isinstance(value, str | int) and not isinstance(value, bool):
@@ -127,8 +148,19 @@ class BufferSettings(BaseModel):
             raise ValueError("cb_secret (--cb-secret) given without a callback (--callback)")
         if self.certified_config is not None and self.callback is None:
             raise ValueError("certified_config (--certified-config) is only used for --callback")
-        if not self.dial_in and not self.dial_out and self.in_url == self.out_url:
+        if (
+            not self.dial_in
+            and not self.dial_out
+            and self.in_url == self.out_url
+            and not self.in_url.rstrip("/").endswith(":0")
+        ):
             raise ValueError("IN and OUT cannot listen on the same address")
+        if self.spill is not None and self.when_full is not WhenFull.BLOCK:
+            raise ValueError(
+                "--spill keeps every message: it cannot be combined with --when-full"
+                f" {self.when_full.value}"
+            )
+
         return self
 
 
@@ -150,3 +182,69 @@ class Metrics(BaseModel):
     bytes_out: int
     rate_in: float = Field(description="bytes/s received over the last interval")
     rate_out: float = Field(description="bytes/s sent over the last interval")
+    lost_max: int = Field(
+        default=0,
+        description="upper bound on messages lost: handed to consumers that vanished before"
+        " the end of the stream (NNG: what their connections carried; ZMQ: what was sent while"
+        " they were connected), plus deliveries the outlet could not confirm",
+    )
+    blocked: bool = Field(
+        default=False,
+        description="producers are held back: the buffer is full and no consumer is connected",
+    )
+    spilled: int = Field(default=0, description="messages written to the spill so far")
+    spilled_bytes: int = Field(default=0, description="payload bytes written to the spill")
+    spill_held: int = Field(default=0, description="messages in the spill now")
+    in_url: str = Field(default="", description="the IN address actually in use")
+    out_url: str = Field(default="", description="the OUT address actually in use")
+
+
+# -- control messages -------------------------------------------------------------------
+CONTROL_PREFIX = b"\x00NNGSTREAM\x00"
+"""A message starting with these 11 bytes is a control message from the buffer (its JSON
+body follows the prefix), never data. Producers must not send messages starting so."""
+CONTROL_MAX = 1 << 20  # control messages are smaller than this; larger messages are data
+
+
+class ProducerTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: int
+    bytes: int
+
+
+class EndOfStream(BaseModel):
+    """The last message a consumer receives from a stream that ended normally.
+
+    A consumer that loses its connection to the buffer before receiving one knows the
+    stream broke. The totals are the whole stream's (every consumer gets the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["end"] = "end"
+    recvd: int = Field(description="messages the buffer received from producers")
+    sent: int = Field(description="messages the buffer handed to consumers (all of them)")
+    bytes: int = Field(description="payload bytes handed to consumers")
+    dropped: int = Field(description="messages discarded by a drop policy")
+    lost_max: int = Field(description="upper bound on messages lost (see Metrics.lost_max)")
+    producers: dict[str, ProducerTotals] = Field(
+        default_factory=dict,
+        description="messages and bytes received per producer connection (NNG pipe id);"
+        " empty with a ZMQ IN, which does not say which connection a message came from",
+    )
+
+
+def encode_control(message: EndOfStream) -> bytes:
+    """The bytes of a control message on the wire."""
+    return CONTROL_PREFIX + message.model_dump_json().encode()
+
+
+def is_control(data: bytes | memoryview) -> bool:
+    return len(data) < CONTROL_MAX and data[: len(CONTROL_PREFIX)] == CONTROL_PREFIX
+
+
+def decode_control(data: bytes | memoryview) -> EndOfStream:
+    """The control message in `data` (ValueError if it is none or malformed)."""
+    if not is_control(data):
+        raise ValueError("not an nngstream control message")
+    return EndOfStream.model_validate_json(bytes(data[len(CONTROL_PREFIX) :]))

@@ -16,6 +16,8 @@ import pynng
 from pynng._nng import ffi, lib
 
 from .errors import NngstreamError
+from .models import CONTROL_MAX, CONTROL_PREFIX, EndOfStream, decode_control
+from .sides import asked_port_zero, with_port
 
 POLL_MS = 100  # how long a blocking call waits before the engine looks at its flags
 
@@ -47,12 +49,30 @@ def _attach(sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what:
 
 def _attach_or_close(
     sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what: str
-) -> None:
+) -> str:
+    """Attach (see `_attach`) and return the address in use (the port chosen for :0)."""
     try:
         _attach(sock, url, dial, dial_timeout, what)
     except BaseException:
         sock.close()
         raise
+    if not dial and asked_port_zero(url):
+        return with_port(url, int(str(sock.listeners[0].local_address).rsplit(":", 1)[1]))
+    return url
+
+
+def _control(msg: object, size: int) -> EndOfStream | None:
+    """The control message in `msg`, or None if it carries data (looks at one byte of
+    most data messages: control messages start with a zero byte)."""
+    if size >= CONTROL_MAX or ffi.cast("char *", lib.nng_msg_body(msg))[0] != b"\x00":
+        return None
+    data = ffi.buffer(lib.nng_msg_body(msg), size)
+    if data[: len(CONTROL_PREFIX)] != CONTROL_PREFIX:
+        return None
+    try:
+        return decode_control(data[:])
+    except ValueError:
+        return None
 
 
 class _PipeCounter:
@@ -99,7 +119,8 @@ class _PipeCounter:
 
 
 class NngInlet:
-    """Producers' side: an NNG Pull0 socket."""
+    """Producers' side: an NNG Pull0 socket. Counts messages and bytes per producer
+    connection (`per_producer`, written by the receiving thread only)."""
 
     def __init__(
         self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
@@ -109,7 +130,9 @@ class NngInlet:
         self._msg_p = ffi.new("nng_msg **")
         self._raw = self.sock.socket
         self.end_marker_seen = False
-        _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
+        self.end: EndOfStream | None = None  # the end message received, if any
+        self.per_producer: dict[int, list[int]] = {}  # pipe id -> [messages, bytes]
+        self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
 
     @property
     def peers(self) -> int:
@@ -125,7 +148,9 @@ class NngInlet:
 
     def recv(self, block: bool = True) -> tuple[object, int] | None:
         """One message and its size, or None after POLL_MS (or at once if not `block`).
-        Zero-length messages are end-of-stream markers: freed, never forwarded."""
+        Zero-length messages and control messages (an upstream buffer's end message) are
+        noted and freed, never returned."""
+        per_producer = self.per_producer
         while True:
             rc = lib.nng_recvmsg(self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK)
             if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
@@ -134,8 +159,16 @@ class NngInlet:
                 raise NngstreamError(f"receiving on IN failed: {_nng_error(rc)}")
             msg = self._msg_p[0]
             size = lib.nng_msg_len(msg)
-            if size:
+            if size and (end := _control(msg, size)) is None:
+                pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
+                if (tot := per_producer.get(pid)) is None:
+                    tot = per_producer[pid] = [0, 0]
+                tot[0] += 1
+                tot[1] += size
                 return msg, size
+            if size:
+                self.end = end
+            self.end_marker_seen = True
             lib.nng_msg_free(msg)
 
     def stop_accepting(self) -> None:
@@ -151,6 +184,10 @@ class NngInlet:
     @staticmethod
     def discard(item: object) -> None:
         lib.nng_msg_free(item)
+
+    @staticmethod
+    def body(item: object) -> memoryview:
+        return body(item)
 
     def close(self) -> None:
         self.sock.close()
@@ -169,12 +206,37 @@ class NngOutlet:
         self._sock_id = lib.nng_socket_id(self._raw)
         self._gone_tx = 0  # messages written by pipes that have gone away
         self._gone_pipes = 0
+        self._vanished_tx = 0  # messages written by pipes that went away before the end
+        self._ending = False
         self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
-        _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
+        self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
 
     @property
     def peers(self) -> int:
         return self._pipes.count
+
+    @property
+    def lost_max(self) -> int:
+        """Messages written to consumers that went away before the end of the stream."""
+        return self._vanished_tx
+
+    def begin_end(self) -> None:
+        """From now on consumers leaving is the end of the stream, not a loss."""
+        self._ending = True
+
+    @staticmethod
+    def new_message(size: int) -> tuple[object, memoryview]:
+        return new_message(size)
+
+    def send_control(self, payload: bytes) -> bool:
+        """Send a control message (a copy of `payload`); False if no consumer took it."""
+        msg, view = new_message(len(payload))
+        view[:] = payload
+        del view
+        if self.send(msg):
+            return True
+        lib.nng_msg_free(msg)
+        return False
 
     def send(self, item: object) -> bool:
         """Hand `item` to a consumer; False if none took it within POLL_MS."""
@@ -194,8 +256,11 @@ class NngOutlet:
         lib.nng_msg_free(item)
 
     def _pipe_gone(self, pipe_id: int) -> None:
-        self._gone_tx += _pipe_tx(self._sock_id).get(pipe_id, 0)
+        tx = _pipe_tx(self._sock_id).get(pipe_id, 0)
+        self._gone_tx += tx
         self._gone_pipes += 1
+        if not self._ending:
+            self._vanished_tx += tx
 
     def written(self) -> int:
         """Messages fully written to consumers' connections so far (NNG pipe statistics)."""

@@ -11,8 +11,8 @@ from pathlib import Path
 import zmq
 
 from . import nngio
-from .errors import NngstreamError
-from .models import Proto, check_url
+from .errors import NngstreamError, StreamBroken
+from .models import EndOfStream, Proto, check_url
 from .nngio import NngInlet, NngOutlet
 from .zmqio import ZmqInlet, ZmqOutlet
 
@@ -24,19 +24,23 @@ class Report:
     messages: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    end: EndOfStream | None = None  # pull: the buffer's end message
 
     @property
     def rate(self) -> float:
         """bytes per second"""
         return self.bytes / self.seconds if self.seconds > 0 else 0.0
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
             "messages": self.messages,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "rate": round(self.rate, 1),
         }
+        if self.end is not None:
+            out["end"] = self.end.model_dump()
+        return out
 
 
 Progress = Callable[[Report], None]
@@ -139,8 +143,9 @@ def pull(
     progress: Progress | None = None,
     progress_interval: float = 1.0,
 ) -> Report:
-    """Receive from `url` until the end of the stream (NNG: the buffer disconnects;
-    ZMQ: an empty frame), saving each message as OUT_DIR/NNNNNNNN.msg if asked."""
+    """Receive from `url` until the buffer's end message, saving each message as
+    OUT_DIR/NNNNNNNN.msg if asked. Raises StreamBroken when the connection to the buffer
+    is lost without an end message (an empty ZMQ frame, the old end marker, also ends)."""
     proto = Proto(proto)
     check_url(url, proto)
     if out_dir is not None:
@@ -150,33 +155,43 @@ def pull(
     inlet: NngInlet | ZmqInlet = ZmqInlet(ctx, url, **kw) if ctx else NngInlet(url, **kw)
     report = Report()
     t0 = last_msg = next_progress = time.monotonic()
+
+    def take(item: object, size: int) -> None:
+        report.messages += 1
+        report.bytes += size
+        if out_dir is not None:
+            (out_dir / f"{report.messages:08d}.msg").write_bytes(inlet.body(item))
+        inlet.discard(item)
+
     try:
         while True:
-            ended = inlet.end_marker_seen or (inlet.peers_seen and inlet.peers == 0)
             got = inlet.recv()
             now = time.monotonic()
-            if got is None:
-                if ended or inlet.end_marker_seen:
-                    break
-                if idle_timeout is not None and now - last_msg > idle_timeout:
-                    raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
+            if got is not None:
+                take(*got)
+                last_msg = now
+                if progress is not None and now >= next_progress:
+                    report.seconds = now - t0
+                    progress(report)
+                    next_progress = now + progress_interval
                 continue
-            item, size = got
-            last_msg = now
-            report.messages += 1
-            report.bytes += size
-            if out_dir is not None:
-                view = nngio.body(item) if ctx is None else item.buffer  # type: ignore[attr-defined]
-                (out_dir / f"{report.messages:08d}.msg").write_bytes(view)
-            if ctx is None:
-                inlet.discard(item)
-            if progress is not None and now >= next_progress:
-                report.seconds = now - t0
-                progress(report)
-                next_progress = now + progress_interval
+            if inlet.end_marker_seen:
+                break
+            if inlet.peers_seen and inlet.peers == 0:  # the buffer went away
+                while (got := inlet.recv(block=False)) is not None:
+                    take(*got)
+                if inlet.end_marker_seen:
+                    break
+                raise StreamBroken(
+                    f"stream broken after {report.messages} messages: the connection to"
+                    f" {url} closed without an end message"
+                )
+            if idle_timeout is not None and now - last_msg > idle_timeout:
+                raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
     finally:
         inlet.close()
         if ctx is not None:
             ctx.term()
+    report.end = inlet.end
     report.seconds = time.monotonic() - t0
     return report

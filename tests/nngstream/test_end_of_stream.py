@@ -1,0 +1,141 @@
+"""A stream ends only when it really ended: the end message on NNG and ZMQ, and a
+buffer killed with SIGKILL mid-stream under `mpirun -n 2 lclstreamer` and two
+`nngstream pull` consumers (real processes, real MPI)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.lclstreamer.helpers import MPIRUN, synthetic_config
+
+from .helpers import ROOT, metrics_lines, start_buffer, wait_exit, wait_until
+
+
+def _pull(spawn, url: str, proto: str, name: str):
+    return spawn(["nngstream", "pull", url, "--proto", proto], name=name, cwd=ROOT)
+
+
+def _streamer(spawn, tmp_path, proto: str, in_url: str, n: int, rate: float | None):
+    cfg = synthetic_config(tmp_path, n=n, batch=2, shape=(8, 32, 32), rate_limit_hz=rate)
+    cfg["data_handlers"] = [{"type": f"{proto}_push", "urls": [in_url]}]
+    path = tmp_path / "stream.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return spawn(
+        [MPIRUN, "-n", "2", "lclstreamer", "-c", str(path), "--no-progress"],
+        name="lclstreamer",
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("proto", ["nng", "zmq"])
+def test_normal_end_consumers_exit_0_after_the_end_message(spawn, free_port, tmp_path, proto):
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--in-proto", proto, "--out-proto", proto, "--producers", "2"
+    )
+    out_url = f"tcp://127.0.0.1:{out_port}"
+    pulls = [_pull(spawn, out_url, proto, f"pull{i}") for i in range(2)]
+    wait_until(lambda: final_consumers(buf) == 2, 30, "both consumers to connect")
+    lcl = _streamer(spawn, tmp_path, proto, f"tcp://127.0.0.1:{in_port}", 120, None)
+    assert wait_exit(lcl, 90) == 0, lcl.stderr()
+    summary = json.loads(lcl.stdout().strip().splitlines()[-1])
+    assert summary["complete"] is True and summary["batches"] == 60
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    reports = []
+    for p in pulls:
+        assert wait_exit(p, 30) == 0, p.stderr()
+        reports.append(json.loads(p.stdout().strip().splitlines()[-1]))
+    assert sum(r["messages"] for r in reports) == 60
+    for r in reports:  # the same totals reach every consumer
+        end = r["end"]
+        assert (end["type"], end["recvd"], end["sent"], end["lost_max"]) == ("end", 60, 60, 0)
+        if proto == "nng":  # one entry per rank's connection
+            assert sorted(t["messages"] for t in end["producers"].values()) == [30, 30]
+
+
+def final_consumers(buf) -> int:
+    lines = metrics_lines(buf)
+    return lines[-1]["consumers"] if lines else 0
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("proto", ["nng", "zmq"])
+def test_buffer_killed_mid_stream(spawn, free_port, tmp_path, proto):
+    """SIGKILL of the buffer: consumers exit non-zero within 5 s saying the stream broke;
+    both ranks exit non-zero within 30 s, rank 0's summary says what was sent and that
+    the run did not complete."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--in-proto", proto, "--out-proto", proto,
+        "--metrics-interval", "0.2",
+    )  # fmt: skip
+    out_url = f"tcp://127.0.0.1:{out_port}"
+    pulls = [_pull(spawn, out_url, proto, f"pull{i}") for i in range(2)]
+    wait_until(lambda: final_consumers(buf) == 2, 30, "both consumers to connect")
+    lcl = _streamer(spawn, tmp_path, proto, f"tcp://127.0.0.1:{in_port}", 100_000, 100.0)
+    wait_until(lambda: metrics_lines(buf)[-1]["sent"] >= 20, 60, "20 messages to flow")
+    buf.signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    for p in pulls:
+        assert wait_exit(p, 5) != 0
+        assert "stream broken after" in p.stderr(), p.stderr()
+    assert time.monotonic() - t0 < 5
+    code = wait_exit(lcl, 30)
+    assert time.monotonic() - t0 < 30
+    assert code != 0
+    summary = json.loads(lcl.stdout().strip().splitlines()[-1])
+    assert summary["complete"] is False and summary["events"] > 0, summary
+    assert any("the buffer is gone" in e for e in summary["errors"]), summary
+    assert "the buffer is gone" in lcl.stderr()
+
+
+def test_pull_without_buffer_end_message_is_broken(spawn, free_port):
+    """A plain Pull0 'buffer' that sends two messages and closes: pull says broken, exit 1."""
+    import pynng
+
+    port = free_port()
+    with pynng.Push0(listen=f"tcp://127.0.0.1:{port}") as sock:
+        pull = spawn(["nngstream", "pull", f"tcp://127.0.0.1:{port}"], name="pull", cwd=ROOT)
+        wait_until(lambda: len(sock.pipes) == 1, 20, "pull to connect")
+        sock.send(b"one")
+        sock.send(b"two")
+        time.sleep(0.3)
+    assert wait_exit(pull, 10) == 1
+    assert "stream broken after 2 messages" in pull.stderr()
+
+
+def test_ready_file_and_port_zero(tmp_path):
+    """tcp://HOST:0 on both sides: the ready file and the first metrics line give the
+    ports chosen, and they work."""
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nngstream", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0",
+         "--ready-file", str(ready), "--idle-timeout", "20"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        first = json.loads(proc.stdout.readline())
+        doc = json.loads(ready.read_text())
+        assert doc["pid"] == proc.pid
+        assert (first["in_url"], first["out_url"]) == (doc["in_url"], doc["out_url"])
+        ports = {int(doc[k].rsplit(":", 1)[1]) for k in ("in_url", "out_url")}
+        assert 0 not in ports and len(ports) == 2
+        import pynng
+
+        with pynng.Pull0(dial=doc["out_url"], recv_timeout=10_000) as pull:
+            with pynng.Push0(dial=doc["in_url"]) as push:
+                push.send(b"hello")
+                assert pull.recv() == b"hello"
+    finally:
+        proc.terminate()
+        proc.wait(30)
