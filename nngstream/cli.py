@@ -15,7 +15,7 @@ from .engine import Buffer
 from .errors import NngstreamError
 from .fifo import WhenFull
 from .lifecycle import State
-from .models import BufferSettings, Proto
+from .models import BufferSettings, Delivery, Proto
 from .sizes import format_size
 
 EXIT_FAILED = 1  # the buffer ended in state failed, or an address could not be used
@@ -74,6 +74,9 @@ def serve(
     max_bytes: str = typer.Option("1GiB", "--max-bytes", help="bound on buffered bytes"),
     max_messages: int = typer.Option(100_000, "--max-messages", help="bound on messages"),
     when_full: WhenFull = typer.Option(WhenFull.BLOCK, "--when-full"),
+    delivery: Delivery = typer.Option(
+        Delivery.AT_MOST_ONCE, "--delivery", help="acked: credit, acks, redelivery (NNG)"
+    ),
     metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="seconds"),
     callback: str | None = typer.Option(None, "--callback", help="URL for signed metrics"),
     cb_secret: str | None = typer.Option(None, "--cb-secret", help="HMAC key of callbacks"),
@@ -114,6 +117,7 @@ def serve(
             max_bytes=max_bytes,
             max_messages=max_messages,
             when_full=when_full,
+            delivery=delivery,
             metrics_interval=metrics_interval,
             callback=callback,
             cb_secret=cb_secret,
@@ -184,6 +188,9 @@ def pull_cmd(
     out: Path | None = typer.Option(None, "--out", help="save messages as DIR/NNNNNNNN.msg"),
     count: bool = typer.Option(False, "--count", help="print only the number of messages"),
     proto: Proto = typer.Option(Proto.NNG, "--proto"),
+    delivery: Delivery = typer.Option(
+        Delivery.AT_MOST_ONCE, "--delivery", help="acked: the buffer runs --delivery acked"
+    ),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="seconds"),
     idle_timeout: float | None = typer.Option(
         None, "--idle-timeout", help="give up after this many seconds without a message"
@@ -202,6 +209,7 @@ def pull_cmd(
             url,
             proto,
             out_dir=out,
+            delivery=delivery,
             dial_timeout=dial_timeout,
             idle_timeout=idle_timeout,
             progress=None if count else progress,

@@ -18,11 +18,12 @@ from typing import TextIO
 
 import zmq
 
+from .acked import AckedNngOutlet
 from .callback import CallbackPoster
 from .errors import NngstreamError
 from .lifecycle import Event, Observation, State, next_event, transition
 from .metrics import RateMeter, snapshot
-from .models import BufferSettings, Metrics, Proto
+from .models import BufferSettings, Delivery, Metrics, Proto
 from .nngio import NngInlet, NngOutlet
 from .pump import Pump
 from .sides import Inlet, Outlet
@@ -146,7 +147,7 @@ class Buffer:
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        return NngInlet(s.in_url, **kw)
+        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED, **kw)
 
     def _open_outlet(self) -> Outlet:
         s = self.settings
@@ -154,6 +155,8 @@ class Buffer:
         if s.out_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqOutlet(self._ctx, s.out_url, **kw)
+        if s.delivery is Delivery.ACKED:
+            return AckedNngOutlet(s.out_url, **kw)
         return NngOutlet(s.out_url, **kw)
 
     def _write_ready_file(self) -> None:
@@ -290,6 +293,7 @@ class Buffer:
             nbytes,
             self._rates.rates(c.bytes_in, c.bytes_out, update_rates) if c else (0.0, 0.0),
             lost_max=pump.lost_max() if pump is not None else 0,
+            redelivered=getattr(self._outlet, "redelivered", 0),
             blocked=self._blocked(),
             spilled=spill.total_messages if spill is not None else 0,
             spilled_bytes=spill.total_bytes if spill is not None else 0,

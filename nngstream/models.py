@@ -4,6 +4,7 @@ the engine."""
 
 from __future__ import annotations
 
+import struct
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +14,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -21,6 +24,11 @@ from pydantic import (
 from .fifo import WhenFull
 from .lifecycle import State
 from .sizes import parse_size
+
+
+class Delivery(StrEnum):
+    AT_MOST_ONCE = "at-most-once"  # Push0/PUSH round-robin; a consumer that dies loses what it held
+    ACKED = "acked"  # credit and acknowledgements; unacknowledged messages are redelivered
 
 
 class Proto(StrEnum):
@@ -75,6 +83,7 @@ class BufferSettings(BaseModel):
     max_bytes: ByteSize = Field(default=1024**3, description="bound on buffered bytes")
     max_messages: int = Field(default=100_000, ge=1, description="bound on buffered messages")
     when_full: WhenFull = WhenFull.BLOCK
+    delivery: Delivery = Delivery.AT_MOST_ONCE
     metrics_interval: float = Field(default=10.0, gt=0, description="seconds between reports")
     callback: str | None = Field(default=None, description="URL receiving signed metrics")
     cb_secret: str | None = Field(default=None, description="HMAC-SHA256 key for callbacks")
@@ -155,6 +164,13 @@ class BufferSettings(BaseModel):
             and not self.in_url.rstrip("/").endswith(":0")
         ):
             raise ValueError("IN and OUT cannot listen on the same address")
+        if self.delivery is Delivery.ACKED and (
+            self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
+        ):
+            raise ValueError(
+                "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
+                " and a listening OUT (no --dial-out)"
+            )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(
                 "--spill keeps every message: it cannot be combined with --when-full"
@@ -192,6 +208,9 @@ class Metrics(BaseModel):
         default=False,
         description="producers are held back: the buffer is full and no consumer is connected",
     )
+    redelivered: int = Field(
+        default=0, description="acked delivery: messages taken back from consumers that left"
+    )
     spilled: int = Field(default=0, description="messages written to the spill so far")
     spilled_bytes: int = Field(default=0, description="payload bytes written to the spill")
     spill_held: int = Field(default=0, description="messages in the spill now")
@@ -227,6 +246,7 @@ class EndOfStream(BaseModel):
     bytes: int = Field(description="payload bytes handed to consumers")
     dropped: int = Field(description="messages discarded by a drop policy")
     lost_max: int = Field(description="upper bound on messages lost (see Metrics.lost_max)")
+    redelivered: int = Field(default=0, description="acked delivery: messages redelivered")
     producers: dict[str, ProducerTotals] = Field(
         default_factory=dict,
         description="messages and bytes received per producer connection (NNG pipe id);"
@@ -234,7 +254,42 @@ class EndOfStream(BaseModel):
     )
 
 
-def encode_control(message: EndOfStream) -> bytes:
+class Credit(BaseModel):
+    """Acked delivery, consumer -> buffer: hold at most `credit` unacknowledged messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["credit"] = "credit"
+    credit: int = Field(ge=1)
+
+
+class Ack(BaseModel):
+    """Acked delivery, consumer -> buffer: `n` more messages processed (in arrival order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ack"] = "ack"
+    n: int = Field(ge=1)
+
+
+ENVELOPE = struct.Struct("<QQ")
+"""Acked delivery: what precedes each data message's payload: producer connection id
+and that producer's sequence number (from 0), little-endian u64s."""
+
+_ConsumerControl = TypeAdapter(Annotated[Credit | Ack, Field(discriminator="type")])
+
+
+def decode_consumer_control(data: bytes | memoryview) -> Credit | Ack:
+    """A consumer's credit or ack message (ValueError if `data` is neither)."""
+    if not is_control(data):
+        raise ValueError("not an nngstream control message")
+    try:
+        return _ConsumerControl.validate_json(bytes(data[len(CONTROL_PREFIX) :]))
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def encode_control(message: EndOfStream | Credit | Ack) -> bytes:
     """The bytes of a control message on the wire."""
     return CONTROL_PREFIX + message.model_dump_json().encode()
 
@@ -247,4 +302,7 @@ def decode_control(data: bytes | memoryview) -> EndOfStream:
     """The control message in `data` (ValueError if it is none or malformed)."""
     if not is_control(data):
         raise ValueError("not an nngstream control message")
-    return EndOfStream.model_validate_json(bytes(data[len(CONTROL_PREFIX) :]))
+    try:
+        return EndOfStream.model_validate_json(bytes(data[len(CONTROL_PREFIX) :]))
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None

@@ -123,9 +123,16 @@ class NngInlet:
     connection (`per_producer`, written by the receiving thread only)."""
 
     def __init__(
-        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+        self,
+        url: str,
+        *,
+        dial: bool,
+        dial_timeout: float,
+        on_change: Callable[[], None],
+        stamp: bool = False,
     ) -> None:
         self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
+        self._stamp = stamp  # note each message's per-producer sequence (acked delivery)
         self._pipes = _PipeCounter(self.sock, on_change)
         self._msg_p = ffi.new("nng_msg **")
         self._raw = self.sock.socket
@@ -163,6 +170,9 @@ class NngInlet:
                 pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
                 if (tot := per_producer.get(pid)) is None:
                     tot = per_producer[pid] = [0, 0]
+                if self._stamp:  # the sequence travels in the message's NNG header
+                    lib.nng_msg_header_clear(msg)
+                    lib.nng_msg_header_append_u64(msg, tot[0])
                 tot[0] += 1
                 tot[1] += size
                 return msg, size

@@ -271,6 +271,7 @@ class Pump:
             bytes=c.bytes_out,
             dropped=c.dropped,
             lost_max=self.lost_max(),
+            redelivered=getattr(self.outlet, "redelivered", 0),
             producers={str(k): ProducerTotals(messages=v[0], bytes=v[1]) for k, v in per.items()},
         )
 

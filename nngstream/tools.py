@@ -12,7 +12,7 @@ import zmq
 
 from . import nngio
 from .errors import NngstreamError, StreamBroken
-from .models import EndOfStream, Proto, check_url
+from .models import Delivery, EndOfStream, Proto, check_url
 from .nngio import NngInlet, NngOutlet
 from .zmqio import ZmqInlet, ZmqOutlet
 
@@ -25,6 +25,7 @@ class Report:
     bytes: int = 0
     seconds: float = 0.0
     end: EndOfStream | None = None  # pull: the buffer's end message
+    duplicates: int = 0  # pull, acked delivery: messages received again and dropped
 
     @property
     def rate(self) -> float:
@@ -40,6 +41,8 @@ class Report:
         }
         if self.end is not None:
             out["end"] = self.end.model_dump()
+        if self.duplicates:
+            out["duplicates"] = self.duplicates
         return out
 
 
@@ -138,6 +141,7 @@ def pull(
     proto: Proto = Proto.NNG,
     *,
     out_dir: Path | None = None,
+    delivery: Delivery = Delivery.AT_MOST_ONCE,
     dial_timeout: float = 10.0,
     idle_timeout: float | None = None,
     progress: Progress | None = None,
@@ -150,6 +154,10 @@ def pull(
     check_url(url, proto)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if Delivery(delivery) is Delivery.ACKED:
+        if proto is not Proto.NNG:
+            raise NngstreamError("--delivery acked is NNG only")
+        return _pull_acked(url, out_dir, dial_timeout, progress, progress_interval)
     ctx = zmq.Context() if proto is Proto.ZMQ else None
     kw = {"dial": True, "dial_timeout": dial_timeout, "on_change": lambda: None}
     inlet: NngInlet | ZmqInlet = ZmqInlet(ctx, url, **kw) if ctx else NngInlet(url, **kw)
@@ -193,5 +201,38 @@ def pull(
         if ctx is not None:
             ctx.term()
     report.end = inlet.end
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _pull_acked(
+    url: str,
+    out_dir: Path | None,
+    dial_timeout: float,
+    progress: Progress | None,
+    progress_interval: float,
+) -> Report:
+    """`pull` against a buffer running `--delivery acked`: each message is acknowledged
+    once it is saved; duplicates (by producer and sequence) are dropped and counted."""
+    from .acked import AckedConsumer
+
+    consumer = AckedConsumer(url, dial_timeout=dial_timeout)
+    report = Report()
+    t0 = next_progress = time.monotonic()
+    try:
+        for _producer, _seq, payload in consumer.messages(lambda: report.messages):
+            report.messages += 1
+            report.bytes += len(payload)
+            if out_dir is not None:
+                (out_dir / f"{report.messages:08d}.msg").write_bytes(payload)
+            now = time.monotonic()
+            if progress is not None and now >= next_progress:
+                report.seconds = now - t0
+                progress(report)
+                next_progress = now + progress_interval
+    finally:
+        consumer.close()
+    report.end = consumer.end
+    report.duplicates = consumer.duplicates
     report.seconds = time.monotonic() - t0
     return report

@@ -1,7 +1,7 @@
 """Test producers and consumers for nngstream, run as subprocesses.
 
     python peers.py produce URL --id P --count N [--proto nng|zmq] [--sizes mixed|SIZE]
-    python peers.py consume URL --out FILE [--proto nng|zmq] [--delay S]
+    python peers.py consume URL --out FILE [--proto nng|zmq] [--delay S] [--acked]
 
 A message is a 16-byte header `<IQI` (producer, sequence, size) followed by filler
 bytes derived from (producer, sequence), so a consumer can check each one. Producers
@@ -99,7 +99,65 @@ def end_message(data: bytes) -> dict | None:
     return json.loads(data[len(END_PREFIX) :])
 
 
+def consume_acked(args: argparse.Namespace) -> int:
+    """The acked protocol of docs/nngstream.md with a plain Pair1 socket: credit 2, a
+    16-byte envelope (producer, sequence) before each payload, one ack per message once
+    processed (then `acked P S` is printed), duplicates dropped by (producer, sequence)."""
+    import pynng
+
+    envelope = struct.Struct("<QQ")
+    live: set[int] = set()
+    seen_peer = threading.Event()
+
+    def added(pipe: pynng.Pipe) -> None:
+        live.add(pipe.id)
+        seen_peer.set()
+
+    sock = pynng.Pair1(recv_max_size=0, recv_timeout=200)
+    sock.add_post_pipe_connect_cb(added)
+    sock.add_post_pipe_remove_cb(lambda pipe: live.discard(pipe.id))
+    sock.dial(args.url, block=True)
+    sock.send(END_PREFIX + json.dumps({"type": "credit", "credit": 2}).encode())
+    received: list[tuple[int, int]] = []
+    keys: set[tuple[int, int]] = set()
+    duplicates, nbytes, eos, end = 0, 0, None, None
+    while True:
+        try:
+            data = sock.recv()
+        except pynng.Timeout:
+            if seen_peer.is_set() and not live:
+                eos = "broken"
+                break
+            continue
+        if (end := end_message(data)) is not None:
+            eos = "end"
+            break
+        producer, seq = envelope.unpack_from(data)
+        if args.delay:
+            time.sleep(args.delay)
+        if (producer, seq) in keys:
+            duplicates += 1
+        else:
+            _p, s, n = check(data[envelope.size :])
+            keys.add((producer, seq))
+            received.append((_p, s))
+            nbytes += n
+        sock.send(END_PREFIX + json.dumps({"type": "ack", "n": 1}).encode())
+        print(f"acked {received[-1][0]} {received[-1][1]}", flush=True)
+        print(f"got {len(received)}", flush=True)
+    sock.close()
+    with open(args.out, "w") as f:
+        json.dump(
+            {"received": received, "bytes": nbytes, "eos": eos, "end": end,
+             "duplicates": duplicates}, f,
+        )  # fmt: skip
+    print("eos", eos, flush=True)
+    return BROKEN if eos == "broken" else 0
+
+
 def consume(args: argparse.Namespace) -> int:
+    if args.acked:
+        return consume_acked(args)
     received: list[tuple[int, int]] = []
     nbytes = 0
     eos = None
@@ -200,6 +258,7 @@ def main() -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--proto", default="nng")
     c.add_argument("--delay", type=float, default=0.0)
+    c.add_argument("--acked", action="store_true", help="speak the acked protocol")
     args = ap.parse_args()
     return produce(args) if args.cmd == "produce" else consume(args)
 

@@ -132,10 +132,12 @@ def test_ready_file_and_port_zero(tmp_path):
         assert 0 not in ports and len(ports) == 2
         import pynng
 
-        with pynng.Pull0(dial=doc["out_url"], recv_timeout=10_000) as pull:
-            with pynng.Push0(dial=doc["in_url"]) as push:
-                push.send(b"hello")
-                assert pull.recv() == b"hello"
+        with (
+            pynng.Pull0(dial=doc["out_url"], recv_timeout=10_000) as pull,
+            pynng.Push0(dial=doc["in_url"]) as push,
+        ):
+            push.send(b"hello")
+            assert pull.recv() == b"hello"
     finally:
         proc.terminate()
         proc.wait(30)
