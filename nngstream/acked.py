@@ -310,5 +310,3 @@ class AckedConsumer:
     def close(self) -> None:
         self.ack()
         self.sock.close()
-
-
