@@ -195,8 +195,14 @@ def pull_cmd(
     idle_timeout: float | None = typer.Option(
         None, "--idle-timeout", help="give up after this many seconds without a message"
     ),
+    check: str | None = typer.Option(
+        None, "--check", help="hdf5: report per-producer gaps from the rank/seq attributes"
+    ),
 ) -> None:
     from .tools import Report, pull
+
+    if check not in (None, "hdf5"):
+        raise _fail(f"--check: unknown format {check!r} (known: hdf5)", EXIT_USAGE)
 
     def progress(r: Report) -> None:
         typer.echo(
@@ -213,12 +219,20 @@ def pull_cmd(
             dial_timeout=dial_timeout,
             idle_timeout=idle_timeout,
             progress=None if count else progress,
+            check_hdf5=check == "hdf5",
         )
     except (NngstreamError, ValueError, OSError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     typer.echo(str(report.messages) if count else json.dumps(report.as_dict()))
     if not count:
         progress(report)
+    if report.sequence is not None and report.sequence["gaps"]:
+        typer.echo(
+            f"nngstream: warning: {report.sequence['gaps']} message(s) missing from the"
+            " per-producer sequences received here (with several consumers, those the"
+            " others received count too)",
+            err=True,
+        )
     if report.end is not None and report.end.lost_max:
         typer.echo(
             f"nngstream: warning: the buffer reports up to {report.end.lost_max} message(s)"

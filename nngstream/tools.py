@@ -11,6 +11,7 @@ from pathlib import Path
 import zmq
 
 from . import nngio
+from .accounting import SequenceCheck, hdf5_rank_seq
 from .errors import NngstreamError, StreamBroken
 from .models import Delivery, EndOfStream, Proto, check_url
 from .nngio import NngInlet, NngOutlet
@@ -26,6 +27,7 @@ class Report:
     seconds: float = 0.0
     end: EndOfStream | None = None  # pull: the buffer's end message
     duplicates: int = 0  # pull, acked delivery: messages received again and dropped
+    sequence: dict | None = None  # pull --check hdf5: per-producer gaps (accounting.py)
 
     @property
     def rate(self) -> float:
@@ -43,6 +45,8 @@ class Report:
             out["end"] = self.end.model_dump()
         if self.duplicates:
             out["duplicates"] = self.duplicates
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
         return out
 
 
@@ -146,10 +150,12 @@ def pull(
     idle_timeout: float | None = None,
     progress: Progress | None = None,
     progress_interval: float = 1.0,
+    check_hdf5: bool = False,
 ) -> Report:
     """Receive from `url` until the buffer's end message, saving each message as
     OUT_DIR/NNNNNNNN.msg if asked. Raises StreamBroken when the connection to the buffer
-    is lost without an end message (an empty ZMQ frame, the old end marker, also ends)."""
+    is lost without an end message (an empty ZMQ frame, the old end marker, also ends).
+    With `check_hdf5`, each message's (rank, seq) attributes are checked for gaps."""
     proto = Proto(proto)
     check_url(url, proto)
     if out_dir is not None:
@@ -157,11 +163,12 @@ def pull(
     if Delivery(delivery) is Delivery.ACKED:
         if proto is not Proto.NNG:
             raise NngstreamError("--delivery acked is NNG only")
-        return _pull_acked(url, out_dir, dial_timeout, progress, progress_interval)
+        return _pull_acked(url, out_dir, dial_timeout, progress, progress_interval, check_hdf5)
     ctx = zmq.Context() if proto is Proto.ZMQ else None
     kw = {"dial": True, "dial_timeout": dial_timeout, "on_change": lambda: None}
     inlet: NngInlet | ZmqInlet = ZmqInlet(ctx, url, **kw) if ctx else NngInlet(url, **kw)
     report = Report()
+    seqs = SequenceCheck() if check_hdf5 else None
     t0 = last_msg = next_progress = time.monotonic()
 
     def take(item: object, size: int) -> None:
@@ -169,6 +176,8 @@ def pull(
         report.bytes += size
         if out_dir is not None:
             (out_dir / f"{report.messages:08d}.msg").write_bytes(inlet.body(item))
+        if seqs is not None:
+            _check(seqs, inlet.body(item), report.messages)
         inlet.discard(item)
 
     try:
@@ -201,8 +210,16 @@ def pull(
         if ctx is not None:
             ctx.term()
     report.end = inlet.end
+    report.sequence = seqs.report() if seqs is not None else None
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _check(seqs: SequenceCheck, payload: memoryview, n: int) -> None:
+    try:
+        seqs.add(*hdf5_rank_seq(payload))
+    except ValueError as exc:
+        raise NngstreamError(f"message {n}: {exc} (--check hdf5)") from None
 
 
 def _pull_acked(
@@ -211,6 +228,7 @@ def _pull_acked(
     dial_timeout: float,
     progress: Progress | None,
     progress_interval: float,
+    check_hdf5: bool,
 ) -> Report:
     """`pull` against a buffer running `--delivery acked`: each message is acknowledged
     once it is saved; duplicates (by producer and sequence) are dropped and counted."""
@@ -218,11 +236,14 @@ def _pull_acked(
 
     consumer = AckedConsumer(url, dial_timeout=dial_timeout)
     report = Report()
+    seqs = SequenceCheck() if check_hdf5 else None
     t0 = next_progress = time.monotonic()
     try:
         for _producer, _seq, payload in consumer.messages(lambda: report.messages):
             report.messages += 1
             report.bytes += len(payload)
+            if seqs is not None:
+                _check(seqs, payload, report.messages)
             if out_dir is not None:
                 (out_dir / f"{report.messages:08d}.msg").write_bytes(payload)
             now = time.monotonic()
@@ -234,5 +255,6 @@ def _pull_acked(
         consumer.close()
     report.end = consumer.end
     report.duplicates = consumer.duplicates
+    report.sequence = seqs.report() if seqs is not None else None
     report.seconds = time.monotonic() - t0
     return report

@@ -141,3 +141,48 @@ def test_ready_file_and_port_zero(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_pull_reports_sequence_gaps_from_hdf5_attributes(spawn, free_port, tmp_path):
+    """drop-oldest with no consumer: the consumer that comes later finds the dropped
+    batches as gaps in each rank's sequence (from the batches' rank/seq attributes)."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--max-messages", "6", "--when-full", "drop-oldest",
+        "--producers", "2",
+    )  # fmt: skip
+    lcl = _streamer(spawn, tmp_path, "nng", f"tcp://127.0.0.1:{in_port}", 80, None)
+    assert wait_exit(lcl, 90) == 0, lcl.stderr()
+    pull = spawn(
+        ["nngstream", "pull", f"tcp://127.0.0.1:{out_port}", "--check", "hdf5"],
+        name="pull",
+        cwd=ROOT,
+    )
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    assert wait_exit(pull, 30) == 0, pull.stderr()
+    report = json.loads(pull.stdout().strip().splitlines()[-1])
+    seq = report["sequence"]
+    assert report["end"]["dropped"] > 0 and 0 < seq["gaps"] <= report["end"]["dropped"]
+    highest = sum(p["highest"] + 1 for p in seq["producers"].values())
+    assert seq["gaps"] + report["messages"] == highest
+    assert seq["duplicates"] == 0 and "missing from the per-producer sequences" in pull.stderr()
+
+
+def test_pull_check_rejects_a_message_that_is_not_an_hdf5_batch(spawn, free_port, tmp_path):
+    in_port, out_port = free_port(), free_port()
+    start_buffer(spawn, in_port, out_port)
+    pull = spawn(
+        ["nngstream", "pull", f"tcp://127.0.0.1:{out_port}", "--check", "hdf5"],
+        name="pull",
+        cwd=ROOT,
+    )
+    f = tmp_path / "junk.bin"
+    f.write_bytes(b"not hdf5" * 10)
+    subprocess.run(
+        ["nngstream", "push", str(f), "--to", f"tcp://127.0.0.1:{in_port}"],
+        check=True, cwd=ROOT, timeout=30, capture_output=True,
+    )  # fmt: skip
+    assert wait_exit(pull, 30) == 1
+    assert "message 1: not an HDF5 batch with rank and seq attributes" in pull.stderr()
