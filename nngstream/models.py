@@ -171,6 +171,8 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
+        if self.spill is not None and self.delivery is Delivery.ACKED:
+            raise ValueError("--spill cannot be combined with --delivery acked (not supported)")
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(
                 "--spill keeps every message: it cannot be combined with --when-full"
