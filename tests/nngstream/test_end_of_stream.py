@@ -18,6 +18,13 @@ from tests.lclstreamer.helpers import MPIRUN, synthetic_config
 from .helpers import ROOT, metrics_lines, start_buffer, wait_exit, wait_until
 
 
+def _summary(proc) -> dict:
+    """Rank 0's JSON summary (mpirun may print its own lines after it)."""
+    lines = [ln for ln in proc.stdout().splitlines() if ln.startswith("{")]
+    assert lines, f"no summary; stderr:\n{proc.stderr()}"
+    return json.loads(lines[-1])
+
+
 def _pull(spawn, url: str, proto: str, name: str):
     return spawn(["nngstream", "pull", url, "--proto", proto], name=name, cwd=ROOT)
 
@@ -47,7 +54,7 @@ def test_normal_end_consumers_exit_0_after_the_end_message(spawn, free_port, tmp
     wait_until(lambda: final_consumers(buf) == 2, 30, "both consumers to connect")
     lcl = _streamer(spawn, tmp_path, proto, f"tcp://127.0.0.1:{in_port}", 120, None)
     assert wait_exit(lcl, 90) == 0, lcl.stderr()
-    summary = json.loads(lcl.stdout().strip().splitlines()[-1])
+    summary = _summary(lcl)
     assert summary["complete"] is True and summary["batches"] == 60
     assert wait_exit(buf, 60) == 0, buf.stderr()
     reports = []
@@ -93,7 +100,7 @@ def test_buffer_killed_mid_stream(spawn, free_port, tmp_path, proto):
     code = wait_exit(lcl, 30)
     assert time.monotonic() - t0 < 30
     assert code != 0
-    summary = json.loads(lcl.stdout().strip().splitlines()[-1])
+    summary = _summary(lcl)
     assert summary["complete"] is False and summary["events"] > 0, summary
     assert any("the buffer is gone" in e for e in summary["errors"]), summary
     assert "the buffer is gone" in lcl.stderr()
@@ -186,3 +193,37 @@ def test_pull_check_rejects_a_message_that_is_not_an_hdf5_batch(spawn, free_port
     )  # fmt: skip
     assert wait_exit(pull, 30) == 1
     assert "message 1: not an HDF5 batch with rank and seq attributes" in pull.stderr()
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_sigterm_to_one_rank_is_reported_as_interrupted(spawn, free_port, tmp_path):
+    """SIGTERM to rank 1 only: it flushes and leaves, rank 0 finishes its share, and
+    rank 0's summary says interrupted and not complete; what was sent all arrives."""
+    import psutil
+
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(spawn, in_port, out_port, "--producers", "2", "--metrics-interval", "0.2")
+    pull = _pull(spawn, f"tcp://127.0.0.1:{out_port}", "nng", "pull")
+    lcl = _streamer(spawn, tmp_path, "nng", f"tcp://127.0.0.1:{in_port}", 400, 40.0)
+
+    def rank1() -> psutil.Process | None:
+        for p in psutil.Process(lcl.pid).children(recursive=True):
+            try:
+                if "lclstreamer" in " ".join(p.cmdline()) and p.environ().get("PMI_RANK") == "1":
+                    return p
+            except psutil.Error:
+                continue
+        return None
+
+    wait_until(lambda: rank1() is not None, 30, "rank 1 to start")
+    wait_until(lambda: metrics_lines(buf)[-1]["recvd"] >= 4, 30, "batches to flow")
+    rank1().send_signal(signal.SIGTERM)
+    assert wait_exit(lcl, 60) != 0
+    summary = _summary(lcl)
+    assert summary["interrupted"] is True and summary["complete"] is False, summary
+    assert 0 < summary["events"] < 400
+    assert wait_exit(buf, 30) == 0, buf.stderr()
+    assert wait_exit(pull, 30) == 0, pull.stderr()
+    report = json.loads(pull.stdout().strip().splitlines()[-1])
+    assert report["messages"] == summary["batches"] == report["end"]["recvd"]
