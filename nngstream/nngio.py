@@ -223,7 +223,9 @@ class NngOutlet:
 
     @property
     def peers(self) -> int:
-        return self._pipes.count
+        """Consumers connected: NNG's own pipe list counts too, because the connect
+        callback can run after NNG already sent on a new pipe."""
+        return max(self._pipes.count, len(_pipe_tx(self._sock_id)))
 
     @property
     def lost_max(self) -> int:
@@ -282,17 +284,20 @@ class NngOutlet:
         """Wait until every message handed to NNG is written to a connection (closing
         earlier would cut messages in flight). A consumer that vanished may have taken
         one in-flight message with it, so a shortfall of at most one per vanished pipe
-        is accepted after `linger` seconds without progress. Returns the shortfall."""
+        (or any, once no consumer is connected) is accepted after `linger` seconds
+        without progress. Returns the shortfall."""
         last, last_change = -1, time.monotonic()
         while not abort.is_set():
             written = self.written()
             missing = sent - written
-            if missing <= 0 or self.peers == 0:
-                return max(missing, 0)
+            if missing <= 0:
+                return 0
             if written != last:
                 last, last_change = written, time.monotonic()
                 progress()
-            elif missing <= self._gone_pipes and time.monotonic() - last_change >= linger:
+            elif time.monotonic() - last_change >= linger and (
+                missing <= self._gone_pipes or self.peers == 0
+            ):
                 return missing
             time.sleep(0.01)
         return max(sent - self.written(), 0)
