@@ -27,7 +27,7 @@ def _run(spawn, free_port, tmp_path, proto: str, *options: str, acked: bool = Fa
     in_port, out_port = free_port(), free_port()
     buf = start_buffer(
         spawn, in_port, out_port, "--in-proto", proto, "--out-proto", proto,
-        "--max-bytes", "8MiB", "--linger", "1", *options,
+        "--max-bytes", "8MiB", "--linger", "1", "--producers", "2", *options,
     )  # fmt: skip
     outs = [tmp_path / f"c{i}.json" for i in range(2)]
     url = f"tcp://127.0.0.1:{out_port}"

@@ -78,6 +78,7 @@ def test_spill_three_times_max_bytes_without_consumer(spawn, free_port, tmp_path
     buf = start_buffer(
         spawn, in_port, out_port, "--in-proto", proto, "--out-proto", proto,
         "--max-bytes", "4MiB", "--spill", str(spill_dir), "--metrics-interval", "0.2",
+        "--producers", "2",
     )  # fmt: skip
     per_producer, size = 100, 64 * 1024  # 2 x 6.25 MiB = 3.1 x --max-bytes
     prods = [
