@@ -26,20 +26,21 @@ def _new(size: int) -> tuple[bytearray, memoryview]:
     return data, memoryview(data)
 
 
-def test_spill_keeps_order_across_segments_and_deletes_read_segments(tmp_path):
+def test_spill_keeps_order_across_segments_and_drops_read_segments(tmp_path):
     spill = Spill(tmp_path, max_bytes=10_000, segment_bytes=100)
     payloads = [bytes([i]) * (10 + i) for i in range(30)]
     for p in payloads[:20]:
         spill.write(memoryview(p))
     assert (spill.messages, spill.nbytes) == (20, sum(map(len, payloads[:20])))
-    assert len(list(spill.dir.glob("*.seg"))) > 3
+    assert spill.segments > 3
+    assert list(spill.dir.iterdir()) == []  # segments are unlinked at creation
     got = [bytes(spill.read(_new)[0]) for _ in range(10)]
     for p in payloads[20:]:  # interleaved writes and reads
         spill.write(memoryview(p))
     got += [bytes(spill.read(_new)[0]) for _ in range(20)]
     assert got == payloads
     assert (spill.messages, spill.nbytes, spill.total_messages) == (0, 0, 30)
-    assert len(list(spill.dir.glob("*.seg"))) == 1  # only the one being written is left
+    assert spill.segments == 1  # only the one being written is left
     with pytest.raises(IndexError):
         spill.read(_new)
     spill.close()
