@@ -119,8 +119,8 @@ class _PipeCounter:
 
 
 class NngInlet:
-    """Producers' side: an NNG Pull0 socket. Counts messages and bytes per producer
-    connection (`per_producer`, written by the receiving thread only)."""
+    """Producers' side: an NNG Pull0 socket. Messages and bytes per producer connection
+    come from NNG's pipe statistics (`per_producer`), at no cost per message."""
 
     def __init__(
         self,
@@ -133,12 +133,14 @@ class NngInlet:
     ) -> None:
         self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
         self._stamp = stamp  # note each message's per-producer sequence (acked delivery)
-        self._pipes = _PipeCounter(self.sock, on_change)
+        self._seqs: dict[int, int] = {}  # acked delivery: pipe id -> next sequence
+        self._gone: dict[int, list[int]] = {}  # pipe id -> [messages, bytes] of gone pipes
+        self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
         self._msg_p = ffi.new("nng_msg **")
         self._raw = self.sock.socket
+        self._sock_id = lib.nng_socket_id(self._raw)
         self.end_marker_seen = False
         self.end: EndOfStream | None = None  # the end message received, if any
-        self.per_producer: dict[int, list[int]] = {}  # pipe id -> [messages, bytes]
         self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
 
     @property
@@ -157,29 +159,40 @@ class NngInlet:
         """One message and its size, or None after POLL_MS (or at once if not `block`).
         Zero-length messages and control messages (an upstream buffer's end message) are
         noted and freed, never returned."""
-        per_producer = self.per_producer
+        raw, msg_p, flags = self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK
         while True:
-            rc = lib.nng_recvmsg(self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK)
+            rc = lib.nng_recvmsg(raw, msg_p, flags)
             if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
                 return None
             if rc:
                 raise NngstreamError(f"receiving on IN failed: {_nng_error(rc)}")
-            msg = self._msg_p[0]
+            msg = msg_p[0]
             size = lib.nng_msg_len(msg)
             if size and (end := _control(msg, size)) is None:
-                pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
-                if (tot := per_producer.get(pid)) is None:
-                    tot = per_producer[pid] = [0, 0]
                 if self._stamp:  # the sequence travels in the message's NNG header
+                    pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
+                    seq = self._seqs.get(pid, 0)
+                    self._seqs[pid] = seq + 1
                     lib.nng_msg_header_clear(msg)
-                    lib.nng_msg_header_append_u64(msg, tot[0])
-                tot[0] += 1
-                tot[1] += size
+                    lib.nng_msg_header_append_u64(msg, seq)
                 return msg, size
             if size:
                 self.end = end
             self.end_marker_seen = True
             lib.nng_msg_free(msg)
+
+    def _pipe_gone(self, pipe_id: int) -> None:
+        vals = _pipe_stats(self._sock_id).get(pipe_id, {})
+        self._gone[pipe_id] = [vals.get(b"rx_msgs", 0), vals.get(b"rx_bytes", 0)]
+
+    @property
+    def per_producer(self) -> dict[int, list[int]]:
+        """Producer connection (pipe id) -> [messages, bytes] received, from NNG's
+        statistics (they count zero-length and control messages too)."""
+        out = dict(self._gone)
+        for pid, vals in _pipe_stats(self._sock_id).items():
+            out[pid] = [vals.get(b"rx_msgs", 0), vals.get(b"rx_bytes", 0)]
+        return out
 
     def stop_accepting(self) -> None:
         self._pipes.accepting = False
@@ -322,10 +335,15 @@ def body(item: object) -> memoryview:
 
 def _pipe_tx(sock_id: int) -> dict[int, int]:
     """tx_msgs of every live pipe of socket `sock_id`, from NNG's statistics."""
+    return {pid: v.get(b"tx_msgs", 0) for pid, v in _pipe_stats(sock_id).items()}
+
+
+def _pipe_stats(sock_id: int) -> dict[int, dict[bytes, int]]:
+    """Every live pipe of socket `sock_id` and its statistics (rx_msgs, tx_bytes, ...)."""
     snap = ffi.new("nng_stat **")
     if lib.nng_stats_get(snap) != 0:
         return {}
-    out: dict[int, int] = {}
+    out: dict[int, dict[bytes, int]] = {}
     try:
         node = lib.nng_stat_child(snap[0])
         while node != ffi.NULL:
@@ -336,7 +354,7 @@ def _pipe_tx(sock_id: int) -> dict[int, int]:
                     vals[ffi.string(lib.nng_stat_name(leaf))] = lib.nng_stat_value(leaf)
                     leaf = lib.nng_stat_next(leaf)
                 if vals.get(b"socket") == sock_id:
-                    out[vals[b"id"]] = vals.get(b"tx_msgs", 0)
+                    out[vals[b"id"]] = vals
             node = lib.nng_stat_next(node)
     finally:
         lib.nng_stats_free(snap[0])
