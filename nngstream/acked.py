@@ -80,6 +80,7 @@ class AckedNngOutlet:
         self._raw = self.sock.socket
         self._cond = threading.Condition(threading.Lock())
         self._consumers: dict[int, _Consumer] = {}
+        self._gone: set[int] = set()  # pipes that have left (ids are never reused)
         self._again: deque[object] = deque()  # taken back from consumers that left
         self._policy = RoundRobin()
         self._on_change = on_change
@@ -198,11 +199,13 @@ class AckedNngOutlet:
 
     def _joined(self, pipe: pynng.Pipe) -> None:
         with self._cond:
-            self._consumers[pipe.id] = _Consumer(pipe.id)
+            if pipe.id not in self._gone:
+                self._consumers.setdefault(pipe.id, _Consumer(pipe.id))
         self._on_change()
 
     def _left(self, pipe: pynng.Pipe) -> None:
         with self._cond:
+            self._gone.add(pipe.id)
             c = self._consumers.pop(pipe.id, None)
             if c is not None and c.unacked:
                 self.redelivered += len(c.unacked)
@@ -229,8 +232,10 @@ class AckedNngOutlet:
                 continue  # not ours: ignored
             with self._cond:
                 c = self._consumers.get(pipe_id)
-                if c is None:
-                    continue
+                if c is None:  # its connect callback has not run yet (it can lag)
+                    if pipe_id in self._gone:
+                        continue
+                    c = self._consumers[pipe_id] = _Consumer(pipe_id)
                 if isinstance(ctl, Credit):
                     c.credit = min(ctl.credit, MAX_CREDIT)
                 else:

@@ -231,6 +231,7 @@ class NngOutlet:
         self._gone_pipes = 0
         self._vanished_tx = 0  # messages written by pipes that went away before the end
         self._ending = False
+        self._at_end: dict[int, int] = {}  # tx_msgs per pipe when the end began
         self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
         self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
 
@@ -246,7 +247,9 @@ class NngOutlet:
         return self._vanished_tx
 
     def begin_end(self) -> None:
-        """From now on consumers leaving is the end of the stream, not a loss."""
+        """From now on a consumer that leaves after an end message was written to it
+        ended normally; one that leaves before still counts as a loss."""
+        self._at_end = _pipe_tx(self._sock_id)
         self._ending = True
 
     @staticmethod
@@ -284,8 +287,8 @@ class NngOutlet:
         tx = _pipe_tx(self._sock_id).get(pipe_id, 0)
         self._gone_tx += tx
         self._gone_pipes += 1
-        if not self._ending:
-            self._vanished_tx += tx
+        if not self._ending or tx <= self._at_end.get(pipe_id, 0):
+            self._vanished_tx += tx  # gone without an end message
 
     def written(self) -> int:
         """Messages fully written to consumers' connections so far (NNG pipe statistics)."""

@@ -31,22 +31,15 @@ def _run(spawn, free_port, tmp_path, proto: str, *options: str, acked: bool = Fa
     )  # fmt: skip
     outs = [tmp_path / f"c{i}.json" for i in range(2)]
     url = f"tcp://127.0.0.1:{out_port}"
+    # the victim is slow, so that it always holds messages it has not acknowledged
+    ack = ["--acked"] if acked else []
     cons = [
-        consumer(
-            spawn,
-            url,
-            outs[i],
-            "--delay",
-            "0.001",
-            *(["--acked"] if acked else []),
-            proto=proto,
-            name=f"consumer{i}",
-        )
-        for i in range(2)
+        consumer(spawn, url, outs[i], "--delay", delay, *ack, proto=proto, name=f"consumer{i}")
+        for i, delay in enumerate(("0.01", "0.001"))
     ]
     prods = [
         producer(spawn, f"tcp://127.0.0.1:{in_port}", p, PER_PRODUCER, "--sizes", str(SIZE),
-                 "--delay", "0.005", proto=proto)
+                 "--delay", "0.01", proto=proto)
         for p in range(2)
     ]  # fmt: skip
     victim, survivor = cons
