@@ -25,3 +25,7 @@ class DataError(LclstreamerError):
 
 class HandlerError(LclstreamerError):
     """A data handler could not deliver a message (socket, file system)."""
+
+
+class PeerLost(HandlerError):
+    """A socket handler had no peer (the buffer) for longer than its `peer_timeout`."""

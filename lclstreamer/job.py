@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import load_config
 from .engine import Engine
-from .errors import LclstreamerError
+from .errors import LclstreamerError, PeerLost
 from .mpi import Comm, world
 from .protocols import StreamContext
 from .stats import Progress, RankStats, as_dict, summarize
@@ -98,16 +98,35 @@ def run_job(config: Path, max_events: int | None, progress: bool) -> int:
             bar.finish()
         text = str(exc) if isinstance(exc, LclstreamerError) else unexpected(exc)
         report(f"rank {comm.rank}: {text}" if comm.size > 1 else text)
-        if comm.size > 1:
-            comm.abort(1)  # ends every rank; does not return
-        return 1
+        if not (isinstance(exc, PeerLost) or stop.is_set()):
+            if comm.size > 1:
+                comm.abort(1)  # ends every rank; does not return
+            return 1
+        # the buffer is gone or we were told to stop: the other ranks end too (their
+        # sends time out, or they finish), and rank 0 still reports what was sent
+        stats.error = text
     if bar:
         bar.update(stats, force=True)
         bar.finish()
-    everyone = comm.gather(as_dict(stats))
-    if comm.rank == 0 and everyone is not None:
-        summary = summarize([RankStats(**s) for s in everyone])
-        if stop.is_set():
+    stats.interrupted = stop.is_set()
+    print_summary(comm, stats)
+    if stats.interrupted:
+        return INTERRUPTED
+    return 1 if stats.error else 0
+
+
+def print_summary(comm: Comm, stats: RankStats) -> None:
+    """Rank 0 prints the job summary; no rank returns before it is printed (a launcher may
+    end the job as soon as one rank exits non-zero)."""
+    everyone = comm.allgather(as_dict(stats))
+    if comm.rank == 0:
+        ranks = [RankStats(**s) for s in everyone]
+        summary = summarize(ranks)
+        errors = [f"rank {i}: {r.error}" for i, r in enumerate(ranks) if r.error]
+        summary["complete"] = not errors and not any(r.interrupted for r in ranks)
+        if any(r.interrupted for r in ranks):
             summary["interrupted"] = True
+        if errors:
+            summary["errors"] = errors
         print(json.dumps(summary), flush=True)
-    return INTERRUPTED if stop.is_set() else 0
+    comm.allgather(None)

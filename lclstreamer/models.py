@@ -744,6 +744,12 @@ class NNGPushHandler(Model):
     send_timeout: float | None = Field(
         default=None, gt=0, description="Seconds to wait for a peer per message (none: forever)."
     )
+    peer_timeout: float | None = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a send may wait while no peer is connected at all (the buffer"
+        " is gone) before the rank fails (none: forever).",
+    )
     linger: float = Field(
         default=30.0,
         ge=0,
@@ -764,6 +770,12 @@ class ZMQPushHandler(Model):
     mode: Literal["dial", "listen"] = "dial"
     distribute: bool = True
     send_timeout: float | None = Field(default=None, gt=0)
+    peer_timeout: float | None = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a send may wait while no peer is connected at all (the buffer"
+        " is gone) before the rank fails (none: forever).",
+    )
     linger: float = Field(
         default=30.0, ge=0, description="Seconds allowed at close for queued messages to leave."
     )

@@ -20,6 +20,8 @@ class RankStats:
     cpu_seconds: float = 0.0
     counters: dict[str, int] = field(default_factory=dict)
     """Layer counters (pipeline drops, bytes per stage, ...), summed over ranks."""
+    interrupted: bool = False  # stopped by SIGTERM/SIGINT before its share was done
+    error: str = ""  # why the rank stopped early (its one-line error), else ""
 
 
 def summarize(ranks: list[RankStats]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from .engine import Buffer
 from .errors import NngstreamError
 from .fifo import WhenFull
 from .lifecycle import State
-from .models import BufferSettings, Proto
+from .models import BufferSettings, Delivery, Proto
 from .sizes import format_size
 
 EXIT_FAILED = 1  # the buffer ended in state failed, or an address could not be used
@@ -40,6 +40,10 @@ _OPTION_NAMES = {
     "certified_config": "--certified-config",
     "linger": "--linger",
     "dial_timeout": "--dial-timeout",
+    "end_timeout": "--end-timeout",
+    "spill": "--spill",
+    "spill_max_bytes": "--spill-max-bytes",
+    "ready_file": "--ready-file",
 }
 
 SECRET_ENV = "NNGSTREAM_CB_SECRET"
@@ -109,6 +113,9 @@ def serve(
     max_bytes: str = typer.Option("1GiB", "--max-bytes", help="bound on buffered bytes"),
     max_messages: int = typer.Option(100_000, "--max-messages", help="bound on messages"),
     when_full: WhenFull = typer.Option(WhenFull.BLOCK, "--when-full"),
+    delivery: Delivery = typer.Option(
+        Delivery.AT_MOST_ONCE, "--delivery", help="acked: credit, acks, redelivery (NNG)"
+    ),
     metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="seconds"),
     callback: str | None = typer.Option(None, "--callback", help="URL for signed metrics"),
     cb_secret_file: Path | None = typer.Option(
@@ -137,6 +144,16 @@ def serve(
         5.0, "--linger", help="seconds before giving up a delivery lost with a vanished consumer"
     ),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="first dial, seconds"),
+    end_timeout: float = typer.Option(
+        60.0, "--end-timeout", help="seconds to wait for consumers to leave after the end"
+    ),
+    spill: Path | None = typer.Option(
+        None, "--spill", help="directory: when full, keep messages on disk instead of blocking"
+    ),
+    spill_max_bytes: str = typer.Option("100GiB", "--spill-max-bytes", help="bound on spill"),
+    ready_file: Path | None = typer.Option(
+        None, "--ready-file", help="write the addresses in use (JSON) here once listening"
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
     configure_json_logging("DEBUG" if verbose else "INFO")
@@ -150,6 +167,7 @@ def serve(
             max_bytes=max_bytes,
             max_messages=max_messages,
             when_full=when_full,
+            delivery=delivery,
             metrics_interval=metrics_interval,
             callback=callback,
             cb_secret=cb_secret,
@@ -160,6 +178,10 @@ def serve(
             dial_out=dial_out,
             linger=linger,
             dial_timeout=dial_timeout,
+            end_timeout=end_timeout,
+            spill=spill,
+            spill_max_bytes=spill_max_bytes,
+            ready_file=ready_file,
         )
     except ValidationError as exc:
         raise _fail(_explain(exc), EXIT_USAGE) from None
@@ -216,12 +238,21 @@ def pull_cmd(
     out: Path | None = typer.Option(None, "--out", help="save messages as DIR/NNNNNNNN.msg"),
     count: bool = typer.Option(False, "--count", help="print only the number of messages"),
     proto: Proto = typer.Option(Proto.NNG, "--proto"),
+    delivery: Delivery = typer.Option(
+        Delivery.AT_MOST_ONCE, "--delivery", help="acked: the buffer runs --delivery acked"
+    ),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout", help="seconds"),
     idle_timeout: float | None = typer.Option(
         None, "--idle-timeout", help="give up after this many seconds without a message"
     ),
+    check: str | None = typer.Option(
+        None, "--check", help="hdf5: report per-producer gaps from the rank/seq attributes"
+    ),
 ) -> None:
     from .tools import Report, pull
+
+    if check not in (None, "hdf5"):
+        raise _fail(f"--check: unknown format {check!r} (known: hdf5)", EXIT_USAGE)
 
     def progress(r: Report) -> None:
         typer.echo(
@@ -234,15 +265,30 @@ def pull_cmd(
             url,
             proto,
             out_dir=out,
+            delivery=delivery,
             dial_timeout=dial_timeout,
             idle_timeout=idle_timeout,
             progress=None if count else progress,
+            check_hdf5=check == "hdf5",
         )
     except (NngstreamError, ValueError, OSError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     typer.echo(str(report.messages) if count else json.dumps(report.as_dict()))
     if not count:
         progress(report)
+    if report.sequence is not None and report.sequence["gaps"]:
+        typer.echo(
+            f"nngstream: warning: {report.sequence['gaps']} message(s) missing from the"
+            " per-producer sequences received here (with several consumers, those the"
+            " others received count too)",
+            err=True,
+        )
+    if report.end is not None and report.end.lost_max:
+        typer.echo(
+            f"nngstream: warning: the buffer reports up to {report.end.lost_max} message(s)"
+            " lost with consumers that vanished (an upper bound)",
+            err=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

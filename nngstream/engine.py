@@ -1,13 +1,16 @@
-"""`Buffer`: many producers -> bounded FIFO -> many consumers, in threads.
+"""`Buffer`: the lifecycle controller around the data pump (pump.py).
 
-One thread receives (IN -> FIFO), one sends (FIFO -> OUT) and one runs the lifecycle
-(lifecycle.py) and reports metrics. Messages are opaque handles (nng_msg pointers or
-zmq Frames) moved from socket to socket; only their sizes are looked at.
+The controller opens both sides, starts the pump's two threads, and runs one thread of
+its own that observes the pump, steps the lifecycle (lifecycle.py), acts on the new
+state and reports metrics. The public API (`stop()`, `abort()`) only records requests;
+the controller thread acts on them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -15,17 +18,22 @@ from typing import TextIO
 
 import zmq
 
+from .acked import AckedNngOutlet
 from .callback import CallbackPoster
 from .errors import NngstreamError
-from .fifo import BoundedFifo, WhenFull
 from .lifecycle import Event, Observation, State, next_event, transition
-from .metrics import Counters, RateMeter, snapshot
-from .models import BufferSettings, Metrics, Proto
+from .metrics import RateMeter, snapshot
+from .models import BufferSettings, Delivery, Metrics, Proto
 from .nngio import NngInlet, NngOutlet
+from .pump import Pump
+from .sides import Inlet, Outlet
+from .sizes import format_size
+from .spill import Spill
 from .zmqio import ZmqInlet, ZmqOutlet
 
 log = logging.getLogger("nngstream")
 TICK = 0.05  # seconds between lifecycle checks when nothing wakes the control thread
+BLOCKED_LOG_EVERY = 30.0  # seconds between "producers are blocked" warnings
 
 
 class Buffer:
@@ -39,38 +47,44 @@ class Buffer:
     def __init__(self, settings: BufferSettings, *, out: TextIO | None = sys.stdout) -> None:
         self.settings = settings
         self._out = out
-        self._fifo: BoundedFifo[object] = BoundedFifo(
-            settings.max_bytes, settings.max_messages, settings.when_full
-        )
-        self._cond = threading.Condition(threading.Lock())
-        self._block = settings.when_full is WhenFull.BLOCK
-        self._rx_waiting = False  # receiver waits for room
-        self._tx_waiting = False  # sender waits for data
-        self.counters = Counters()
         self._wake = threading.Event()
-        self._abort = threading.Event()
+        # requests from the public API (any thread); only the controller acts on them
         self._stop_requested = False
-        self._input_ending = False  # producers gone: read what is left, then close IN
-        self._input_closed = False
-        self._output_finished = False
-        self._error: str | None = None
+        self._abort_requested = False
+        # written by the controller thread only
         self._state = State.WAITING
+        self._state_since = time.monotonic()
+        self._error: str | None = None
+        self._blocked_since: float | None = None
+        self._blocked_logged = 0.0
         self._done = threading.Event()
         self._started = False
-        self._last_progress = time.monotonic()
-        self._state_since = time.monotonic()
         self._rates = RateMeter()
         self._ctx: zmq.Context | None = None
-        self._inlet: NngInlet | ZmqInlet | None = None
-        self._outlet: NngOutlet | ZmqOutlet | None = None
+        self._inlet: Inlet | None = None
+        self._outlet: Outlet | None = None
+        self._spill: Spill | None = None
+        self._pump: Pump | None = None
         self._poster: CallbackPoster | None = None
-        self._threads: list[threading.Thread] = []
-        self.undelivered = 0  # messages not confirmed delivered when the buffer ended
 
     # -- public API -----------------------------------------------------------------
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def in_url(self) -> str:
+        """The IN address in use (a tcp port 0 replaced by the port chosen)."""
+        return self._inlet.url if self._inlet is not None else self.settings.in_url
+
+    @property
+    def out_url(self) -> str:
+        return self._outlet.url if self._outlet is not None else self.settings.out_url
+
+    @property
+    def undelivered(self) -> int:
+        """Deliveries the outlet could not confirm when the stream ended."""
+        return self._pump.undelivered if self._pump is not None else 0
 
     def start(self) -> Buffer:
         if self._started:
@@ -82,20 +96,21 @@ class Buffer:
         try:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
+            if s.spill is not None:
+                self._spill = Spill(s.spill, s.spill_max_bytes)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
+            if s.ready_file is not None:
+                self._write_ready_file()
         except BaseException:
             self._close_sockets(linger=0)
+            if self._spill is not None:
+                self._spill.close()
             if self._poster is not None:
                 self._poster.close(timeout=0)
             raise
-        self._try_send = self._outlet.try_send
-        self._threads = [
-            threading.Thread(target=self._guard(self._receive), name="rx", daemon=True),
-            threading.Thread(target=self._guard(self._send), name="tx", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self._pump = Pump(s, self._inlet, self._outlet, self._wake.set, self._spill)
+        self._pump.start()
         threading.Thread(target=self._control, name="control", daemon=True).start()
         return self
 
@@ -106,7 +121,7 @@ class Buffer:
 
     def abort(self) -> None:
         """End now; whatever is held is discarded (state failed)."""
-        self._abort.set()
+        self._abort_requested = True
         self._wake.set()
 
     def wait(self, timeout: float | None = None) -> State | None:
@@ -117,19 +132,6 @@ class Buffer:
         """The current record; rates are over the time since the last report."""
         return self._snapshot(update_rates=False)
 
-    def _snapshot(self, update_rates: bool) -> Metrics:
-        with self._cond:
-            buffered, nbytes = self._fifo.held, self._fifo.nbytes
-        return snapshot(
-            self._state,
-            self._inlet.peers if self._inlet else 0,
-            self._outlet.peers if self._outlet else 0,
-            self.counters,
-            buffered,
-            nbytes,
-            self._rates.rates(self.counters.bytes_in, self.counters.bytes_out, update_rates),
-        )
-
     def __enter__(self) -> Buffer:
         return self.start()
 
@@ -139,21 +141,35 @@ class Buffer:
         self.wait(30)
 
     # -- sides ----------------------------------------------------------------------
-    def _open_inlet(self) -> NngInlet | ZmqInlet:
+    def _open_inlet(self) -> Inlet:
         s = self.settings
         kw = {"dial": s.dial_in, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        return NngInlet(s.in_url, **kw)
+        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED, **kw)
 
-    def _open_outlet(self) -> NngOutlet | ZmqOutlet:
+    def _open_outlet(self) -> Outlet:
         s = self.settings
         kw = {"dial": s.dial_out, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}
         if s.out_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqOutlet(self._ctx, s.out_url, **kw)
+        if s.delivery is Delivery.ACKED:
+            return AckedNngOutlet(s.out_url, **kw)
         return NngOutlet(s.out_url, **kw)
+
+    def _write_ready_file(self) -> None:
+        """Write the ready file atomically (readers never see half of it)."""
+        path = self.settings.ready_file
+        assert path is not None
+        doc = {"in_url": self.in_url, "out_url": self.out_url, "pid": os.getpid()}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(doc) + "\n")
+            tmp.replace(path)
+        except OSError as exc:
+            raise NngstreamError(f"cannot write ready file {path} (--ready-file): {exc}") from None
 
     def _producers(self) -> int:
         inlet = self._inlet
@@ -161,124 +177,6 @@ class Buffer:
         if self.settings.dial_in and inlet.end_marker_seen:
             return 0  # the upstream buffer said its stream ended
         return inlet.peers
-
-    # -- threads --------------------------------------------------------------------
-    def _guard(self, target):
-        def run() -> None:
-            try:
-                target()
-            except Exception as exc:  # reported as state failed, never a traceback to users
-                log.error("%s thread failed: %s", threading.current_thread().name, exc)
-                log.debug("details", exc_info=True)
-                self._error = str(exc)
-                self._abort.set()
-                self._wake.set()
-
-        return run
-
-    def _receive(self) -> None:
-        inlet = self._inlet
-        assert inlet is not None
-        c, recv, admit = self.counters, inlet.recv, self._admit
-        abort = self._abort
-        accepting = True
-        try:
-            while not abort.is_set():
-                if self._stop_requested:
-                    # Stop reading from producers; keep only what already arrived.
-                    inlet.disconnect_all()
-                    while (got := inlet.recv(block=False)) is not None:
-                        c.recvd += 1
-                        c.bytes_in += got[1]
-                        admit(*got)
-                    break
-                ending = self._input_ending
-                if ending and accepting:
-                    inlet.stop_accepting()
-                    accepting = False
-                got = recv()
-                if got is None:
-                    if ending:  # producers were gone before this receive found nothing
-                        break
-                    continue
-                c.recvd += 1
-                c.bytes_in += got[1]
-                admit(*got)
-        finally:
-            with self._cond:
-                self._input_closed = True
-                self._cond.notify_all()
-            self._wake.set()
-
-    def _admit(self, item: object, size: int) -> None:
-        """Hand a received message on: straight to a consumer if the sender is idle and
-        one is ready (cut-through, under the lock so the OUT socket is never used by two
-        threads at once), else into the FIFO, waiting for room with `block`."""
-        fifo, cond, c = self._fifo, self._cond, self.counters
-        with cond:
-            if self._tx_waiting and not fifo.held and self._try_send(item):
-                c.sent += 1
-                c.bytes_out += size
-                self._last_progress = time.monotonic()
-                return
-            if self._block:
-                while not fifo.fits(size):
-                    if self._abort.is_set():
-                        self._inlet.discard(item)  # type: ignore[union-attr]
-                        return
-                    self._rx_waiting = True
-                    cond.wait(0.1)
-                self._rx_waiting = False
-            dropped = fifo.put(item, size)
-            if dropped:
-                c.dropped = fifo.dropped
-            if self._tx_waiting:
-                cond.notify()
-        for old in dropped:
-            self._inlet.discard(old)  # type: ignore[union-attr]
-
-    def _send(self) -> None:
-        outlet = self._outlet
-        assert outlet is not None
-        fifo, cond, c, abort = self._fifo, self._cond, self.counters, self._abort
-        send = outlet.send
-        size = 0  # bytes of the message sent last: released and counted at the next lock
-        while True:
-            with cond:
-                if size:
-                    fifo.release(size)
-                    c.sent += 1
-                    c.bytes_out += size
-                    size = 0
-                    if self._rx_waiting:
-                        cond.notify()
-                while not fifo and not self._input_closed and not abort.is_set():
-                    self._tx_waiting = True
-                    cond.wait(0.1)
-                self._tx_waiting = False
-                if abort.is_set() or not fifo:
-                    break
-                item, size = fifo.pop()
-            while not send(item):
-                if abort.is_set():
-                    outlet.discard(item)
-                    with cond:
-                        fifo.release(size)
-                    self.undelivered += 1
-                    return
-            self._last_progress = time.monotonic()
-        if not abort.is_set():
-            self.undelivered = outlet.finish(c.sent, self.settings.linger, abort, self._progressed)
-            if self.undelivered:
-                log.warning(
-                    "%d message(s) may have been lost with consumers that disconnected",
-                    self.undelivered,
-                )
-            self._output_finished = True
-        self._wake.set()
-
-    def _progressed(self) -> None:
-        self._last_progress = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------
     def _control(self) -> None:
@@ -290,6 +188,7 @@ class Buffer:
                 self._wake.wait(TICK)
                 self._wake.clear()
                 self._step()
+                self._watch_blocked()
                 now = time.monotonic()
                 if now >= next_report and not self._state.final:
                     self._report()
@@ -298,7 +197,8 @@ class Buffer:
             log.error("control thread failed: %s", exc, exc_info=True)
             self._error = str(exc)
             self._state = State.FAILED
-            self._abort.set()
+            if self._pump is not None:
+                self._pump.abort.set()
         try:
             self._finish()
         except Exception as exc:
@@ -308,27 +208,29 @@ class Buffer:
             self._done.set()
 
     def _observe(self) -> Observation:
-        inlet = self._inlet
-        assert inlet is not None
+        inlet, pump = self._inlet, self._pump
+        assert inlet is not None and pump is not None
         now = time.monotonic()
         if self._state is State.DRAINING:
-            idle_for = now - max(self._last_progress, self._state_since)
+            idle_for = now - max(pump.last_progress, self._state_since)
         else:
             idle_for = now - self._state_since
         return Observation(
             producers=self._producers(),
             producer_seen=inlet.peers_seen or inlet.end_marker_seen,
             stop_requested=self._stop_requested,
-            abort_requested=self._abort.is_set(),
-            output_finished=self._output_finished,
+            abort_requested=self._abort_requested,
+            output_finished=pump.output_finished,
             idle_for=idle_for,
             idle_timeout=self.settings.idle_timeout,
-            error=self._error is not None,
+            error=pump.error is not None,
             producers_joined=inlet.peers_joined,
             producers_expected=self.settings.producers,
         )
 
     def _step(self) -> None:
+        pump = self._pump
+        assert pump is not None
         while (event := next_event(self._state, self._observe())) is not None:
             new = transition(self._state, event)
             if new is self._state:
@@ -337,14 +239,68 @@ class Buffer:
             if event is Event.IDLE_TIMEOUT:
                 self._error = f"idle for {self.settings.idle_timeout:g} s in state {self._state}"
                 log.error("giving up: %s", self._error)
+            elif event is Event.ERROR:
+                self._error = pump.error
             self._state = new
             self._state_since = time.monotonic()
-            if new is State.DRAINING and event is Event.PRODUCERS_GONE:
-                self._input_ending = True
+            if new is State.DRAINING:
+                if event is Event.STOP:
+                    pump.stop_input()
+                else:
+                    pump.end_input()
             if new is State.FAILED:
-                self._abort.set()
+                pump.abort.set()
             if not new.final:
                 self._report()
+
+    def _blocked(self) -> bool:
+        pump, outlet = self._pump, self._outlet
+        return bool(pump and outlet and pump.rx_waiting and outlet.peers == 0)
+
+    def _watch_blocked(self) -> None:
+        """Warn (at most every BLOCKED_LOG_EVERY s) while producers are held back because
+        the buffer is full and no consumer is connected."""
+        if not self._blocked():
+            self._blocked_since = None
+            return
+        now = time.monotonic()
+        if self._blocked_since is None:
+            self._blocked_since = now
+        if now - self._blocked_since >= 1.0 and now - self._blocked_logged >= BLOCKED_LOG_EVERY:
+            self._blocked_logged = now
+            n, nbytes = self._pump.held()  # type: ignore[union-attr]
+            hint = "" if self.settings.spill else "; --spill DIR would keep producers going"
+            log.warning(
+                "buffer full (%d messages, %s) and no consumer connected for %.0f s:"
+                " producers are blocked%s",
+                n,
+                format_size(nbytes),
+                now - self._blocked_since,
+                hint,
+            )
+
+    def _snapshot(self, update_rates: bool) -> Metrics:
+        pump = self._pump
+        buffered, nbytes = pump.held() if pump is not None else (0, 0)
+        spill = self._spill
+        c = pump.counters if pump is not None else None
+        return snapshot(
+            self._state,
+            self._inlet.peers if self._inlet else 0,
+            self._outlet.peers if self._outlet else 0,
+            c,
+            buffered,
+            nbytes,
+            self._rates.rates(c.bytes_in, c.bytes_out, update_rates) if c else (0.0, 0.0),
+            lost_max=pump.lost_max() if pump is not None else 0,
+            redelivered=getattr(self._outlet, "redelivered", 0),
+            blocked=self._blocked(),
+            spilled=spill.total_messages if spill is not None else 0,
+            spilled_bytes=spill.total_bytes if spill is not None else 0,
+            spill_held=spill.messages if spill is not None else 0,
+            in_url=self.in_url,
+            out_url=self.out_url,
+        )
 
     def _report(self) -> None:
         m = self._snapshot(update_rates=True)
@@ -356,21 +312,31 @@ class Buffer:
             self._poster.post(line.encode())
 
     def _finish(self) -> None:
-        for t in self._threads:
-            t.join()
+        pump = self._pump
+        assert pump is not None
+        pump.join()
         done = self._state is State.DONE
         if not done:
-            with self._cond:
-                leftover = self._fifo.clear()
-            self.undelivered = len(leftover) + self.undelivered
-            for item in leftover:
-                self._outlet.discard(item)  # type: ignore[union-attr]
-            log.warning("ended in state failed; %d message(s) discarded", self.undelivered)
+            discarded = pump.discard_held()
+            log.warning(
+                "ended in state failed%s; %d message(s) discarded, %d undelivered",
+                f" ({self._error})" if self._error else "",
+                discarded,
+                pump.undelivered,
+            )
         # ZMQ can only flush on close: wait for queued frames to leave when the stream
         # completed (bounded by the idle timeout if there is one), else drop them.
         linger = (self.settings.idle_timeout or -1.0) if done else 0.0
         self._close_sockets(linger)
         self._report()
+        if done and pump.end is not None and pump.end.lost_max:
+            log.warning(
+                "stream ended; up to %d message(s) may have been lost with consumers that"
+                " vanished (upper bound)",
+                pump.end.lost_max,
+            )
+        if self._spill is not None:
+            self._spill.close()
         if self._poster is not None:
             self._poster.close()
         self._done.set()

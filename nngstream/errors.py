@@ -3,3 +3,7 @@
 
 class NngstreamError(Exception):
     """Bad settings or an address that cannot be used; the message says which and why."""
+
+
+class StreamBroken(NngstreamError):
+    """A consumer lost the buffer before the end message: the stream did not complete."""

@@ -85,6 +85,11 @@ class BoundedFifo(Generic[T]):
         self.taken += 1
         return item, size
 
+    def take_external(self, size: int) -> None:
+        """Count a message taken from elsewhere (the spill) as taken until `release`d."""
+        self.taken += 1
+        self.nbytes += size
+
     def release(self, size: int) -> None:
         """A taken message of `size` bytes has left the buffer."""
         if self.taken < 1:

@@ -11,8 +11,9 @@ from .models import Metrics
 
 @dataclass
 class Counters:
-    """Each field has a single writer: the receiving thread (recvd, bytes_in, dropped)
-    or the sending thread (sent, bytes_out)."""
+    """The pump's counters: `recvd` and `bytes_in` are written by the receiving thread;
+    `sent`, `bytes_out` and `dropped` under the pump's lock (by the sending thread, or by
+    the receiving thread when it hands a message over directly or drops one)."""
 
     recvd: int = 0
     bytes_in: int = 0
@@ -47,12 +48,16 @@ def snapshot(
     state: State,
     producers: int,
     consumers: int,
-    c: Counters,
+    c: Counters | None,
     buffered: int,
     buffered_bytes: int,
     rates: tuple[float, float],
+    **extra: object,
 ) -> Metrics:
+    """The metrics record; `extra` holds the fields beyond the counters (lost_max, ...)."""
+    c = c or Counters()
     return Metrics(
+        **extra,  # type: ignore[arg-type]
         time=round(time.time(), 3),
         state=state,
         producers=producers,

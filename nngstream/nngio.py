@@ -16,6 +16,8 @@ import pynng
 from pynng._nng import ffi, lib
 
 from .errors import NngstreamError
+from .models import CONTROL_MAX, CONTROL_PREFIX, EndOfStream, decode_control
+from .sides import asked_port_zero, with_port
 
 POLL_MS = 100  # how long a blocking call waits before the engine looks at its flags
 
@@ -47,12 +49,30 @@ def _attach(sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what:
 
 def _attach_or_close(
     sock: pynng.Socket, url: str, dial: bool, dial_timeout: float, what: str
-) -> None:
+) -> str:
+    """Attach (see `_attach`) and return the address in use (the port chosen for :0)."""
     try:
         _attach(sock, url, dial, dial_timeout, what)
     except BaseException:
         sock.close()
         raise
+    if not dial and asked_port_zero(url):
+        return with_port(url, int(str(sock.listeners[0].local_address).rsplit(":", 1)[1]))
+    return url
+
+
+def _control(msg: object, size: int) -> EndOfStream | None:
+    """The control message in `msg`, or None if it carries data (looks at one byte of
+    most data messages: control messages start with a zero byte)."""
+    if size >= CONTROL_MAX or ffi.cast("char *", lib.nng_msg_body(msg))[0] != b"\x00":
+        return None
+    data = ffi.buffer(lib.nng_msg_body(msg), size)
+    if data[: len(CONTROL_PREFIX)] != CONTROL_PREFIX:
+        return None
+    try:
+        return decode_control(data[:])
+    except ValueError:
+        return None
 
 
 class _PipeCounter:
@@ -99,17 +119,29 @@ class _PipeCounter:
 
 
 class NngInlet:
-    """Producers' side: an NNG Pull0 socket."""
+    """Producers' side: an NNG Pull0 socket. Messages and bytes per producer connection
+    come from NNG's pipe statistics (`per_producer`), at no cost per message."""
 
     def __init__(
-        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+        self,
+        url: str,
+        *,
+        dial: bool,
+        dial_timeout: float,
+        on_change: Callable[[], None],
+        stamp: bool = False,
     ) -> None:
         self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
-        self._pipes = _PipeCounter(self.sock, on_change)
+        self._stamp = stamp  # note each message's per-producer sequence (acked delivery)
+        self._seqs: dict[int, int] = {}  # acked delivery: pipe id -> next sequence
+        self._gone: dict[int, list[int]] = {}  # pipe id -> [messages, bytes] of gone pipes
+        self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
         self._msg_p = ffi.new("nng_msg **")
         self._raw = self.sock.socket
+        self._sock_id = lib.nng_socket_id(self._raw)
         self.end_marker_seen = False
-        _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
+        self.end: EndOfStream | None = None  # the end message received, if any
+        self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
 
     @property
     def peers(self) -> int:
@@ -125,18 +157,42 @@ class NngInlet:
 
     def recv(self, block: bool = True) -> tuple[object, int] | None:
         """One message and its size, or None after POLL_MS (or at once if not `block`).
-        Zero-length messages are end-of-stream markers: freed, never forwarded."""
+        Zero-length messages and control messages (an upstream buffer's end message) are
+        noted and freed, never returned."""
+        raw, msg_p, flags = self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK
         while True:
-            rc = lib.nng_recvmsg(self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK)
+            rc = lib.nng_recvmsg(raw, msg_p, flags)
             if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
                 return None
             if rc:
                 raise NngstreamError(f"receiving on IN failed: {_nng_error(rc)}")
-            msg = self._msg_p[0]
+            msg = msg_p[0]
             size = lib.nng_msg_len(msg)
-            if size:
+            if size and (end := _control(msg, size)) is None:
+                if self._stamp:  # the sequence travels in the message's NNG header
+                    pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
+                    seq = self._seqs.get(pid, 0)
+                    self._seqs[pid] = seq + 1
+                    lib.nng_msg_header_clear(msg)
+                    lib.nng_msg_header_append_u64(msg, seq)
                 return msg, size
+            if size:
+                self.end = end
+            self.end_marker_seen = True
             lib.nng_msg_free(msg)
+
+    def _pipe_gone(self, pipe_id: int) -> None:
+        vals = _pipe_stats(self._sock_id).get(pipe_id, {})
+        self._gone[pipe_id] = [vals.get(b"rx_msgs", 0), vals.get(b"rx_bytes", 0)]
+
+    @property
+    def per_producer(self) -> dict[int, list[int]]:
+        """Producer connection (pipe id) -> [messages, bytes] received, from NNG's
+        statistics (they count zero-length and control messages too)."""
+        out = dict(self._gone)
+        for pid, vals in _pipe_stats(self._sock_id).items():
+            out[pid] = [vals.get(b"rx_msgs", 0), vals.get(b"rx_bytes", 0)]
+        return out
 
     def stop_accepting(self) -> None:
         self._pipes.accepting = False
@@ -151,6 +207,10 @@ class NngInlet:
     @staticmethod
     def discard(item: object) -> None:
         lib.nng_msg_free(item)
+
+    @staticmethod
+    def body(item: object) -> memoryview:
+        return body(item)
 
     def close(self) -> None:
         self.sock.close()
@@ -169,12 +229,42 @@ class NngOutlet:
         self._sock_id = lib.nng_socket_id(self._raw)
         self._gone_tx = 0  # messages written by pipes that have gone away
         self._gone_pipes = 0
+        self._vanished_tx = 0  # messages written by pipes that went away before the end
+        self._ending = False
+        self._at_end: dict[int, int] = {}  # tx_msgs per pipe when the end began
         self._pipes = _PipeCounter(self.sock, on_change, self._pipe_gone)
-        _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
+        self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
 
     @property
     def peers(self) -> int:
-        return self._pipes.count
+        """Consumers connected: NNG's own pipe list counts too, because the connect
+        callback can run after NNG already sent on a new pipe."""
+        return max(self._pipes.count, len(_pipe_tx(self._sock_id)))
+
+    @property
+    def lost_max(self) -> int:
+        """Messages written to consumers that went away before the end of the stream."""
+        return self._vanished_tx
+
+    def begin_end(self) -> None:
+        """From now on a consumer that leaves after an end message was written to it
+        ended normally; one that leaves before still counts as a loss."""
+        self._at_end = _pipe_tx(self._sock_id)
+        self._ending = True
+
+    @staticmethod
+    def new_message(size: int) -> tuple[object, memoryview]:
+        return new_message(size)
+
+    def send_control(self, payload: bytes) -> bool:
+        """Send a control message (a copy of `payload`); False if no consumer took it."""
+        msg, view = new_message(len(payload))
+        view[:] = payload
+        del view
+        if self.send(msg):
+            return True
+        lib.nng_msg_free(msg)
+        return False
 
     def send(self, item: object) -> bool:
         """Hand `item` to a consumer; False if none took it within POLL_MS."""
@@ -194,8 +284,11 @@ class NngOutlet:
         lib.nng_msg_free(item)
 
     def _pipe_gone(self, pipe_id: int) -> None:
-        self._gone_tx += _pipe_tx(self._sock_id).get(pipe_id, 0)
+        tx = _pipe_tx(self._sock_id).get(pipe_id, 0)
+        self._gone_tx += tx
         self._gone_pipes += 1
+        if not self._ending or tx <= self._at_end.get(pipe_id, 0):
+            self._vanished_tx += tx  # gone without an end message
 
     def written(self) -> int:
         """Messages fully written to consumers' connections so far (NNG pipe statistics)."""
@@ -207,17 +300,20 @@ class NngOutlet:
         """Wait until every message handed to NNG is written to a connection (closing
         earlier would cut messages in flight). A consumer that vanished may have taken
         one in-flight message with it, so a shortfall of at most one per vanished pipe
-        is accepted after `linger` seconds without progress. Returns the shortfall."""
+        (or any, once no consumer is connected) is accepted after `linger` seconds
+        without progress. Returns the shortfall."""
         last, last_change = -1, time.monotonic()
         while not abort.is_set():
             written = self.written()
             missing = sent - written
-            if missing <= 0 or self.peers == 0:
-                return max(missing, 0)
+            if missing <= 0:
+                return 0
             if written != last:
                 last, last_change = written, time.monotonic()
                 progress()
-            elif missing <= self._gone_pipes and time.monotonic() - last_change >= linger:
+            elif time.monotonic() - last_change >= linger and (
+                missing <= self._gone_pipes or self.peers == 0
+            ):
                 return missing
             time.sleep(0.01)
         return max(sent - self.written(), 0)
@@ -242,10 +338,15 @@ def body(item: object) -> memoryview:
 
 def _pipe_tx(sock_id: int) -> dict[int, int]:
     """tx_msgs of every live pipe of socket `sock_id`, from NNG's statistics."""
+    return {pid: v.get(b"tx_msgs", 0) for pid, v in _pipe_stats(sock_id).items()}
+
+
+def _pipe_stats(sock_id: int) -> dict[int, dict[bytes, int]]:
+    """Every live pipe of socket `sock_id` and its statistics (rx_msgs, tx_bytes, ...)."""
     snap = ffi.new("nng_stat **")
     if lib.nng_stats_get(snap) != 0:
         return {}
-    out: dict[int, int] = {}
+    out: dict[int, dict[bytes, int]] = {}
     try:
         node = lib.nng_stat_child(snap[0])
         while node != ffi.NULL:
@@ -256,7 +357,7 @@ def _pipe_tx(sock_id: int) -> dict[int, int]:
                     vals[ffi.string(lib.nng_stat_name(leaf))] = lib.nng_stat_value(leaf)
                     leaf = lib.nng_stat_next(leaf)
                 if vals.get(b"socket") == sock_id:
-                    out[vals[b"id"]] = vals.get(b"tx_msgs", 0)
+                    out[vals[b"id"]] = vals
             node = lib.nng_stat_next(node)
     finally:
         lib.nng_stats_free(snap[0])

@@ -11,8 +11,9 @@ from pathlib import Path
 import zmq
 
 from . import nngio
-from .errors import NngstreamError
-from .models import Proto, check_url
+from .accounting import SequenceCheck, hdf5_rank_seq
+from .errors import NngstreamError, StreamBroken
+from .models import Delivery, EndOfStream, Proto, check_url
 from .nngio import NngInlet, NngOutlet
 from .zmqio import ZmqInlet, ZmqOutlet
 
@@ -24,19 +25,29 @@ class Report:
     messages: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    end: EndOfStream | None = None  # pull: the buffer's end message
+    duplicates: int = 0  # pull, acked delivery: messages received again and dropped
+    sequence: dict | None = None  # pull --check hdf5: per-producer gaps (accounting.py)
 
     @property
     def rate(self) -> float:
         """bytes per second"""
         return self.bytes / self.seconds if self.seconds > 0 else 0.0
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
             "messages": self.messages,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 3),
             "rate": round(self.rate, 1),
         }
+        if self.end is not None:
+            out["end"] = self.end.model_dump()
+        if self.duplicates:
+            out["duplicates"] = self.duplicates
+        if self.sequence is not None:
+            out["sequence"] = self.sequence
+        return out
 
 
 Progress = Callable[[Report], None]
@@ -134,49 +145,116 @@ def pull(
     proto: Proto = Proto.NNG,
     *,
     out_dir: Path | None = None,
+    delivery: Delivery = Delivery.AT_MOST_ONCE,
     dial_timeout: float = 10.0,
     idle_timeout: float | None = None,
     progress: Progress | None = None,
     progress_interval: float = 1.0,
+    check_hdf5: bool = False,
 ) -> Report:
-    """Receive from `url` until the end of the stream (NNG: the buffer disconnects;
-    ZMQ: an empty frame), saving each message as OUT_DIR/NNNNNNNN.msg if asked."""
+    """Receive from `url` until the buffer's end message, saving each message as
+    OUT_DIR/NNNNNNNN.msg if asked. Raises StreamBroken when the connection to the buffer
+    is lost without an end message (an empty ZMQ frame, the old end marker, also ends).
+    With `check_hdf5`, each message's (rank, seq) attributes are checked for gaps."""
     proto = Proto(proto)
     check_url(url, proto)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if Delivery(delivery) is Delivery.ACKED:
+        if proto is not Proto.NNG:
+            raise NngstreamError("--delivery acked is NNG only")
+        return _pull_acked(url, out_dir, dial_timeout, progress, progress_interval, check_hdf5)
     ctx = zmq.Context() if proto is Proto.ZMQ else None
     kw = {"dial": True, "dial_timeout": dial_timeout, "on_change": lambda: None}
     inlet: NngInlet | ZmqInlet = ZmqInlet(ctx, url, **kw) if ctx else NngInlet(url, **kw)
     report = Report()
+    seqs = SequenceCheck() if check_hdf5 else None
     t0 = last_msg = next_progress = time.monotonic()
+
+    def take(item: object, size: int) -> None:
+        report.messages += 1
+        report.bytes += size
+        if out_dir is not None:
+            (out_dir / f"{report.messages:08d}.msg").write_bytes(inlet.body(item))
+        if seqs is not None:
+            _check(seqs, inlet.body(item), report.messages)
+        inlet.discard(item)
+
     try:
         while True:
-            ended = inlet.end_marker_seen or (inlet.peers_seen and inlet.peers == 0)
             got = inlet.recv()
             now = time.monotonic()
-            if got is None:
-                if ended or inlet.end_marker_seen:
-                    break
-                if idle_timeout is not None and now - last_msg > idle_timeout:
-                    raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
+            if got is not None:
+                take(*got)
+                last_msg = now
+                if progress is not None and now >= next_progress:
+                    report.seconds = now - t0
+                    progress(report)
+                    next_progress = now + progress_interval
                 continue
-            item, size = got
-            last_msg = now
+            if inlet.end_marker_seen:
+                break
+            if inlet.peers_seen and inlet.peers == 0:  # the buffer went away
+                while (got := inlet.recv(block=False)) is not None:
+                    take(*got)
+                if inlet.end_marker_seen:
+                    break
+                raise StreamBroken(
+                    f"stream broken after {report.messages} messages: the connection to"
+                    f" {url} closed without an end message"
+                )
+            if idle_timeout is not None and now - last_msg > idle_timeout:
+                raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
+    finally:
+        inlet.close()
+        if ctx is not None:
+            ctx.term()
+    report.end = inlet.end
+    report.sequence = seqs.report() if seqs is not None else None
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _check(seqs: SequenceCheck, payload: memoryview, n: int) -> None:
+    try:
+        seqs.add(*hdf5_rank_seq(payload))
+    except ValueError as exc:
+        raise NngstreamError(f"message {n}: {exc} (--check hdf5)") from None
+
+
+def _pull_acked(
+    url: str,
+    out_dir: Path | None,
+    dial_timeout: float,
+    progress: Progress | None,
+    progress_interval: float,
+    check_hdf5: bool,
+) -> Report:
+    """`pull` against a buffer running `--delivery acked`: each message is acknowledged
+    once it is saved; duplicates (by producer and sequence) are dropped and counted."""
+    from .acked import AckedConsumer
+
+    consumer = AckedConsumer(url, dial_timeout=dial_timeout)
+    report = Report()
+    seqs = SequenceCheck() if check_hdf5 else None
+    t0 = next_progress = time.monotonic()
+    try:
+        for _producer, _seq, payload in consumer.messages(lambda: report.messages):
             report.messages += 1
-            report.bytes += size
+            report.bytes += len(payload)
+            if seqs is not None:
+                _check(seqs, payload, report.messages)
             if out_dir is not None:
-                view = nngio.body(item) if ctx is None else item.buffer  # type: ignore[attr-defined]
-                (out_dir / f"{report.messages:08d}.msg").write_bytes(view)
-            if ctx is None:
-                inlet.discard(item)
+                (out_dir / f"{report.messages:08d}.msg").write_bytes(payload)
+            now = time.monotonic()
             if progress is not None and now >= next_progress:
                 report.seconds = now - t0
                 progress(report)
                 next_progress = now + progress_interval
     finally:
-        inlet.close()
-        if ctx is not None:
-            ctx.term()
+        consumer.close()
+    report.end = consumer.end
+    report.duplicates = consumer.duplicates
+    report.sequence = seqs.report() if seqs is not None else None
     report.seconds = time.monotonic() - t0
     return report

@@ -17,6 +17,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from .errors import NngstreamError
+from .models import CONTROL_MAX, EndOfStream, decode_control, is_control
+from .sides import asked_port_zero, with_port
 
 log = logging.getLogger("nngstream.zmq")
 POLL_MS = 100
@@ -33,9 +35,17 @@ _FAILED = (
 class _Peers:
     """Live connection count of one socket, kept by a thread reading its monitor."""
 
-    def __init__(self, sock: zmq.Socket, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        on_change: Callable[[], None],
+        on_connection: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self._on_connection = on_connection  # (fd, True at accept/connect, False at close)
         self._mon = sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_ACCEPTED
+            | zmq.EVENT_CONNECTED
             | zmq.EVENT_DISCONNECTED
             | zmq.EVENT_MONITOR_STOPPED
             | _FAILED[0]
@@ -55,9 +65,14 @@ class _Peers:
         # count it back so that port probes do not look like peers leaving.
         try:
             while True:
-                event = recv_monitor_message(self._mon)["event"]
+                got = recv_monitor_message(self._mon)
+                event = got["event"]
                 if event == zmq.EVENT_MONITOR_STOPPED:
                     break
+                if event in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+                    if self._on_connection is not None:
+                        self._on_connection(got["value"], True)
+                    continue
                 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     self.count += 1
                     self.seen = True
@@ -67,6 +82,8 @@ class _Peers:
                 elif event == zmq.EVENT_DISCONNECTED:
                     self.count -= 1
                     self.left += 1
+                    if self._on_connection is not None:
+                        self._on_connection(got["value"], False)
                 log.debug("monitor: event %d, %d connected", event, self.count)
                 self._on_change()
         except zmq.ZMQError:
@@ -78,15 +95,19 @@ class _Peers:
         self._thread.join(timeout)
 
 
-def _attach(sock: zmq.Socket, url: str, dial: bool, what: str) -> None:
+def _attach(sock: zmq.Socket, url: str, dial: bool, what: str) -> str:
+    """Bind or connect; the address in use (the port chosen for a tcp port 0)."""
     try:
         if dial:
             sock.connect(url)
-        else:
-            sock.bind(url)
+            return url
+        sock.bind(url)
     except zmq.ZMQError as exc:
         verb = "dial" if dial else "listen on"
         raise NngstreamError(f"cannot {verb} {what} address {url}: {exc}") from None
+    if asked_port_zero(url):
+        return with_port(url, int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1]))
+    return url
 
 
 def _wait_connected(peers: _Peers, url: str, timeout: float, what: str) -> None:
@@ -110,6 +131,7 @@ class _ZmqSide:
         dial_timeout: float,
         on_change: Callable[[], None],
         what: str,
+        on_connection: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.url = url
         self.dial = dial
@@ -119,9 +141,9 @@ class _ZmqSide:
         self.sock.setsockopt(zmq.SNDTIMEO, POLL_MS)
         self.sock.setsockopt(zmq.RCVHWM, HWM)
         self.sock.setsockopt(zmq.SNDHWM, HWM)
-        self._peers = _Peers(self.sock, on_change)
+        self._peers = _Peers(self.sock, on_change, on_connection)
         try:
-            _attach(self.sock, url, dial, what)
+            self.url = _attach(self.sock, url, dial, what)
             if dial:
                 _wait_connected(self._peers, url, dial_timeout, what)
         except NngstreamError:
@@ -169,19 +191,29 @@ class ZmqInlet(_ZmqSide):
     def __init__(self, ctx: zmq.Context, url: str, **kw) -> None:
         super().__init__(ctx, zmq.PULL, url, what="IN", **kw)
         self.end_marker_seen = False
+        self.end: EndOfStream | None = None  # the end message received, if any
 
     def recv(self, block: bool = True) -> tuple[object, int] | None:
         """One frame and its size, or None after POLL_MS (at once if not `block`). An
-        empty frame is an upstream's end-of-stream marker: noted, never forwarded."""
+        empty frame or an end message (from an upstream buffer) is noted, never returned."""
         try:
             frame = self.sock.recv(0 if block else zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
         size = len(frame)
-        if size:
+        if size and (size >= CONTROL_MAX or frame.buffer[0] != 0 or not is_control(frame.buffer)):
             return frame, size
+        if size:
+            try:
+                self.end = decode_control(frame.buffer)
+            except ValueError:
+                return frame, size  # starts like a control message but is data
         self.end_marker_seen = True
         return None
+
+    @staticmethod
+    def body(item: object) -> memoryview:
+        return item.buffer  # type: ignore[attr-defined]
 
     def disconnect_all(self) -> None:
         """Refuse new producers (libzmq cannot drop live connections short of closing)."""
@@ -192,51 +224,61 @@ class ZmqOutlet(_ZmqSide):
     """Consumers' side: a ZMQ PUSH socket (round-robin over connections with room)."""
 
     def __init__(self, ctx: zmq.Context, url: str, **kw) -> None:
-        super().__init__(ctx, zmq.PUSH, url, what="OUT", **kw)
+        self.handed = 0  # messages handed to libzmq (by the one thread using the socket)
+        self._since: dict[int, int] = {}  # connection fd -> `handed` when it connected
+        self._vanished = 0
+        self._ending = False
+        super().__init__(ctx, zmq.PUSH, url, what="OUT", on_connection=self._connection, **kw)
+
+    def _connection(self, fd: int, up: bool) -> None:
+        """(monitor thread) A consumer connection that closes before the end of the stream
+        may have lost anything sent while it was connected: libzmq does not say which
+        connection took which message."""
+        if up:
+            self._since[fd] = self.handed
+        elif (since := self._since.pop(fd, None)) is not None and not self._ending:
+            self._vanished += self.handed - since
+
+    @property
+    def lost_max(self) -> int:
+        return self._vanished
+
+    def begin_end(self) -> None:
+        self._ending = True
 
     def send(self, item: object) -> bool:
         try:
             self.sock.send(item, copy=False)
-            return True
         except zmq.Again:
             return False
+        self.handed += 1
+        return True
 
     def try_send(self, item: object) -> bool:
         """Hand `item` to a consumer only if one has room now."""
         try:
             self.sock.send(item, zmq.NOBLOCK, copy=False)
-            return True
         except zmq.Again:
             return False
+        self.handed += 1
+        return True
+
+    @staticmethod
+    def new_message(size: int) -> tuple[object, memoryview]:
+        """A writable message of `size` bytes (sent without a copy)."""
+        data = bytearray(size)
+        return data, memoryview(data)
+
+    def send_control(self, payload: bytes) -> bool:
+        try:
+            self.sock.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def finish(
         self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
     ) -> int:
-        """End of stream: one empty frame per connected consumer, then wait until they
-        have all left (each leaves at its first empty frame). PUSH skips connections
-        that are full, so the markers are repeated every second while consumers remain;
-        a consumer stops at its first. A dialed downstream buffer gets one marker and is
-        not waited for: closing the socket lingers until the data and marker are out.
-        Returns 0: ZMQ cannot confirm delivery, consumers leaving is the confirmation.
-        (No unbind here: unbinding would end accepted connections and drop their queues.)"""
-        if self.dial:
-            self._markers(self.peers)
-            return 0
-        left = self._peers.left
-        while self.peers > 0 and not abort.is_set():
-            self._markers(self.peers)
-            for _ in range(10):
-                if self.peers == 0 or abort.is_set():
-                    break
-                time.sleep(0.1)
-            if self._peers.left != left:
-                left = self._peers.left
-                progress()
+        """Nothing to wait for: libzmq cannot confirm delivery (queued frames leave while
+        the end message is announced, and on close with a linger). Returns 0."""
         return 0
-
-    def _markers(self, n: int) -> None:
-        for _ in range(n):
-            try:
-                self.sock.send(b"", zmq.NOBLOCK)
-            except zmq.Again:
-                break

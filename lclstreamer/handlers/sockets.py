@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import HandlerError
+from ..errors import HandlerError, PeerLost
 from ..models import NNGPushHandler as NNGConfig
 from ..models import ZMQPushHandler as ZMQConfig
 from ..protocols import StreamContext
@@ -17,6 +17,37 @@ _SLICE_MS = 500  # blocking sends wake up this often, so signals are handled
 def chosen_urls(urls: list[str], distribute: bool, rank: int) -> list[str]:
     """The URLs a rank uses: one of them by rank (distribute) or all of them."""
     return [urls[rank % len(urls)]] if distribute else list(urls)
+
+
+class _Liveness:
+    """Bounds one blocked send: `send_timeout` in all, `peer_timeout` while no peer is
+    connected at all (a buffer that died leaves no connection; a full one keeps it)."""
+
+    def __init__(self, what: str, urls: list[str], send_timeout: float | None,
+                 peer_timeout: float | None) -> None:  # fmt: skip
+        now = time.monotonic()
+        self.what, self.urls = what, urls
+        self.deadline = None if send_timeout is None else now + send_timeout
+        self.send_timeout, self.peer_timeout = send_timeout, peer_timeout
+        self.alone_since: float | None = None
+
+    def check(self, peers: int) -> None:
+        """Raise if the wait has gone on too long, given `peers` connected now."""
+        now = time.monotonic()
+        if peers:
+            self.alone_since = None
+        elif self.alone_since is None:
+            self.alone_since = now
+        elif self.peer_timeout is not None and now - self.alone_since > self.peer_timeout:
+            raise PeerLost(
+                f"{self.what}: no peer connected at {', '.join(self.urls)} for"
+                f" {self.peer_timeout:g} s (peer_timeout): the buffer is gone"
+            )
+        if self.deadline is not None and now > self.deadline:
+            raise HandlerError(
+                f"{self.what}: no peer took a message within {self.send_timeout} s"
+                f" ({', '.join(self.urls)})"
+            )
 
 
 class NNGPushHandler:
@@ -51,8 +82,7 @@ class NNGPushHandler:
 
     def handle(self, message: memoryview | bytes) -> None:
         data = self._ffi.from_buffer(message)
-        limit = self.cfg.send_timeout
-        deadline = None if limit is None else time.monotonic() + limit
+        wait = None
         while True:
             try:
                 self.sock.send(data)
@@ -60,11 +90,11 @@ class NNGPushHandler:
             except self._pynng.Timeout:
                 if self.stop():
                     raise HandlerError("nng_push: stopped while waiting for a peer") from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise HandlerError(
-                        f"nng_push: no peer took a message within {limit} s"
-                        f" ({', '.join(self.urls)})"
-                    ) from None
+                if wait is None:
+                    wait = _Liveness(
+                        "nng_push", self.urls, self.cfg.send_timeout, self.cfg.peer_timeout
+                    )
+                wait.check(len(self.sock.pipes))
 
     def _unacknowledged(self) -> int:
         table = send_queues()
@@ -105,7 +135,11 @@ class NNGPushHandler:
 
 
 class ZMQPushHandler:
-    """ZeroMQ PUSH socket; on close, ZeroMQ delivers queued messages for up to `linger` s."""
+    """ZeroMQ PUSH socket; on close, ZeroMQ delivers queued messages for up to `linger` s.
+
+    Messages queue only towards completed connections (ZMQ_IMMEDIATE), so a send to a
+    buffer that is gone blocks, and the socket monitor tells how many peers are connected.
+    """
 
     def __init__(self, cfg: ZMQConfig, ctx: StreamContext, suffix: str) -> None:
         self.cfg = cfg
@@ -122,6 +156,11 @@ class ZMQPushHandler:
         self.sock.setsockopt(zmq.SNDHWM, self.cfg.high_water_mark)
         self.sock.setsockopt(zmq.SNDTIMEO, _SLICE_MS)
         self.sock.setsockopt(zmq.LINGER, int(self.cfg.linger * 1000))
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
+        self._peers = 0
         for url in self.urls:
             try:
                 if self.cfg.mode == "dial":
@@ -129,14 +168,22 @@ class ZMQPushHandler:
                 else:
                     self.sock.bind(url)
             except zmq.ZMQError as exc:
-                self.sock.close(linger=0)
-                self.context.term()
+                self._close(0)
                 raise HandlerError(f"zmq_push: cannot {self.cfg.mode} {url}: {exc}") from None
         return self
 
+    def _count_peers(self) -> int:
+        """Connected peers, from the monitor events received so far."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        zmq = self._zmq
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            self._peers += 1 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1
+        return max(self._peers, 0)
+
     def handle(self, message: memoryview | bytes) -> None:
-        limit = self.cfg.send_timeout
-        deadline = None if limit is None else time.monotonic() + limit
+        wait = None
         while True:
             try:
                 self.sock.send(message, copy=True)
@@ -144,16 +191,22 @@ class ZMQPushHandler:
             except self._zmq.Again:
                 if self.stop():
                     raise HandlerError("zmq_push: stopped while waiting for a peer") from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise HandlerError(
-                        f"zmq_push: no peer took a message within {limit} s"
-                        f" ({', '.join(self.urls)})"
-                    ) from None
+                if wait is None:
+                    wait = _Liveness(
+                        "zmq_push", self.urls, self.cfg.send_timeout, self.cfg.peer_timeout
+                    )
+                wait.check(self._count_peers())
+
+    def _close(self, linger_ms: int) -> None:
+        self.sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self.sock.close(linger=linger_ms)
+        self.context.term()
+        self.sock = None
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if self.sock is None:
             return
-        linger = int(self.cfg.linger * 1000) if exc_type is None else 0
-        self.sock.close(linger=linger)
-        self.context.term()
-        self.sock = None
+        # nothing can leave without a peer: do not wait `linger` for a buffer that is gone
+        linger = int(self.cfg.linger * 1000) if exc_type is None and self._count_peers() else 0
+        self._close(linger)

@@ -6,13 +6,16 @@ consumers three ways:
   relay      a minimal relay: a recv -> send loop of the same library, zero-copy
   nngstream  the `nngstream` CLI with default settings
 Throughput is total bytes over the time from the first message any consumer received
-to the last. Each round runs the three ways back to back; the median over rounds is
-printed, so slow moments of a shared machine hit all three alike. Also printed: the
-buffer's peak RSS (VmHWM) and the CPU time the relay and the buffer spent per GB
+to the last. Then (NNG over tcp, 1 MiB) `--delivery acked` against the default
+at-most-once, and the spill's write/replay rate against a bare sequential write/read of
+the same bytes to a file in the same directory. Each round runs the ways back to back;
+the median over rounds is printed, so slow moments of a shared machine hit them alike.
+Also printed: the buffer's peak RSS (VmHWM) and the CPU time the relay and the buffer spent per GB
 forwarded (less sensitive to other load than throughput). Prints figures only; asserts
 nothing about speed.
 
     .venv/bin/python tests/bench/bench_nngstream.py [--rounds 3] [--transports tcp,ipc]
+        [--only relay|acked|spill]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import pynng
 import zmq
 
 KIB, MIB = 1024, 1024 * 1024
+CONTROL_PREFIX = b"\x00NNGSTREAM\x00"  # nngstream's control messages (end of stream)
 PRODUCERS = CONSUMERS = 2
 NNGSTREAM = [sys.executable, "-m", "nngstream"]
 
@@ -85,13 +89,36 @@ def consume(proto: str, url: str, listen: bool, results, ready) -> None:
     """Receive until 1 s passes without a message; report (count, bytes, first, last)."""
     n = nbytes = 0
     first = last = 0.0
-    if proto == "nng":
+    if proto == "acked":  # nngstream --delivery acked: credit 2, ack every message
+        sock = pynng.Pair1(recv_max_size=0, recv_timeout=20_000)
+        sock.dial(url, block=True)
+        sock.send(CONTROL_PREFIX + b'{"type":"credit","credit":2}')
+        ready.release()
+        ack = CONTROL_PREFIX + b'{"type":"ack","n":1}'
+        try:
+            while True:
+                msg = sock.recv_msg()
+                if bytes(msg._buffer[: len(CONTROL_PREFIX)]) == CONTROL_PREFIX:
+                    break  # the end message
+                sock.send(ack)
+                last = time.monotonic()
+                if not n:
+                    first = last
+                    sock.recv_timeout = 1000
+                n += 1
+                nbytes += len(msg._buffer) - 16  # the envelope
+        except pynng.Timeout:
+            pass
+        sock.close()
+    elif proto == "nng":
         sock = pynng.Pull0(recv_max_size=0, recv_timeout=20_000)
         sock.listen(url) if listen else sock.dial(url, block=False)
         ready.release()
         try:
             while True:
                 msg = sock.recv_msg()
+                if bytes(msg._buffer[: len(CONTROL_PREFIX)]) == CONTROL_PREFIX:
+                    continue  # nngstream's end message
                 last = time.monotonic()
                 if not n:
                     first = last
@@ -110,8 +137,8 @@ def consume(proto: str, url: str, listen: bool, results, ready) -> None:
         try:
             while True:
                 frame = sock.recv(copy=False)
-                if not len(frame):
-                    continue  # nngstream's end-of-stream marker
+                if not len(frame) or frame.bytes[: len(CONTROL_PREFIX)] == CONTROL_PREFIX:
+                    continue  # nngstream's end message
                 last = time.monotonic()
                 if not n:
                     first = last
@@ -181,6 +208,11 @@ def _cpu(proc: subprocess.Popen | mp.Process | None) -> float:
 def measure(
     way: str, proto: str, size: int, total_bytes: int, addr: Addresses, extra: list[str]
 ) -> dict:
+    """One measurement; `proto` "acked" is NNG producers, `nngstream --delivery acked`
+    and acked consumers."""
+    consumer_proto = proto
+    if proto == "acked":
+        proto, extra = "nng", [*extra, "--delivery", "acked"]
     count = max(1, total_bytes // size // PRODUCERS)
     results: mp.Queue = mp.Queue()
     ready = mp.Semaphore(0)
@@ -206,7 +238,7 @@ def measure(
             )  # fmt: skip
         wait_listening([in_url, out_url], middle)
         cons = [
-            mp.Process(target=consume, args=(proto, out_url, False, results, ready))
+            mp.Process(target=consume, args=(consumer_proto, out_url, False, results, ready))
             for _ in range(CONSUMERS)
         ]
         producer_urls = [in_url]
@@ -266,6 +298,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1048576,65536")
     ap.add_argument("--total-mib", type=int, default=1024, help="MiB streamed per measurement")
     ap.add_argument("--nngstream-args", default="", help="extra options for nngstream")
+    ap.add_argument("--only", choices=["relay", "acked", "spill"], help="one section only")
+    ap.add_argument("--spill-mib", type=int, default=1024, help="MiB through the spill")
     args = ap.parse_args()
     extra = args.nngstream_args.split()
     mp.set_start_method("fork")
@@ -275,6 +309,15 @@ def main() -> None:
         f" median of {args.rounds} interleaved rounds; GB/s = 1e9 bytes/s;"
         f" nngstream options: {' '.join(extra) or '(defaults)'}"
     )
+    if args.only in (None, "relay"):
+        relay_table(args, extra)
+    if args.only in (None, "acked"):
+        acked_table(args, extra)
+    if args.only in (None, "spill"):
+        spill_table(args)
+
+
+def relay_table(args: argparse.Namespace, extra: list[str]) -> None:
     header = (
         f"{'proto':5} {'link':4} {'size':>7} | {'direct':>7} {'relay':>7} {'nngstr':>7} |"
         f" {'nngstr/relay':>12} {'relay/direct':>12} {'nngstr/direct':>13} | {'peak RSS':>9} |"
@@ -308,6 +351,80 @@ def main() -> None:
                         f" {cpu['relay']:14.2f} {cpu['nngstream']:6.2f}",
                         flush=True,
                     )
+
+
+def acked_table(args: argparse.Namespace, extra: list[str]) -> None:
+    """`--delivery acked` against at-most-once: NNG over tcp, 1 MiB, same rounds."""
+    print("\nacked delivery vs at-most-once (NNG, tcp, 1 MiB; nngstream both ways)")
+    with tempfile.TemporaryDirectory(prefix="bench-nngstream-") as tmp:
+        addr = Addresses("tcp", Path(tmp))
+        runs: dict[str, list[dict]] = {"nng": [], "acked": []}
+        for _ in range(args.rounds):
+            for mode in runs:
+                runs[mode].append(
+                    measure("nngstream", mode, MIB, args.total_mib * MIB, addr, extra)
+                )
+    rate = {m: statistics.median(r["rate"] for r in rs) for m, rs in runs.items()}
+    cpu = {m: statistics.median(r["cpu"] for r in rs) for m, rs in runs.items()}
+    print(
+        f"at-most-once {rate['nng'] / 1e9:.2f} GB/s ({cpu['nng']:.2f} CPU s/GB), acked"
+        f" {rate['acked'] / 1e9:.2f} GB/s ({cpu['acked']:.2f} CPU s/GB):"
+        f" acked / at-most-once {rate['acked'] / rate['nng']:.2f}",
+        flush=True,
+    )
+
+
+def spill_table(args: argparse.Namespace) -> None:
+    """The spill (1 MiB messages) against a bare sequential write/read of the same bytes,
+    in the same directory (page cache included, no fsync in either)."""
+    from nngstream.spill import Spill
+
+    size, n = MIB, args.spill_mib
+    data = memoryview(os.urandom(size))
+    print(
+        f"\nspill vs bare file, {n} x 1 MiB, in {tempfile.gettempdir()} (median of {args.rounds})"
+    )
+    rows: dict[str, list[float]] = {"spill write": [], "file write": [], "spill read": [],
+                                    "file read": []}  # fmt: skip
+
+    def new(k: int) -> tuple[bytearray, memoryview]:
+        buf = bytearray(k)
+        return buf, memoryview(buf)
+
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="bench-spill-") as tmp:
+            spill = Spill(Path(tmp), max_bytes=2 * n * size)
+            t = time.perf_counter()
+            for _ in range(n):
+                spill.write(data)
+            spill._writer.flush()  # noqa: SLF001 (bytes out of Python, as the file's close)
+            rows["spill write"].append(n * size / (time.perf_counter() - t))
+            t = time.perf_counter()
+            for _ in range(n):
+                spill.read(new)
+            rows["spill read"].append(n * size / (time.perf_counter() - t))
+            spill.close()
+            path = Path(tmp) / "bare.bin"
+            t = time.perf_counter()
+            with path.open("wb") as f:
+                for _ in range(n):
+                    f.write(data)
+            rows["file write"].append(n * size / (time.perf_counter() - t))
+            buf = bytearray(size)
+            t = time.perf_counter()
+            with path.open("rb", buffering=0) as f:
+                for _ in range(n):
+                    f.readinto(buf)
+                    buf = bytearray(size)  # a fresh message each time, as the spill does
+            rows["file read"].append(n * size / (time.perf_counter() - t))
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    for op in ("write", "read"):
+        print(
+            f"{op:5}: spill {med['spill ' + op] / 1e6:8.0f} MB/s, bare file"
+            f" {med['file ' + op] / 1e6:8.0f} MB/s, spill / file"
+            f" {med['spill ' + op] / med['file ' + op]:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

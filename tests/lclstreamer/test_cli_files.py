@@ -111,6 +111,7 @@ def test_gzip_shuffle_single_process_and_max_events(tmp_path):
         "MB/s": 0,
         "ranks": 1,
         "cpu_seconds": 0,
+        "complete": True,
     }
 
 

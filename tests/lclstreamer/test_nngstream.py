@@ -2,10 +2,12 @@
 
 nngstream runs as its own process (its console script; lclstreamer never imports it).
 Consumers are Pull0 sockets in this test that dial the buffer's OUT address and stop
-when the buffer disconnects them at the end of the stream."""
+at the buffer's end message (docs/nngstream.md: a message starting with the control
+prefix, JSON after it)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -15,17 +17,21 @@ import yaml
 
 from .helpers import EXAMPLES, read_message, run_cli, write_config
 
+END_PREFIX = b"\x00NNGSTREAM\x00"
+
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(120)]
 
 
 class DialingConsumer(threading.Thread):
-    """Receives until its connection to the buffer is gone (the buffer's end of stream)."""
+    """Receives until the buffer's end message (`end`), or until the connection is gone
+    without one (`end` stays None)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url
         self.messages: list[dict] = []
         self.connected = threading.Event()
+        self.end: dict | None = None
         self._live: set[int] = set()
 
     def _added(self, pipe: pynng.Pipe) -> None:
@@ -39,7 +45,11 @@ class DialingConsumer(threading.Thread):
             sock.dial(self.url, block=False)
             while True:
                 try:
-                    self.messages.append(read_message(sock.recv()))
+                    data = sock.recv()
+                    if data.startswith(END_PREFIX):
+                        self.end = json.loads(data[len(END_PREFIX) :])
+                        return
+                    self.messages.append(read_message(data))
                 except pynng.Timeout:
                     if self.connected.is_set() and not self._live:
                         return
@@ -66,6 +76,7 @@ def test_two_ranks_through_nngstream_to_two_consumers(tmp_path, spawn, free_port
     for c in consumers:
         c.join(30)
         assert not c.is_alive(), "consumer did not see the end of the stream"
+        assert c.end is not None and c.end["sent"] == sum(len(x.messages) for x in consumers)
 
     expected = [i for i in range(200) if i % 50 != 49]
     assert all(c.messages for c in consumers), "round-robin reached both consumers"
@@ -81,4 +92,5 @@ def test_two_ranks_through_nngstream_to_two_consumers(tmp_path, spawn, free_port
     for seqs in per_rank_seq.values():
         assert sorted(seqs) == list(range(len(seqs)))
     assert res.summary()["skipped"] == 4 and res.summary()["events"] == len(expected)
+    assert res.summary()["complete"] is True and "interrupted" not in res.summary()
     assert np.sum([len(c.messages) for c in consumers]) == res.summary()["batches"]

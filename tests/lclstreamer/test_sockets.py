@@ -4,6 +4,7 @@ process exits. Also ZeroMQ delivery, and an NNG dialer that reconnects to a rest
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -156,6 +157,8 @@ def test_sigterm_while_waiting_for_a_peer(tmp_path, free_port, spawn):
         with conn:
             time.sleep(0.5)  # let the first send start waiting
             proc.signal(signal.SIGTERM)
-            assert proc.wait(30) == 1, proc.stderr()
+            assert proc.wait(30) == 130, proc.stderr()  # interrupted
     assert "nng_push: stopped while waiting for a peer" in proc.stderr()
+    summary = json.loads(proc.stdout().strip().splitlines()[-1])
+    assert (summary["interrupted"], summary["complete"], summary["events"]) == (True, False, 0)
     assert "Traceback" not in proc.stderr()

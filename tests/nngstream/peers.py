@@ -1,15 +1,17 @@
 """Test producers and consumers for nngstream, run as subprocesses.
 
     python peers.py produce URL --id P --count N [--proto nng|zmq] [--sizes mixed|SIZE]
-    python peers.py consume URL --out FILE [--proto nng|zmq] [--delay S]
+    python peers.py consume URL --out FILE [--proto nng|zmq] [--delay S] [--acked]
 
 A message is a 16-byte header `<IQI` (producer, sequence, size) followed by filler
 bytes derived from (producer, sequence), so a consumer can check each one. Producers
 print `sent K` lines as they go and `done K` at the end; consumers print `got K` lines
-and write a JSON record of everything they received (in arrival order) at end of stream.
-The consumer is written against the public pynng/pyzmq APIs only (an independent reader
-of the stream contract); the producer uses nngstream's NNG outlet to know when its
-last message has been written before it closes.
+and write a JSON record of everything they received (in arrival order) and the end
+message at end of stream; a consumer that loses the buffer without an end message
+writes its record with eos "broken" and exits 3. The consumer is written against the
+public pynng/pyzmq APIs and the documented end message only (an independent reader of
+the stream contract); the producer uses nngstream's NNG outlet to know when its last
+message has been written before it closes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import threading
 import time
 
 HEADER = struct.Struct("<IQI")
+END_PREFIX = b"\x00NNGSTREAM\x00"  # docs/nngstream.md, "End of stream"
+BROKEN = 3
 KIB, MIB = 1024, 1024 * 1024
 # 1 KiB .. 8 MiB, mostly small: 200 entries, mean about 230 KiB.
 MIXED = [1 * KIB] * 70 + [16 * KIB] * 50 + [128 * KIB] * 45 + [1 * MIB] * 32 + [8 * MIB] * 3
@@ -89,10 +93,75 @@ def produce(args: argparse.Namespace) -> None:
     print(f"done {args.count}", flush=True)
 
 
-def consume(args: argparse.Namespace) -> None:
+def end_message(data: bytes) -> dict | None:
+    if data[: len(END_PREFIX)] != END_PREFIX:
+        return None
+    return json.loads(data[len(END_PREFIX) :])
+
+
+def consume_acked(args: argparse.Namespace) -> int:
+    """The acked protocol of docs/nngstream.md with a plain Pair1 socket: credit 2, a
+    16-byte envelope (producer, sequence) before each payload, one ack per message once
+    processed (then `acked P S` is printed), duplicates dropped by (producer, sequence)."""
+    import pynng
+
+    envelope = struct.Struct("<QQ")
+    live: set[int] = set()
+    seen_peer = threading.Event()
+
+    def added(pipe: pynng.Pipe) -> None:
+        live.add(pipe.id)
+        seen_peer.set()
+
+    sock = pynng.Pair1(recv_max_size=0, recv_timeout=200)
+    sock.add_post_pipe_connect_cb(added)
+    sock.add_post_pipe_remove_cb(lambda pipe: live.discard(pipe.id))
+    sock.dial(args.url, block=True)
+    sock.send(END_PREFIX + json.dumps({"type": "credit", "credit": 2}).encode())
+    received: list[tuple[int, int]] = []
+    keys: set[tuple[int, int]] = set()
+    duplicates, nbytes, eos, end = 0, 0, None, None
+    while True:
+        try:
+            data = sock.recv()
+        except pynng.Timeout:
+            if seen_peer.is_set() and not live:
+                eos = "broken"
+                break
+            continue
+        if (end := end_message(data)) is not None:
+            eos = "end"
+            break
+        producer, seq = envelope.unpack_from(data)
+        if args.delay:
+            time.sleep(args.delay)
+        if (producer, seq) in keys:
+            duplicates += 1
+        else:
+            _p, s, n = check(data[envelope.size :])
+            keys.add((producer, seq))
+            received.append((_p, s))
+            nbytes += n
+        sock.send(END_PREFIX + json.dumps({"type": "ack", "n": 1}).encode())
+        print(f"acked {received[-1][0]} {received[-1][1]}", flush=True)
+        print(f"got {len(received)}", flush=True)
+    sock.close()
+    with open(args.out, "w") as f:
+        json.dump(
+            {"received": received, "bytes": nbytes, "eos": eos, "end": end,
+             "duplicates": duplicates}, f,
+        )  # fmt: skip
+    print("eos", eos, flush=True)
+    return BROKEN if eos == "broken" else 0
+
+
+def consume(args: argparse.Namespace) -> int:
+    if args.acked:
+        return consume_acked(args)
     received: list[tuple[int, int]] = []
     nbytes = 0
     eos = None
+    end = None
     if args.proto == "zmq":
         import zmq
 
@@ -100,10 +169,30 @@ def consume(args: argparse.Namespace) -> None:
         sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, 4)
         sock.connect(args.url)
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        connected, seen = 0, False
         while True:
+            ready = dict(poller.poll(200))
+            if monitor in ready:
+                from zmq.utils.monitor import recv_monitor_message
+
+                ev = recv_monitor_message(monitor)["event"]
+                connected += 1 if ev == zmq.EVENT_HANDSHAKE_SUCCEEDED else -1
+                seen = True
+            if sock not in ready:
+                if seen and connected <= 0 and monitor not in ready:
+                    eos = "broken"
+                    break
+                continue
             data = sock.recv()
             if not data:
                 eos = "empty-frame"
+                break
+            if (end := end_message(data)) is not None:
+                eos = "end"
                 break
             p, s, n = check(data)
             received.append((p, s))
@@ -111,6 +200,8 @@ def consume(args: argparse.Namespace) -> None:
             print(f"got {len(received)}", flush=True)
             if args.delay:
                 time.sleep(args.delay)
+        sock.disable_monitor()
+        monitor.close(linger=0)
         sock.close(linger=0)
         ctx.term()
     else:
@@ -133,9 +224,12 @@ def consume(args: argparse.Namespace) -> None:
                 data = sock.recv()
             except pynng.Timeout:
                 if gone:
-                    eos = "disconnect"
+                    eos = "broken"
                     break
                 continue
+            if (end := end_message(data)) is not None:
+                eos = "end"
+                break
             p, s, n = check(data)
             received.append((p, s))
             nbytes += n
@@ -144,8 +238,9 @@ def consume(args: argparse.Namespace) -> None:
                 time.sleep(args.delay)
         sock.close()
     with open(args.out, "w") as f:
-        json.dump({"received": received, "bytes": nbytes, "eos": eos}, f)
+        json.dump({"received": received, "bytes": nbytes, "eos": eos, "end": end}, f)
     print("eos", eos, flush=True)
+    return BROKEN if eos == "broken" else 0
 
 
 def main() -> None:
@@ -163,8 +258,9 @@ def main() -> None:
     c.add_argument("--out", required=True)
     c.add_argument("--proto", default="nng")
     c.add_argument("--delay", type=float, default=0.0)
+    c.add_argument("--acked", action="store_true", help="speak the acked protocol")
     args = ap.parse_args()
-    produce(args) if args.cmd == "produce" else consume(args)
+    return produce(args) if args.cmd == "produce" else consume(args)
 
 
 if __name__ == "__main__":

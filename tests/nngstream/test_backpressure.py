@@ -113,3 +113,22 @@ def test_holds_data_until_a_consumer_connects(spawn, free_port, tmp_path):
     assert wait_exit(late, 30) == 0
     check_delivery([load_received(out)], {0: 300})
     assert final_metrics(buf)["sent"] == 300
+
+
+@pytest.mark.timeout(60)
+def test_full_without_consumer_says_producers_are_blocked(spawn, free_port, tmp_path):
+    """The README's old trap: more than --max-bytes and no consumer. The metrics flag it
+    and a warning says so (rate-limited); a consumer arriving later gets everything."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(spawn, in_port, out_port, "--max-bytes", "1MiB", "--metrics-interval", "0.2")
+    prod = producer(spawn, f"tcp://127.0.0.1:{in_port}", 0, 80, "--sizes", str(64 * 1024))
+    wait_until(lambda: any(m["blocked"] for m in metrics_lines(buf)), 20, "the blocked flag")
+    wait_until(lambda: "producers are blocked" in buf.stderr(), 20, "the warning")
+    assert buf.stderr().count("producers are blocked") == 1  # not once per tick
+    out = tmp_path / "late.json"
+    late = consumer(spawn, f"tcp://127.0.0.1:{out_port}", out, name="late")
+    assert wait_exit(prod, 30) == 0, prod.stderr()
+    assert wait_exit(buf, 30) == 0, buf.stderr()
+    assert wait_exit(late, 30) == 0, late.stderr()
+    assert len(load_received(out)["received"]) == 80
+    assert final_metrics(buf)["blocked"] is False

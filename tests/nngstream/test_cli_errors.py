@@ -41,6 +41,11 @@ def urls(free_port):
         (("--idle-timeout", "0"), ("--idle-timeout",)),
         (("--callback", "http://127.0.0.1:9/cb"), ("--callback", "--cb-secret-file")),
         (("--cb-secret-file", "/nonexistent/key"), ("--cb-secret-file", "No such file")),
+        (("--delivery", "acked", "--out-proto", "zmq"), ("--delivery acked needs NNG",)),
+        (("--spill", "/tmp", "--when-full", "drop-oldest"), ("--spill keeps every message",)),
+        (("--spill", "/tmp", "--delivery", "acked"), ("--spill cannot be combined",)),
+        (("--spill-max-bytes", "1Q"), ("--spill-max-bytes", "unknown unit")),
+        (("--end-timeout", "0"), ("--end-timeout",)),
     ],
 )
 @pytest.mark.timeout(30)
@@ -168,3 +173,23 @@ def test_help_mentions_the_toolkit():
         res = run(sub, "--help")
         assert res.returncode == 0 and "--proto" in res.stdout
     assert sys.executable  # the console script is the venv's
+
+
+@pytest.mark.timeout(30)
+def test_spill_directory_that_cannot_be_created(urls, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = run(*urls, "--spill", str(blocker / "spill"))
+    assert_clear_error(res, 1, "nngstream: error: cannot use spill directory", "--spill")
+
+
+@pytest.mark.timeout(30)
+def test_ready_file_that_cannot_be_written(urls, tmp_path):
+    res = run(*urls, "--ready-file", str(tmp_path / "missing" / "ready.json"))
+    assert_clear_error(res, 1, "nngstream: error: cannot write ready file", "--ready-file")
+
+
+@pytest.mark.timeout(30)
+def test_pull_check_unknown_format(urls):
+    res = run("pull", urls[1], "--check", "cbor")
+    assert_clear_error(res, 2, "--check: unknown format 'cbor'")

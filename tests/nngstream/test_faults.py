@@ -68,6 +68,10 @@ def test_consumer_killed_mid_stream(spawn, free_port, tmp_path, proto):
     to_victim = m["sent"] - sum(got)
     assert held <= to_victim <= held + IN_TRANSIT, (m["sent"], got, held)
     assert m["sent"] == total  # nothing was left in the buffer
+    # the loss is counted where users look: an upper bound, at least what went missing
+    missing = to_victim - held
+    assert m["lost_max"] >= max(missing, 1)
+    assert all(r["end"]["lost_max"] == m["lost_max"] for r in results)
     # survivors: exactly once and in order, and nothing the producers did not send
     seen = {tuple(x) for r in results for x in r["received"]}
     assert len(seen) == sum(got)

@@ -41,8 +41,10 @@ def test_many_producers_many_consumers(spawn, free_port, tmp_path, proto):
         assert wait_exit(c, 30) == 0, c.stderr()
     results = [load_received(o) for o in outs]
     check_delivery(results, {p: PER_PRODUCER for p in range(PRODUCERS)})
-    want_eos = "disconnect" if proto == "nng" else "empty-frame"
-    assert [r["eos"] for r in results] == [want_eos] * CONSUMERS
+    assert [r["eos"] for r in results] == ["end"] * CONSUMERS
+    for r in results:  # every consumer gets the whole stream's totals
+        assert r["end"]["sent"] == r["end"]["recvd"] == sum(len(x["received"]) for x in results)
+        assert r["end"]["lost_max"] == 0
     assert all(r["received"] for r in results), "round-robin left a consumer empty"
     m = final_metrics(buf)
     total = PRODUCERS * PER_PRODUCER

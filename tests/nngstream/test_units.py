@@ -290,3 +290,71 @@ def test_expected_producers_hold_the_end_until_all_have_joined():
     assert next_event(S, _obs(producer_seen=True, producers_joined=4, producers_expected=3)) is (
         Event.PRODUCERS_GONE
     )
+
+
+def test_control_messages_round_trip_and_are_never_data():
+    from nngstream.models import (
+        CONTROL_PREFIX,
+        Ack,
+        Credit,
+        EndOfStream,
+        ProducerTotals,
+        decode_consumer_control,
+        decode_control,
+        encode_control,
+        is_control,
+    )
+
+    end = EndOfStream(recvd=3, sent=3, bytes=30, dropped=0, lost_max=0,
+                      producers={"7": ProducerTotals(messages=3, bytes=30)})  # fmt: skip
+    wire = encode_control(end)
+    assert wire.startswith(CONTROL_PREFIX) and is_control(memoryview(wire))
+    assert decode_control(wire) == end
+    assert decode_consumer_control(encode_control(Ack(n=4))) == Ack(n=4)
+    assert decode_consumer_control(encode_control(Credit(credit=2))).credit == 2
+    for data in (b"\x89HDF\r\n", b"", CONTROL_PREFIX + b"{not json", b"\x00NNG"):
+        if is_control(data):
+            with pytest.raises(ValueError):
+                decode_control(data)
+        else:
+            with pytest.raises(ValueError, match="not an nngstream control message"):
+                decode_control(data)
+    with pytest.raises(ValueError):
+        decode_consumer_control(encode_control(end))  # an end message is not a credit/ack
+
+
+def test_sequence_check_counts_gaps_duplicates_and_order():
+    from nngstream.accounting import SequenceCheck
+
+    check = SequenceCheck()
+    for p, s in [(0, 0), (0, 2), (0, 1), (0, 2), (1, 5)]:
+        check.add(p, s)
+    r = check.report()
+    assert (r["gaps"], r["duplicates"], r["out_of_order"]) == (5, 1, 1)
+    assert r["producers"]["1"] == {"messages": 1, "highest": 5, "gaps": 5,
+                                   "missing": [0, 1, 2, 3, 4]}  # fmt: skip
+
+
+def test_round_robin_and_port_zero_addresses():
+    from nngstream.routing import RoundRobin
+    from nngstream.sides import asked_port_zero, with_port
+
+    rr = RoundRobin()
+    assert [rr.choose(["a", "b"]) for _ in range(4)] == ["b", "a", "b", "a"]
+    assert rr.choose(["only"]) == "only"
+    assert asked_port_zero("tcp://127.0.0.1:0") and not asked_port_zero("tcp://h:5")
+    assert not asked_port_zero("ipc:///tmp/x")
+    assert with_port("tcp://0.0.0.0:0", 5001) == "tcp://0.0.0.0:5001"
+    assert with_port("tcp://[::1]:0", 7) == "tcp://[::1]:7"
+
+
+def test_acked_and_spill_settings_are_checked():
+    from nngstream.models import BufferSettings
+
+    with pytest.raises(ValueError, match="--delivery acked needs NNG on both sides"):
+        BufferSettings(in_url="tcp://h:1", out_url="tcp://h:2", out_proto="zmq",
+                       delivery="acked")  # fmt: skip
+    with pytest.raises(ValueError, match="--spill cannot be combined with --delivery acked"):
+        BufferSettings(in_url="tcp://h:1", out_url="tcp://h:2", spill="/tmp", delivery="acked")
+    s = BufferSettings(in_url="tcp://h:0", out_url="tcp://h:0", spill_max_bytes="2GiB")
+    assert s.spill_max_bytes == 2 * 1024**3  # port 0 twice: two different free ports

@@ -1,0 +1,317 @@
+"""Acknowledged delivery (`--delivery acked`) over NNG: the outlet and a consumer.
+
+The OUT socket is an NNG Pair1 socket in polyamorous mode, so the buffer knows which
+consumer each message goes to and hears back from each. The protocol (also in
+docs/nngstream.md, "Acknowledged delivery"):
+
+- a consumer dials OUT with a Pair1 socket and sends a credit message
+  (`Credit`: how many unacknowledged messages it may hold; the buffer grants at most
+  `MAX_CREDIT`, the depth of NNG's per-connection queue, beyond which Pair1 drops);
+- the buffer sends each data message to one consumer with credit, with a 16-byte
+  envelope in front of the payload: producer and sequence (`ENVELOPE`, little-endian
+  u64s; the sequence counts that producer connection's messages from 0);
+- the consumer acknowledges (`Ack`, n messages, in the order received) once it has
+  processed them; the buffer then forgets them;
+- messages a consumer took and did not acknowledge before its connection closed go
+  back to the queue, ahead of the rest, for the other consumers (counted as
+  `redelivered`); consumers drop duplicates by (producer, sequence);
+- the stream ends with the end message (no envelope) once every message is
+  acknowledged.
+
+Redelivered messages may overtake later ones of the same producer: per-producer order
+holds only without faults. Pair1's polyamorous mode is deprecated upstream (kept in
+NNG 1.x, which pynng bundles).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pynng
+from pynng._nng import ffi, lib
+
+from .errors import NngstreamError, StreamBroken
+from .models import (
+    ENVELOPE,
+    Ack,
+    Credit,
+    EndOfStream,
+    decode_consumer_control,
+    decode_control,
+    encode_control,
+    is_control,
+)
+from .nngio import POLL_MS, _attach_or_close, _nng_error, new_message
+from .routing import RoundRobin
+
+MAX_CREDIT = 2
+
+
+def _stamped(msg: object) -> tuple[int, int]:
+    """(producer connection id, sequence) of a message stamped by the inlet."""
+    seq = ffi.new("uint64_t *")
+    if lib.nng_msg_header_len(msg) < 8:
+        raise NngstreamError("acked delivery needs messages received on an NNG IN")
+    lib.nng_msg_header_trim_u64(msg, seq)
+    lib.nng_msg_header_append_u64(msg, seq[0])
+    return lib.nng_pipe_id(lib.nng_msg_get_pipe(msg)), seq[0]
+
+
+@dataclass
+class _Consumer:
+    pipe_id: int
+    credit: int = 0
+    unacked: deque[object] = field(default_factory=deque)  # originals, oldest first
+    ended: bool = False
+
+
+class AckedNngOutlet:
+    """Consumers' side with acknowledgements (see the module doc). Implements Outlet."""
+
+    def __init__(
+        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+    ) -> None:
+        if dial:
+            raise NngstreamError("--delivery acked cannot be combined with --dial-out")
+        self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
+        self._raw = self.sock.socket
+        self._cond = threading.Condition(threading.Lock())
+        self._consumers: dict[int, _Consumer] = {}
+        self._gone: set[int] = set()  # pipes that have left (ids are never reused)
+        self._again: deque[object] = deque()  # taken back from consumers that left
+        self._policy = RoundRobin()
+        self._on_change = on_change
+        self.redelivered = 0
+        self.acked = 0
+        self._closed = False
+        self.sock.add_post_pipe_connect_cb(self._joined)
+        self.sock.add_post_pipe_remove_cb(self._left)
+        self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
+        self._rx = threading.Thread(target=self._hear, name="acks", daemon=True)
+        self._rx.start()
+
+    # -- Outlet ---------------------------------------------------------------------
+    @property
+    def peers(self) -> int:
+        return len(self._consumers)
+
+    @property
+    def lost_max(self) -> int:
+        return 0  # nothing handed out is forgotten before it is acknowledged
+
+    def begin_end(self) -> None:
+        pass
+
+    def send(self, item: object) -> bool:
+        """Take `item` and send it (or an older message taken back) to a consumer with
+        credit; False if none had credit within POLL_MS."""
+        with self._cond:
+            c = self._pick()
+            if c is None:
+                self._cond.wait(POLL_MS / 1000)
+                c = self._pick()
+                if c is None:
+                    return False
+            if self._again:
+                self._again.append(item)
+                item = self._again.popleft()
+            self._deliver(c, item)
+        return True
+
+    def try_send(self, item: object) -> bool:
+        return False  # no cut-through: every message goes through credit
+
+    def send_control(self, payload: bytes) -> bool:
+        """Send `payload` to every consumer that has not had it; False if none."""
+        with self._cond:
+            todo = [c for c in self._consumers.values() if not c.ended]
+            for c in todo:
+                c.ended = True
+                self._send_to(c.pipe_id, *_copy(payload))
+        return bool(todo)
+
+    @staticmethod
+    def new_message(size: int) -> tuple[object, memoryview]:
+        return new_message(size)
+
+    @staticmethod
+    def discard(item: object) -> None:
+        lib.nng_msg_free(item)
+
+    def finish(
+        self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
+    ) -> int:
+        """Wait until every message is acknowledged (redelivering what consumers that
+        left had taken). Returns the messages still unacknowledged if aborted."""
+        while not abort.is_set():
+            with self._cond:
+                while self._again and (c := self._pick()) is not None:
+                    self._deliver(c, self._again.popleft())
+                pending = len(self._again) + sum(len(c.unacked) for c in self._consumers.values())
+                if not pending:
+                    return 0
+                before = self.acked
+                self._cond.wait(POLL_MS / 1000)
+                if self.acked != before:
+                    progress()
+        with self._cond:
+            return len(self._again) + sum(len(c.unacked) for c in self._consumers.values())
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        self._rx.join(2.0)
+        with self._cond:
+            for item in self._again:
+                lib.nng_msg_free(item)
+            self._again.clear()
+            for c in self._consumers.values():
+                for item in c.unacked:
+                    lib.nng_msg_free(item)
+            self._consumers.clear()
+
+    # -- internals (under self._cond unless said otherwise) ---------------------------
+    def _pick(self) -> _Consumer | None:
+        ready = [c for c in self._consumers.values() if len(c.unacked) < c.credit and not c.ended]
+        return self._policy.choose(ready) if ready else None
+
+    def _deliver(self, c: _Consumer, item: object) -> None:
+        """Send a copy of `item` with its envelope; keep the original until acked."""
+        producer, seq = _stamped(item)
+        size = lib.nng_msg_len(item)
+        out, view = new_message(ENVELOPE.size + size)
+        ENVELOPE.pack_into(view, 0, producer, seq)
+        ffi.memmove(ffi.from_buffer(view[ENVELOPE.size :]), lib.nng_msg_body(item), size)
+        del view
+        c.unacked.append(item)
+        self._send_to(c.pipe_id, out, size)
+
+    def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
+        lib.nng_msg_set_pipe(msg, ffi.new("nng_pipe *", {"id": pipe_id})[0])
+        rc = lib.nng_sendmsg(self._raw, msg, 0)
+        if rc:
+            lib.nng_msg_free(msg)
+            if rc != lib.NNG_ECLOSED:
+                raise NngstreamError(f"sending on OUT failed: {_nng_error(rc)}")
+
+    def _joined(self, pipe: pynng.Pipe) -> None:
+        with self._cond:
+            if pipe.id not in self._gone:
+                self._consumers.setdefault(pipe.id, _Consumer(pipe.id))
+        self._on_change()
+
+    def _left(self, pipe: pynng.Pipe) -> None:
+        with self._cond:
+            self._gone.add(pipe.id)
+            c = self._consumers.pop(pipe.id, None)
+            if c is not None and c.unacked:
+                self.redelivered += len(c.unacked)
+                self._again.extendleft(reversed(c.unacked))
+            self._cond.notify_all()
+        self._on_change()
+
+    def _hear(self) -> None:
+        """(own thread) Credit and acknowledgements from consumers."""
+        msg_p = ffi.new("nng_msg **")
+        while not self._closed:
+            rc = lib.nng_recvmsg(self._raw, msg_p, 0)
+            if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
+                continue
+            if rc:
+                return  # closed
+            msg = msg_p[0]
+            pipe_id = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
+            data = ffi.buffer(lib.nng_msg_body(msg), lib.nng_msg_len(msg))[:]
+            lib.nng_msg_free(msg)
+            try:
+                ctl = decode_consumer_control(data)
+            except ValueError:
+                continue  # not ours: ignored
+            with self._cond:
+                c = self._consumers.get(pipe_id)
+                if c is None:  # its connect callback has not run yet (it can lag)
+                    if pipe_id in self._gone:
+                        continue
+                    c = self._consumers[pipe_id] = _Consumer(pipe_id)
+                if isinstance(ctl, Credit):
+                    c.credit = min(ctl.credit, MAX_CREDIT)
+                else:
+                    for _ in range(min(ctl.n, len(c.unacked))):
+                        lib.nng_msg_free(c.unacked.popleft())
+                        self.acked += 1
+                self._cond.notify_all()
+
+
+def _copy(payload: bytes) -> tuple[object, int]:
+    msg, view = new_message(len(payload))
+    view[:] = payload
+    del view
+    return msg, len(payload)
+
+
+class AckedConsumer:
+    """A consumer of an acked stream: yields (producer, sequence, payload) once per
+    (producer, sequence), and acknowledges a message when the next one is requested (or
+    at `ack()`). `end` is the end message once the stream ended; a lost connection
+    without it raises StreamBroken."""
+
+    def __init__(self, url: str, *, credit: int = MAX_CREDIT, dial_timeout: float = 10.0):
+        self.url = url
+        self.sock = pynng.Pair1(recv_timeout=POLL_MS, recv_max_size=0)
+        self._live = 0
+        self._seen_peer = False
+        self.sock.add_post_pipe_connect_cb(self._added)
+        self.sock.add_post_pipe_remove_cb(self._removed)
+        _attach_or_close(self.sock, url, True, dial_timeout, "OUT")
+        self.sock.send(encode_control(Credit(credit=credit)))
+        self.end: EndOfStream | None = None
+        self.duplicates = 0
+        self._seen: set[tuple[int, int]] = set()
+        self._pending = 0
+
+    def _added(self, pipe: pynng.Pipe) -> None:
+        self._live += 1
+        self._seen_peer = True
+
+    def _removed(self, pipe: pynng.Pipe) -> None:
+        self._live -= 1
+
+    def ack(self) -> None:
+        if self._pending:
+            self.sock.send(encode_control(Ack(n=self._pending)))
+            self._pending = 0
+
+    def messages(self, received: Callable[[], int]) -> Iterator[tuple[int, int, memoryview]]:
+        """The stream's messages; `received()` gives the count for the broken-stream line."""
+        while True:
+            self.ack()
+            try:
+                msg = self.sock.recv_msg()
+            except pynng.Timeout:
+                if self._seen_peer and self._live <= 0:
+                    raise StreamBroken(
+                        f"stream broken after {received()} messages: the connection to"
+                        f" {self.url} closed without an end message"
+                    ) from None
+                continue
+            data = memoryview(msg.bytes)
+            if is_control(data):
+                try:
+                    self.end = decode_control(data)
+                except ValueError:
+                    continue  # a control message this version does not know
+                return
+            producer, seq = ENVELOPE.unpack_from(data)
+            self._pending += 1
+            if (producer, seq) in self._seen:
+                self.duplicates += 1
+                continue
+            self._seen.add((producer, seq))
+            yield producer, seq, data[ENVELOPE.size :]
+
+    def close(self) -> None:
+        self.ack()
+        self.sock.close()
