@@ -87,8 +87,58 @@ def _edit(name: str, change) -> str:
         (
             "random-internal.yaml",
             lambda d: d["processing_pipeline"].update(type="PeaknetPreprocessingPipeline"),
-            "processing_pipeline.type (line 25, column 5): upstream type "
-            "'PeaknetPreprocessingPipeline' (native 'peaknet') is not supported",
+            "processing_pipeline.target_height (line 25, column 5): required key is missing",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: (
+                d["processing_pipeline"].update(_PEAKNET),
+                d["data_sources"]["counts"].update(array_shape="8,8"),
+            ),
+            "processing_pipeline.type (line 25, column 5): upstream pads every 2-D data source,"
+            " the native peaknet pipeline one: add `field: <data source>` (image sources here:"
+            " random, counts)",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: d.update(data_serializer=_SIMPLON),
+            "data_serializer.polarization_fraction (line 25, column 5): polarization_fraction "
+            "has no place in DECTRIS Stream V2 messages",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: d["data_handlers"][0].update(
+                type="BinaryDataStreamingDataHandler", urls=["tcp://127.0.0.1:5"], buffer=4096
+            ),
+            "data_handlers[0].buffer (line 1, column 1): buffer 4096: only 0 (the OS default)",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: d["data_handlers"][0].update(
+                type="BinaryDataStreamingDataHandler",
+                urls=["tcp://127.0.0.1:5", "tcp://127.0.0.1:6"],
+                library="zmq",
+                socket_type="rep",
+            ),
+            "data_handlers[0].urls (line 1, column 1): socket_type rep takes exactly one url",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["lclstreamer"].update(source_identifier="exp=mfx1,run=7,drp=a"),
+            "lclstreamer.source_identifier (line 4, column 5): drp= has no equivalent",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["lclstreamer"].update(source_identifier="exp=mfx1,files=a.xtc2"),
+            "lclstreamer.source_identifier (line 4, column 5): give files= or exp= and run=",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["data_sources"].update(
+                motor={"type": "Psana2DetectorInterface", "psana_name": "motor1"}
+            ),
+            "data_sources.motor.psana_fields (line 1, column 1): psana_fields is needed: "
+            "'motor1' is not an EPICS PV",
         ),
         (
             "random-internal.yaml",
@@ -160,6 +210,121 @@ def test_what_has_no_equivalent_is_a_located_error(name, change, expected):
     found = text.splitlines()[int(got[1]) - 1].strip().lstrip("- ")
     assert any(found.startswith(k + ":") for k in keys) or "[" in where, (got[0], found)
     del line, col  # lines are those of the re-dumped text, checked by the key found there
+
+
+_PEAKNET = {
+    "type": "PeaknetPreprocessingPipeline",
+    "batch_size": 8,
+    "target_height": 16,
+    "target_width": 12,
+}
+_SIMPLON = {
+    "type": "SimplonBinarySerializer",
+    "data_source_to_serialize": "random",
+    "polarization_fraction": 0.99,
+    "polarization_axis": [1.0, 0.0, 0.0],
+    "data_collection_rate": "120 Hz",
+    "detector_name": "jungfrau",
+    "detector_type": "Jungfrau4M",
+}
+
+
+def _iface(name: str, fields=None, **extra) -> dict:
+    """An upstream Psana2DetectorInterface data source."""
+    out = {"type": "Psana2DetectorInterface", "psana_name": name, **extra}
+    return out if fields is None else {**out, "psana_fields": fields}
+
+
+_PSANA2 = {
+    "source_identifier": "files=/d/r14.xtc2,max_events=25,batch_size=5",
+    "skip_incomplete_events": True,
+    "event_source": {"type": "Psana2EventSource"},
+    "data_sources": {
+        "calib": _iface("cs", "raw.calib"),
+        "fex": _iface("hsd", "fex.arrayFex"),
+        "both": _iface("hsd", ["raw.array0Pgp", "raw.array1Pgp"], dtype="float32"),
+        "raw1": {**_iface("cs", "raw"), "type": "Psana1DetectorInterface"},
+        "pv": _iface("HX2:DVD:GCC:01:PMON"),
+        "timestamp": {"type": "Psana2Timestamp"},
+        "run": {"type": "Psana2RunInfo"},
+    },
+    "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": 4},
+    "data_serializer": {"type": "MsgpackBinarySerializer"},
+    "data_handlers": [{"type": "BinaryFileWritingDataHandler"}],
+}  # fmt: skip
+
+
+def _native(name: str, change) -> tuple:
+    return explain_config(_edit(name, change), "up.yaml")
+
+
+def test_psana2_names_map_with_the_same_meaning():
+    """source_identifier keys; psana_fields as kind or dotted field (list: stacked); dtype
+    float64 unless given (as upstream); a PV name without fields is a scalar."""
+    cfg, notes = explain_config(yaml.safe_dump(_PSANA2), "up.yaml")
+    src = cfg.event_source
+    assert (src.type, src.files, src.max_events, src.batch_size) == ("psana2", "/d/r14.xtc2", 25, 5)
+    assert (src.experiment, src.run, src.directory) == (None, None, None)
+    ds = cfg.data_sources
+    keys = ("source", "kind", "field", "dtype")
+    got = {n: (d.type, *(getattr(d, k, None) for k in keys)) for n, d in ds.items()}
+    assert got == {
+        "calib": ("detector", "cs", "calib", None, "float64"),
+        "fex": ("detector", "hsd", "calib", "fex.arrayFex", "float64"),
+        "both": ("detector", "hsd", "calib", ["raw.array0Pgp", "raw.array1Pgp"], "float32"),
+        "raw1": ("detector", "cs", "raw", None, None),
+        "pv": ("scalar", "HX2:DVD:GCC:01:PMON", None, None, "float64"),
+        "timestamp": ("timestamp", None, None, None, None),
+        "run": ("run_info", None, None, None, None),
+    }
+    assert ds["run"].key == "run"
+    assert any("data_sources.run: one value per event" in n and "four strings" in n for n in notes)
+    for ident, want in [
+        ("exp=tmox1,run=3,dir=/d", ("tmox1", 3, "/d", None)),
+        ({"exp": "tmox1", "run": 4}, ("tmox1", 4, None, None)),
+    ]:
+        cfg, _ = explain_config(yaml.safe_dump({**_PSANA2, "source_identifier": ident}), "u.yaml")
+        src = cfg.event_source
+        assert (src.experiment, src.run, src.directory, src.files) == want
+
+
+def test_pipeline_serializer_and_handler_names_map_onto_native_types():
+    cfg, notes = _native("random-internal.yaml", lambda d: d.update(
+        processing_pipeline={**_PEAKNET, "pad_style": "bottom-right"},
+        data_serializer={"type": "NumpyBinarySerializer", "use_compression": True},
+        data_handlers=[
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://*:5000"],
+             "library": "zmq", "socket_type": "pub", "role": "server", "distribute": False},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5002"],
+             "library": "zmq", "socket_type": "rep", "linger": 2500, "buffer": 0},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5004"],
+             "library": "zmq", "role": "client"},
+        ],
+    ))  # fmt: skip
+    pipe = cfg.processing_pipeline
+    assert (pipe.type, pipe.field, pipe.batch_size, pipe.target_height, pipe.target_width) == (
+        "peaknet", "random", 8, 16, 12)  # fmt: skip
+    assert (pipe.pad_style, pipe.add_channel_dim, pipe.num_channels) == ("bottom_right", True, 1)
+    ser = cfg.data_serializer
+    assert (ser.type, ser.compression) == ("numpy", "zstd")
+    assert ser.fields == {"random": "random", "counts": "counts", "int": "int", "float": "float"}
+    pub, rep, push = cfg.data_handlers
+    assert (pub.type, pub.urls, pub.mode, pub.distribute) == (
+        "zmq_pub", ["tcp://0.0.0.0:5000"], "listen", False)  # fmt: skip
+    assert (rep.type, rep.url, rep.linger) == ("zmq_rep", "tcp://127.0.0.1:5002", 2.5)
+    assert (push.type, push.mode) == ("zmq_push", "dial")
+    assert any("pads data source 'random'" in n for n in notes)
+    assert any("not upstream's .npz" in n for n in notes)
+
+    cfg, notes = _native("random-internal.yaml", lambda d: d.update(
+        data_serializer={"type": "MsgpackBinarySerializer"}))  # fmt: skip
+    assert cfg.data_serializer.type == "msgpack"
+    assert cfg.data_serializer.fields == {k: k for k in ("random", "counts", "int", "float")}
+    simplon = {k: v for k, v in _SIMPLON.items() if not k.startswith(("polar", "data_c"))}
+    cfg, _ = _native("random-internal.yaml", lambda d: d.update(data_serializer=simplon))
+    ser = cfg.data_serializer
+    assert (ser.type, ser.image, ser.detector_description) == (
+        "simplon", "random", "Jungfrau4M jungfrau")  # fmt: skip
 
 
 @pytest.mark.mpi
