@@ -14,8 +14,10 @@ import pynng
 import pytest
 import yaml
 
+from lclstreamer.compat import TABLE, _streaming_handler, native_types
 from lclstreamer.config import explain_config, parse_config
 from lclstreamer.errors import ConfigError
+from lclstreamer.serializers.numpy import decode
 
 from .helpers import EXAMPLES, read_message, run_cli, write_config
 
@@ -33,6 +35,7 @@ ZFP = 32013
         ("psana2-older.yaml", "psana2 -> 4 fields -> hdf5 -> file"),
         ("random-internal.yaml", "synthetic -> 4 fields -> hdf5 -> file"),
         ("random-to-nng.yaml", "synthetic -> 3 fields -> hdf5 -> nng_push"),
+        ("random-peaknet-numpy.yaml", "synthetic -> 2 fields -> numpy -> file"),
     ],
 )
 def test_upstream_files_validate(name, summary):
@@ -325,6 +328,33 @@ def test_pipeline_serializer_and_handler_names_map_onto_native_types():
     ser = cfg.data_serializer
     assert (ser.type, ser.image, ser.detector_description) == (
         "simplon", "random", "Jungfrau4M jungfrau")  # fmt: skip
+
+
+def test_every_upstream_name_maps_onto_a_native_type_of_this_build():
+    for section, names in TABLE.items():
+        for name, entry in names.items():
+            if section != "data_handlers" or entry.convert is not _streaming_handler:
+                assert entry.native in native_types(section), (section, name, entry.native)
+
+
+def test_upstream_peaknet_numpy_config_runs(tmp_path):
+    """Upstream PeakNet preprocessing + numpy serializer: every image padded (centre), with
+    a channel axis (upstream's default), exact; zstd (upstream's use_compression)."""
+    (tmp_path / "cfg.yaml").write_text((UPSTREAM / "random-peaknet-numpy.yaml").read_text())
+    res = run_cli(["-c", "cfg.yaml", "--no-progress"], cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    msgs = [decode(p.read_bytes()) for p in sorted((tmp_path / "out").glob("pk*.npmsg"))]
+    assert [m["header"]["n_events"] for m in msgs] == [4, 4, 2]
+    for m in msgs:
+        assert m["header"]["compression"] == "zstd"
+        first, n = m["header"]["first_event"], m["header"]["n_events"]
+        want = np.zeros((n, 1, 16, 14), np.float32)
+        for k in range(n):
+            rnd = np.random.default_rng([0, first + k]).random((12, 10), dtype=np.float32)
+            want[k, 0, 2:14, 2:12] = rnd
+        np.testing.assert_array_equal(m["detector_data"], want)
+        assert {a["name"] for a in m["header"]["arrays"]} == {"detector_data", "timestamp"}
+        assert m["timestamp"].dtype == np.uint64 and m["timestamp"].shape == (n,)
 
 
 @pytest.mark.mpi
