@@ -422,8 +422,11 @@ def _file_handler(p: Params, ctx: _Ctx) -> Params:
 
 
 def _streaming_handler(p: Params, ctx: _Ctx) -> Params:
-    role = p.pop("role", "server")
-    library = p.pop("library", "nng")
+    """Upstream's defaults changed: its current models require `distribute` and `buffer`
+    and default to role client, library zmq; the older ones to server and nng."""
+    current = "distribute" in p or "buffer" in p
+    role = p.pop("role", "client" if current else "server")
+    library = p.pop("library", "zmq" if current else "nng")
     socket = p.pop("socket_type", "push")
     native = f"{library}_{socket}"
     if role not in ("server", "client"):

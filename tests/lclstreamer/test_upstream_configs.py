@@ -299,9 +299,12 @@ def test_pipeline_serializer_and_handler_names_map_onto_native_types():
             {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://*:5000"],
              "library": "zmq", "socket_type": "pub", "role": "server", "distribute": False},
             {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5002"],
-             "library": "zmq", "socket_type": "rep", "linger": 2500, "buffer": 0},
+             "library": "zmq", "socket_type": "rep", "linger": 2500, "role": "server"},
             {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5004"],
              "library": "zmq", "role": "client"},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5006"],
+             "distribute": True, "buffer": 0},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5008"]},
         ],
     ))  # fmt: skip
     pipe = cfg.processing_pipeline
@@ -311,11 +314,13 @@ def test_pipeline_serializer_and_handler_names_map_onto_native_types():
     ser = cfg.data_serializer
     assert (ser.type, ser.compression) == ("numpy", "zstd")
     assert ser.fields == {"random": "random", "counts": "counts", "int": "int", "float": "float"}
-    pub, rep, push = cfg.data_handlers
+    pub, rep, push, current, older = cfg.data_handlers
     assert (pub.type, pub.urls, pub.mode, pub.distribute) == (
         "zmq_pub", ["tcp://0.0.0.0:5000"], "listen", False)  # fmt: skip
     assert (rep.type, rep.url, rep.linger) == ("zmq_rep", "tcp://127.0.0.1:5002", 2.5)
     assert (push.type, push.mode) == ("zmq_push", "dial")
+    assert (current.type, current.mode, current.distribute) == ("zmq_push", "dial", True)
+    assert (older.type, older.mode) == ("nng_push", "listen"), "older upstream defaults"
     assert any("pads data source 'random'" in n for n in notes)
     assert any("not upstream's .npz" in n for n in notes)
 
