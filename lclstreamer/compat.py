@@ -60,7 +60,8 @@ class _Ctx:
     loc: Loc
     top: Params
     notes: list[str]
-    renames: dict[str, str] = field(default_factory=dict)
+    #: native parameter (or path under the entry) -> upstream parameter it came from
+    renames: dict[str | tuple[str, ...], str] = field(default_factory=dict)
 
     def rename(self, params: Params, old: str, new: str) -> None:
         """Rename a parameter (an error about `new`, even its absence, names `old`)."""
@@ -353,17 +354,17 @@ def _numpy(p: Params, ctx: _Ctx) -> Params:
     return p
 
 
-_SIMPLON_NONE = ("polarization_fraction", "polarization_axis", "data_collection_rate")
+_SIMPLON_START = ("polarization_fraction", "polarization_axis", "data_collection_rate")
 
 
 def _simplon(p: Params, ctx: _Ctx) -> Params:
-    for key in _SIMPLON_NONE:
-        if key in p:
-            raise UpstreamError(
-                (*ctx.loc, key),
-                f"{key} has no place in DECTRIS Stream V2 messages (the native simplon "
-                f"serializer); remove {', '.join(k for k in _SIMPLON_NONE if k in p)}",
-            )
+    """Upstream's start-message metadata goes to the native start message's user_data."""
+    start = {key: p.pop(key) for key in _SIMPLON_START if key in p}
+    if start:
+        p["start_user_data"] = {**start, **p.get("start_user_data", {})}
+        for key in start:
+            ctx.renames[("start_user_data", key)] = key
+        ctx.note(f"{', '.join(start)}: in the start message's user_data (Stream V2 has no field)")
     ctx.rename(p, "data_source_to_serialize", "image")
     name, kind = p.pop("detector_name", None), p.pop("detector_type", None)
     if name is not None or kind is not None:
@@ -636,7 +637,7 @@ def _convert(section: str, block: Any, here: Loc, loc: Loc, top: Params, mapped:
             f"upstream type {name!r} (native {native!r}) is not supported by this lclstreamer",
         )
     for new, old in ctx.renames.items():
-        mapped.origin[(*here, new)] = (*loc, old)
+        mapped.origin[(*here, *((new,) if isinstance(new, str) else new))] = (*loc, old)
     return {"type": native, **out}
 
 
