@@ -361,6 +361,29 @@ def test_upstream_peaknet_numpy_config_runs(tmp_path):
         assert m["timestamp"].dtype == np.uint64 and m["timestamp"].shape == (n,)
 
 
+def test_upstream_msgpack_config_runs(tmp_path):
+    """Upstream's MsgpackBinarySerializer: every data source under its own name, one map
+    per event, read back with msgpack alone (arrays as {type, shape, data})."""
+    import msgpack
+
+    text = _edit(
+        "random-internal.yaml",
+        lambda d: d.update(data_serializer={"type": "MsgpackBinarySerializer"}),
+    )
+    (tmp_path / "cfg.yaml").write_text(text)
+    res = run_cli(["-c", "cfg.yaml", "--no-progress"], cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    maps = [msgpack.unpackb(p.read_bytes()) for p in sorted((tmp_path / "out").glob("rnd*"))]
+    assert len(maps) == 30
+    for event, m in enumerate(maps):  # one rank: files in event order
+        assert set(m) == {"random", "counts", "int", "float"}
+        rnd = m["random"]
+        assert (rnd["type"], rnd["shape"]) == ("<f4", [6, 3])
+        want = np.random.default_rng([0, event]).random((6, 3), dtype=np.float32)
+        np.testing.assert_array_equal(np.frombuffer(rnd["data"], "<f4").reshape(6, 3), want)
+        assert (m["int"], m["float"]) == (7, 2.25)
+
+
 @pytest.mark.mpi
 def test_random_array_config_runs_on_two_ranks(tmp_path):
     """Upstream's generated-events file runs unchanged: 30 events, zfp (lossless)."""
