@@ -60,7 +60,8 @@ class _Ctx:
     loc: Loc
     top: Params
     notes: list[str]
-    renames: dict[str, str] = field(default_factory=dict)
+    #: native parameter (or path under the entry) -> upstream parameter it came from
+    renames: dict[str | tuple[str, ...], str] = field(default_factory=dict)
 
     def rename(self, params: Params, old: str, new: str) -> None:
         """Rename a parameter (an error about `new`, even its absence, names `old`)."""
@@ -91,13 +92,67 @@ def _generated_events(count_key: str) -> Convert:
 
 _PSANA_ID = re.compile(r"(?:^|[:,])\s*(exp|run|dir)\s*=\s*([^:,\s]+)")
 
+#: upstream psana2 `source_identifier` keys (comma-separated) -> native event_source keys
+_PSANA2_KEYS = {
+    "exp": "experiment",
+    "run": "run",
+    "dir": "directory",
+    "files": "files",
+    "max_events": "max_events",
+    "batch_size": "batch_size",
+}
+_PSANA2_INTS = ("run", "max_events", "batch_size")
+
+
+def _psana2_identifier(ident: Any) -> Params:
+    """Upstream psana2's `source_identifier` (`exp=E,run=R`, `files=F`, `max_events=M`,
+    `batch_size=B`, comma-separated, or a mapping) as native event_source keys."""
+    loc: Loc = ("source_identifier",)
+    if isinstance(ident, Mapping):
+        items = [(str(k), str(v)) for k, v in ident.items()]
+    else:
+        items = []
+        for part in str(ident or "").split(","):
+            key, eq, value = part.strip().partition("=")
+            if part.strip() and not eq:
+                raise UpstreamError(loc, f"{part.strip()!r} is not key=value")
+            if part.strip():
+                items.append((key.strip(), value.strip()))
+    out: Params = {}
+    for key, value in items:
+        if key == "shmem":
+            raise UpstreamError(loc, "psana shared-memory sources (shmem) are not supported")
+        if key not in _PSANA2_KEYS:
+            raise UpstreamError(
+                loc,
+                f"{key}= has no equivalent in the psana2 event source "
+                f"(supported: {', '.join(k + '=' for k in _PSANA2_KEYS)})",
+            )
+        if key in _PSANA2_INTS:
+            if not value.isdigit():
+                raise UpstreamError(loc, f"{key}={value!r} is not a whole number")
+            out[_PSANA2_KEYS[key]] = int(value)
+        else:
+            out[_PSANA2_KEYS[key]] = value
+    if "files" in out and ("experiment" in out or "run" in out):
+        raise UpstreamError(loc, "give files= or exp= and run=, not both")
+    if "files" not in out and ("experiment" not in out or "run" not in out):
+        raise UpstreamError(
+            loc,
+            "the Psana2EventSource event source needs source_identifier "
+            f"'exp=<experiment>,run=<number>' or 'files=<xtc2 file>', got {ident!r}",
+        )
+    return out
+
 
 def _psana_source(kind: str) -> Convert:
-    """Upstream psana sources take experiment and run from `source_identifier`."""
+    """Upstream psana sources take the run (or, psana2, the files) from `source_identifier`."""
 
     def conv(p: Params, ctx: _Ctx) -> Params:
         ident = ctx.top.get("source_identifier")
-        if isinstance(ident, Mapping):  # psana2.yaml writes {exp: ..., run: ...}
+        if kind == "Psana2EventSource":
+            return {**_psana2_identifier(ident), **p}
+        if isinstance(ident, Mapping):
             parts = {k: str(v) for k, v in ident.items()}
         else:
             text = str(ident or "")
@@ -109,8 +164,8 @@ def _psana_source(kind: str) -> Convert:
         if "exp" not in parts or "run" not in parts or not parts["run"].isdigit():
             raise UpstreamError(
                 ("source_identifier",),
-                f"the {kind} event source needs source_identifier 'exp=<experiment>"
-                f"{':' if kind == 'Psana1EventSource' else ','}run=<number>', got {ident!r}",
+                f"the {kind} event source needs source_identifier "
+                f"'exp=<experiment>:run=<number>', got {ident!r}",
             )
         out: Params = {"experiment": parts["exp"], "run": int(parts["run"]), **p}
         if "dir" in parts:
@@ -120,15 +175,20 @@ def _psana_source(kind: str) -> Convert:
     return conv
 
 
-def _random_array(p: Params, ctx: _Ctx) -> Params:
-    shape = p.pop("array_shape", None)
-    if isinstance(shape, str):
+def _shape(value: Any, loc: Loc) -> Any:
+    """Upstream's `array_shape` ("6,3" or 6 or [6, 3]) as a list of ints."""
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, str):
         try:
-            shape = [int(x) for x in shape.split(",")]
+            return [int(x) for x in value.split(",") if x.strip()]
         except ValueError:
-            raise UpstreamError(
-                (*ctx.loc, "array_shape"), f"array_shape {shape!r} is not 'n,n,...'"
-            ) from None
+            raise UpstreamError(loc, f"array_shape {value!r} is not 'n,n,...'") from None
+    return value
+
+
+def _random_array(p: Params, ctx: _Ctx) -> Params:
+    shape = _shape(p.pop("array_shape", None), (*ctx.loc, "array_shape"))
     if shape is not None:
         p["shape"] = shape
         ctx.renames["shape"] = "array_shape"
@@ -153,23 +213,46 @@ _DETECTOR_FIELDS = {
 }
 
 
-def _detector_interface(p: Params, ctx: _Ctx) -> Params:
-    """psana_name + psana_fields: a detector representation, or (no fields) a PV scalar."""
-    name = p.pop("psana_name", None)
-    fields = p.pop("psana_fields", None)
-    if fields is None:
-        ctx.note(f"{name!r} without psana_fields is read as a scalar (an EPICS PV)")
-        return {"type": "scalar", "source": name, **p}
-    kind = _DETECTOR_FIELDS.get(fields) if isinstance(fields, str) else None
-    if kind is None:
-        raise UpstreamError(
-            (*ctx.loc, "psana_fields"),
-            f"psana_fields {fields!r} is not supported here (supported: "
-            f"{', '.join(_DETECTOR_FIELDS)})",
-        )
-    ctx.renames["source"] = "psana_name"
-    ctx.renames["kind"] = "psana_fields"
-    return {"source": name, "kind": kind, **p}
+def _detector_interface(psana2: bool) -> Convert:
+    """psana_name + psana_fields: a detector representation (psana1, psana2), any dotted
+    field or list of fields (psana2), or, without fields, an EPICS PV (a name with `:`)."""
+
+    def conv(p: Params, ctx: _Ctx) -> Params:
+        name = p.pop("psana_name", None)
+        fields = p.pop("psana_fields", None)
+        ctx.renames["source"] = "psana_name"
+        if psana2:
+            p.setdefault("dtype", "float64")  # upstream casts every value, default float64
+        if fields is None:
+            if ":" not in str(name):
+                raise UpstreamError(
+                    (*ctx.loc, "psana_fields"),
+                    f"psana_fields is needed: {name!r} is not an EPICS PV (no ':' in its name)",
+                )
+            return {"type": "scalar", "source": name, **p}
+        kind = _DETECTOR_FIELDS.get(fields) if isinstance(fields, str) else None
+        if kind is not None:
+            ctx.renames["kind"] = "psana_fields"
+            return {"source": name, "kind": kind, **p}
+        if not psana2:
+            raise UpstreamError(
+                (*ctx.loc, "psana_fields"),
+                f"psana_fields {fields!r} is not supported here (supported: "
+                f"{', '.join(_DETECTOR_FIELDS)})",
+            )
+        ctx.renames["field"] = "psana_fields"
+        return {"source": name, "field": fields, **p}
+
+    return conv
+
+
+def _run_info(p: Params, ctx: _Ctx) -> Params:
+    ctx.note(
+        "one value per event (run_info key: run); upstream gives four strings "
+        "[experiment, run start timestamp, run number, source_identifier]: add run_info "
+        "data sources with key experiment and timestamp, and a source_identifier one"
+    )
+    return {"key": "run", **p}
 
 
 def _area_detector(assembled: bool) -> Convert:
@@ -190,6 +273,103 @@ def _pv(p: Params, ctx: _Ctx) -> Params:
 def _batch(p: Params, ctx: _Ctx) -> Params:
     if "batch_size" not in p and "batch_size" in ctx.top:
         p["batch_size"] = ctx.top["batch_size"]  # the older layout kept it in `lclstreamer:`
+    return p
+
+
+_IMAGE_TYPES = {
+    "Psana1AreaDetector",
+    "Psana2AreaDetector",
+    "Psana2AssembledAreaDetector",
+    "Psana1DetectorInterface",
+    "Psana2DetectorInterface",
+}
+
+
+def _images(ctx: _Ctx) -> list[str]:
+    """Data sources that may hold a 2-D image: random arrays of two dimensions, and psana
+    detectors read with psana_fields."""
+    sources = ctx.top.get("data_sources")
+    out = []
+    for name, ds in (sources or {}).items() if isinstance(sources, Mapping) else ():
+        if not isinstance(ds, Mapping):
+            continue
+        kind = ds.get("type")
+        if kind == "GenericRandomNumpyArray":
+            shape = _shape(ds.get("array_shape"), ("data_sources", name, "array_shape"))
+            if isinstance(shape, list) and len(shape) == 2:
+                out.append(name)
+        elif kind in _IMAGE_TYPES and (ds.get("psana_fields") or "Area" in kind):
+            out.append(name)
+    return out
+
+
+def _peaknet(p: Params, ctx: _Ctx) -> Params:
+    """Upstream pads every 2-D data source; native peaknet pads one `field`."""
+    p = _batch(p, ctx)
+    if "field" not in p:
+        images = _images(ctx)
+        if len(images) != 1:
+            raise UpstreamError(
+                (*ctx.loc, "type"),
+                "upstream pads every 2-D data source, the native peaknet pipeline one: "
+                f"add `field: <data source>` (image sources here: {', '.join(images) or 'none'})",
+            )
+        p["field"] = images[0]
+        ctx.note(f"pads data source {images[0]!r} (field), the one image source")
+    style = p.get("pad_style")
+    if style == "bottom-right":
+        p["pad_style"] = "bottom_right"
+    p.setdefault("add_channel_dim", True)  # upstream's default
+    return p
+
+
+def _all_fields(ctx: _Ctx) -> dict[str, str]:
+    """Every data source, under its own name (upstream serializes every field)."""
+    sources = ctx.top.get("data_sources")
+    return {str(n): str(n) for n in sources} if isinstance(sources, Mapping) else {}
+
+
+def _msgpack(p: Params, ctx: _Ctx) -> Params:
+    if "fields" not in p:
+        p["fields"] = _all_fields(ctx)
+    ctx.note(
+        "one msgpack map per event, arrays as CrystFEL reads them ({type, shape, data}); "
+        "upstream packs the pipeline's output with msgpack-numpy"
+    )
+    return p
+
+
+def _numpy(p: Params, ctx: _Ctx) -> Params:
+    compress = p.pop("use_compression", False)
+    if not isinstance(compress, bool):
+        raise UpstreamError((*ctx.loc, "use_compression"), f"{compress!r} is not true or false")
+    p["compression"] = "zstd" if compress else "none"
+    ctx.renames["compression"] = "use_compression"
+    if "fields" not in p:
+        p["fields"] = _all_fields(ctx)
+    ctx.note(
+        "native numpy messages are a JSON header and the raw arrays (zstd when "
+        "use_compression), not upstream's .npz (zip) files"
+    )
+    return p
+
+
+_SIMPLON_START = ("polarization_fraction", "polarization_axis", "data_collection_rate")
+
+
+def _simplon(p: Params, ctx: _Ctx) -> Params:
+    """Upstream's start-message metadata goes to the native start message's user_data."""
+    start = {key: p.pop(key) for key in _SIMPLON_START if key in p}
+    if start:
+        p["start_user_data"] = {**start, **p.get("start_user_data", {})}
+        for key in start:
+            ctx.renames[("start_user_data", key)] = key
+        ctx.note(f"{', '.join(start)}: in the start message's user_data (Stream V2 has no field)")
+    ctx.rename(p, "data_source_to_serialize", "image")
+    name, kind = p.pop("detector_name", None), p.pop("detector_type", None)
+    if name is not None or kind is not None:
+        p["detector_description"] = " ".join(str(x) for x in (kind, name) if x is not None)
+        ctx.renames["detector_description"] = "detector_type" if kind else "detector_name"
     return p
 
 
@@ -243,20 +423,48 @@ def _file_handler(p: Params, ctx: _Ctx) -> Params:
 
 
 def _streaming_handler(p: Params, ctx: _Ctx) -> Params:
-    role = p.pop("role", "server")
-    library = p.pop("library", "nng")
+    """Upstream's defaults changed: its current models require `distribute` and `buffer`
+    and default to role client, library zmq; the older ones to server and nng."""
+    current = "distribute" in p or "buffer" in p
+    role = p.pop("role", "client" if current else "server")
+    library = p.pop("library", "zmq" if current else "nng")
     socket = p.pop("socket_type", "push")
     native = f"{library}_{socket}"
-    if library == "nng" and socket != "push":
-        raise UpstreamError(
-            (*ctx.loc, "socket_type"), f"nng socket_type {socket!r} is not supported (push only)"
-        )
     if role not in ("server", "client"):
         raise UpstreamError((*ctx.loc, "role"), f"role {role!r} is not server or client")
-    out = {"type": native, **p}
-    if native in ("nng_push", "zmq_push"):
-        out["mode"] = "listen" if role == "server" else "dial"
-    return out
+    if library not in ("nng", "zmq"):
+        raise UpstreamError((*ctx.loc, "library"), f"library {library!r} is not zmq or nng")
+    if native not in ("nng_push", "zmq_push", "zmq_pub", "zmq_rep"):
+        raise UpstreamError(
+            (*ctx.loc, "socket_type"),
+            f"{library} socket_type {socket!r} is not supported (nng: push; zmq: push, pub, rep)",
+        )
+    buffer = p.pop("buffer", 0)
+    if buffer != 0:
+        raise UpstreamError(
+            (*ctx.loc, "buffer"), f"buffer {buffer!r}: only 0 (the OS default) has an equivalent"
+        )
+    if "linger" in p:
+        linger = p["linger"]
+        if not isinstance(linger, int | float) or linger < 0:
+            raise UpstreamError(
+                (*ctx.loc, "linger"),
+                f"linger {linger!r}: give milliseconds >= 0 (waiting forever has no equivalent)",
+            )
+        p["linger"] = linger / 1000  # upstream: milliseconds (ZeroMQ's unit); ours: seconds
+    mode = "listen" if role == "server" else "dial"
+    if native == "zmq_rep":
+        urls = p.pop("urls", None)
+        if not isinstance(urls, list) or len(urls) != 1:
+            raise UpstreamError((*ctx.loc, "urls"), "socket_type rep takes exactly one url")
+        if role != "server" or "distribute" in p:
+            where = "role" if role != "server" else "distribute"
+            raise UpstreamError(
+                (*ctx.loc, where), "socket_type rep: rank 0 binds the one url (role: server)"
+            )
+        ctx.renames["url"] = "urls"
+        return {"type": native, "url": urls[0], **p}
+    return {"type": native, **p, "mode": mode}
 
 
 @dataclass(frozen=True)
@@ -286,28 +494,28 @@ TABLE: dict[str, dict[str, Entry]] = {
         "SourceIdentifier": Entry("source_identifier"),
         "Psana1Timestamp": Entry("timestamp"),
         "Psana2Timestamp": Entry("timestamp"),
-        "Psana1DetectorInterface": Entry("detector", _detector_interface),
-        "Psana2DetectorInterface": Entry("detector", _detector_interface),
+        "Psana1DetectorInterface": Entry("detector", _detector_interface(psana2=False)),
+        "Psana2DetectorInterface": Entry("detector", _detector_interface(psana2=True)),
         "Psana1AreaDetector": Entry("detector", _area_detector(assembled=False)),
         "Psana2AreaDetector": Entry("detector", _area_detector(assembled=False)),
         "Psana2AssembledAreaDetector": Entry("detector", _area_detector(assembled=True)),
         "Psana1PV": Entry("scalar", _pv),
         "Psana2PV": Entry("scalar", _pv),
-        "Psana2RunInfo": Entry("psana2_run_info"),
+        "Psana2RunInfo": Entry("run_info", _run_info),
     },
     "processing_pipeline": {
         "BatchProcessingPipeline": Entry("batch", _batch),
         "BatchPipeline": Entry("batch", _batch),
         "NoOpProcessingPipeline": Entry("batch", _no_op),
-        "PeaknetPreprocessingPipeline": Entry("peaknet", _batch),
+        "PeaknetPreprocessingPipeline": Entry("peaknet", _peaknet),
     },
     "data_serializer": {
         "HDF5BinarySerializer": Entry("hdf5", _hdf5),
         "Hdf5BinarySerializer": Entry("hdf5", _hdf5),
         "Hdf5Serializer": Entry("hdf5", _hdf5),
-        "SimplonBinarySerializer": Entry("simplon"),
-        "MsgpackBinarySerializer": Entry("msgpack"),
-        "NumpyBinarySerializer": Entry("numpy"),
+        "SimplonBinarySerializer": Entry("simplon", _simplon),
+        "MsgpackBinarySerializer": Entry("msgpack", _msgpack),
+        "NumpyBinarySerializer": Entry("numpy", _numpy),
     },
     "data_handlers": {
         "BinaryFileWritingDataHandler": Entry("file", _file_handler),
@@ -429,7 +637,7 @@ def _convert(section: str, block: Any, here: Loc, loc: Loc, top: Params, mapped:
             f"upstream type {name!r} (native {native!r}) is not supported by this lclstreamer",
         )
     for new, old in ctx.renames.items():
-        mapped.origin[(*here, new)] = (*loc, old)
+        mapped.origin[(*here, *((new,) if isinstance(new, str) else new))] = (*loc, old)
     return {"type": native, **out}
 
 
@@ -450,6 +658,19 @@ def to_native(data: Mapping[str, Any]) -> Mapped:
     batch = doc.pop("batch_size", None)
     if batch is not None and "processing_pipeline" not in doc:
         doc["processing_pipeline"] = {"type": "batch", "batch_size": batch}
+    try:
+        mapped.data = _sections(doc, where, top, mapped)
+    except UpstreamError as exc:
+        if len(exc.loc) == 1 and exc.loc in where:  # a key the older layout keeps in `lclstreamer:`
+            exc.loc = where[exc.loc]
+        raise
+    return mapped
+
+
+def _sections(
+    doc: dict[str, Any], where: dict[Loc, Loc], top: Params, mapped: Mapped
+) -> dict[str, Any]:
+    """Every section of `doc` (current layout) converted to native."""
     out: dict[str, Any] = {}
     for key, value in doc.items():
         loc: Loc = where.get((key,), (key,))
@@ -466,5 +687,4 @@ def to_native(data: Mapping[str, Any]) -> Mapped:
             ]
         else:
             out[key] = value
-    mapped.data = out
-    return mapped
+    return out

@@ -694,6 +694,19 @@ class SimplonSerializer(Model):
     user_data: dict[str, str] = Field(
         default_factory=dict, description="Data source name -> key in each image's user_data."
     )
+    start_user_data: dict[str, str | float | list[float]] = Field(
+        default_factory=dict,
+        description="Constant entries added to the start message's user_data (besides "
+        "compression and dtype), e.g. {polarization_fraction: 0.99}.",
+    )
+
+    @field_validator("start_user_data")
+    @classmethod
+    def _own_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted({"compression", "dtype"} & set(value))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by the serializer itself")
+        return value
 
     def referenced(self) -> list[str]:
         return [self.image, *self.user_data]

@@ -114,7 +114,11 @@ class SimplonSerializer:
             "series_id": cfg.series_id,
             "series_unique_id": self.unique_id,
             "threshold_energy": {cfg.channel: energy / 2},
-            "user_data": {"compression": cfg.compression, "dtype": self._dtype_name()},
+            "user_data": {
+                **cfg.start_user_data,
+                "compression": cfg.compression,
+                "dtype": self._dtype_name(),
+            },
             "virtual_pixel_interpolation_enabled": False,
         }
         if cfg.saturation_value is not None:

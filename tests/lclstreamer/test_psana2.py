@@ -301,6 +301,66 @@ def test_psana2_mpi_mode_sigterm_stops_every_rank(tmp_path, spawn, xtc2):
     assert "Traceback" not in proc.stderr()
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("by", ["files", "run"])
+def test_psana2_upstream_dialect_streams_the_same_data(tmp_path, xtc2, bare, by):
+    """A config in upstream lclstreamer's dialect (upstream type names, the data and the
+    event cap in `source_identifier`) streams what the bare loop reads: the same arrays and
+    PV values for every complete event of the first 25, as float64 (upstream's dtype). By
+    files on one rank; by exp/run/dir under psana2's MPI mode on 4 ranks."""
+    file = next(xtc2.glob("*.xtc2"))
+    ident = f"files={file}" if by == "files" else f"exp=xpptut15,run=14,dir={xtc2}"
+
+    def iface(name: str, fields: str | None = None) -> dict:
+        out = {"type": "Psana2DetectorInterface", "psana_name": name}
+        return out if fields is None else {**out, "psana_fields": fields}
+
+    upstream = {
+        "source_identifier": f"{ident},max_events=25",
+        "skip_incomplete_events": True,
+        "event_source": {"type": "Psana2EventSource"},
+        "data_sources": {
+            "calib": iface("xppcspad", "raw.calib"),
+            "image": iface("xppcspad", "raw.image"),
+            "wave": iface("xpphsd", "raw.array0Pgp"),
+            "fex": iface("xpphsd", "fex.arrayFex"),
+            "pv": iface("HX2:DVD:GCC:01:PMON"),
+            "timestamp": {"type": "Psana2Timestamp"},
+            "run": {"type": "Psana2RunInfo"},
+        },
+        "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": 4},
+        "data_serializer": {
+            "type": "HDF5BinarySerializer",
+            "fields": {k: f"/{k}" for k in ("calib", "image", "wave", "fex", "pv", "timestamp",
+                                            "run")},
+        },
+        "data_handlers": [{"type": "BinaryFileWritingDataHandler", "write_directory": "out"}],
+    }  # fmt: skip
+    res = run_cli(
+        ["-c", str(write_config(tmp_path / "up.yaml", upstream)), "--no-progress"],
+        ranks=1 if by == "files" else 4,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert res.code == 0, res.stderr
+    messages = [read_message(p) for p in sorted((tmp_path / "out").glob("*.h5"))]
+    assert messages, "no message written"
+    seen = []
+    for m in messages:
+        for row, ts in enumerate(m["/timestamp"].tolist()):
+            want = bare["events"][ts]
+            for key in ("calib", "image", "wave", "fex"):
+                assert m[f"/{key}"].dtype == np.float64, key
+                assert np.array_equal(m[f"/{key}"][row], want[key]), (key, ts)
+            assert m["/pv"][row] == want["pv"]
+            seen.append(ts)
+        assert set(m["/run"].tolist()) == {bare["run"][1]}
+    first = sorted(bare["events"])[:25]
+    want = [ts for ts in first if bare["events"][ts]["pv"] is not None]
+    assert sorted(seen) == want, "the same events, each once"
+    assert res.summary()["skipped"] == 25 - len(seen)
+
+
 BAD = [
     ({"files": "/nonexistent/x.xtc2"}, {}, "psana2: no such xtc2 file: /nonexistent/x.xtc2"),
     (

@@ -75,6 +75,7 @@ def test_two_rank_simplon_series_decodes_bit_exact(tmp_path, free_port, compress
     cfg["event_source"]["detectors"]["eiger4M"]["shape"] = [96, 128]
     cfg["processing_pipeline"]["batch_size"] = 3
     cfg["data_serializer"]["compression"] = compression
+    cfg["data_serializer"]["start_user_data"] = {"polarization_axis": [1.0, 0.0, 0.0]}
     cfg["data_handlers"] = [{"type": "zmq_push", "urls": [url]}]
     write_config(tmp_path / "cfg.yaml", cfg)
     puller = Puller(url)
@@ -105,7 +106,11 @@ def test_two_rank_simplon_series_decodes_bit_exact(tmp_path, free_port, compress
             assert k < at_end
     assert (start["image_size_y"], start["image_size_x"]) == (96, 128)
     assert start["channels"] == ["threshold_1"]
-    assert start["user_data"] == {"compression": compression, "dtype": "uint16"}
+    assert start["user_data"] == {
+        "compression": compression,
+        "dtype": "uint16",
+        "polarization_axis": [1.0, 0.0, 0.0],
+    }
     assert end["series_unique_id"] == start["series_unique_id"]
     assert end["user_data"]["number_of_images"] == n
     images = [m for m in messages if m["type"] == "image"]

@@ -14,8 +14,10 @@ import pynng
 import pytest
 import yaml
 
+from lclstreamer.compat import TABLE, _streaming_handler, native_types
 from lclstreamer.config import explain_config, parse_config
 from lclstreamer.errors import ConfigError
+from lclstreamer.serializers.numpy import decode
 
 from .helpers import EXAMPLES, read_message, run_cli, write_config
 
@@ -33,6 +35,7 @@ ZFP = 32013
         ("psana2-older.yaml", "psana2 -> 4 fields -> hdf5 -> file"),
         ("random-internal.yaml", "synthetic -> 4 fields -> hdf5 -> file"),
         ("random-to-nng.yaml", "synthetic -> 3 fields -> hdf5 -> nng_push"),
+        ("random-peaknet-numpy.yaml", "synthetic -> 2 fields -> numpy -> file"),
     ],
 )
 def test_upstream_files_validate(name, summary):
@@ -87,8 +90,52 @@ def _edit(name: str, change) -> str:
         (
             "random-internal.yaml",
             lambda d: d["processing_pipeline"].update(type="PeaknetPreprocessingPipeline"),
-            "processing_pipeline.type (line 25, column 5): upstream type "
-            "'PeaknetPreprocessingPipeline' (native 'peaknet') is not supported",
+            "processing_pipeline.target_height (line 25, column 5): required key is missing",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: (
+                d["processing_pipeline"].update(_PEAKNET),
+                d["data_sources"]["counts"].update(array_shape="8,8"),
+            ),
+            "processing_pipeline.type (line 25, column 5): upstream pads every 2-D data source,"
+            " the native peaknet pipeline one: add `field: <data source>` (image sources here:"
+            " random, counts)",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: d["data_handlers"][0].update(
+                type="BinaryDataStreamingDataHandler", urls=["tcp://127.0.0.1:5"], buffer=4096
+            ),
+            "data_handlers[0].buffer (line 1, column 1): buffer 4096: only 0 (the OS default)",
+        ),
+        (
+            "random-internal.yaml",
+            lambda d: d["data_handlers"][0].update(
+                type="BinaryDataStreamingDataHandler",
+                urls=["tcp://127.0.0.1:5", "tcp://127.0.0.1:6"],
+                library="zmq",
+                socket_type="rep",
+            ),
+            "data_handlers[0].urls (line 1, column 1): socket_type rep takes exactly one url",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["lclstreamer"].update(source_identifier="exp=mfx1,run=7,drp=a"),
+            "lclstreamer.source_identifier (line 4, column 5): drp= has no equivalent",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["lclstreamer"].update(source_identifier="exp=mfx1,files=a.xtc2"),
+            "lclstreamer.source_identifier (line 4, column 5): give files= or exp= and run=",
+        ),
+        (
+            "psana2-older.yaml",
+            lambda d: d["data_sources"].update(
+                motor={"type": "Psana2DetectorInterface", "psana_name": "motor1"}
+            ),
+            "data_sources.motor.psana_fields (line 1, column 1): psana_fields is needed: "
+            "'motor1' is not an EPICS PV",
         ),
         (
             "random-internal.yaml",
@@ -160,6 +207,181 @@ def test_what_has_no_equivalent_is_a_located_error(name, change, expected):
     found = text.splitlines()[int(got[1]) - 1].strip().lstrip("- ")
     assert any(found.startswith(k + ":") for k in keys) or "[" in where, (got[0], found)
     del line, col  # lines are those of the re-dumped text, checked by the key found there
+
+
+_PEAKNET = {
+    "type": "PeaknetPreprocessingPipeline",
+    "batch_size": 8,
+    "target_height": 16,
+    "target_width": 12,
+}
+_SIMPLON = {
+    "type": "SimplonBinarySerializer",
+    "data_source_to_serialize": "random",
+    "polarization_fraction": 0.99,
+    "polarization_axis": [1.0, 0.0, 0.0],
+    "data_collection_rate": "120 Hz",
+    "detector_name": "jungfrau",
+    "detector_type": "Jungfrau4M",
+}
+
+
+def _iface(name: str, fields=None, **extra) -> dict:
+    """An upstream Psana2DetectorInterface data source."""
+    out = {"type": "Psana2DetectorInterface", "psana_name": name, **extra}
+    return out if fields is None else {**out, "psana_fields": fields}
+
+
+_PSANA2 = {
+    "source_identifier": "files=/d/r14.xtc2,max_events=25,batch_size=5",
+    "skip_incomplete_events": True,
+    "event_source": {"type": "Psana2EventSource"},
+    "data_sources": {
+        "calib": _iface("cs", "raw.calib"),
+        "fex": _iface("hsd", "fex.arrayFex"),
+        "both": _iface("hsd", ["raw.array0Pgp", "raw.array1Pgp"], dtype="float32"),
+        "raw1": {**_iface("cs", "raw"), "type": "Psana1DetectorInterface"},
+        "pv": _iface("HX2:DVD:GCC:01:PMON"),
+        "timestamp": {"type": "Psana2Timestamp"},
+        "run": {"type": "Psana2RunInfo"},
+    },
+    "processing_pipeline": {"type": "BatchProcessingPipeline", "batch_size": 4},
+    "data_serializer": {"type": "MsgpackBinarySerializer"},
+    "data_handlers": [{"type": "BinaryFileWritingDataHandler"}],
+}  # fmt: skip
+
+
+def _native(name: str, change) -> tuple:
+    return explain_config(_edit(name, change), "up.yaml")
+
+
+def test_psana2_names_map_with_the_same_meaning():
+    """source_identifier keys; psana_fields as kind or dotted field (list: stacked); dtype
+    float64 unless given (as upstream); a PV name without fields is a scalar."""
+    cfg, notes = explain_config(yaml.safe_dump(_PSANA2), "up.yaml")
+    src = cfg.event_source
+    assert (src.type, src.files, src.max_events, src.batch_size) == ("psana2", "/d/r14.xtc2", 25, 5)
+    assert (src.experiment, src.run, src.directory) == (None, None, None)
+    ds = cfg.data_sources
+    keys = ("source", "kind", "field", "dtype")
+    got = {n: (d.type, *(getattr(d, k, None) for k in keys)) for n, d in ds.items()}
+    assert got == {
+        "calib": ("detector", "cs", "calib", None, "float64"),
+        "fex": ("detector", "hsd", "calib", "fex.arrayFex", "float64"),
+        "both": ("detector", "hsd", "calib", ["raw.array0Pgp", "raw.array1Pgp"], "float32"),
+        "raw1": ("detector", "cs", "raw", None, None),
+        "pv": ("scalar", "HX2:DVD:GCC:01:PMON", None, None, "float64"),
+        "timestamp": ("timestamp", None, None, None, None),
+        "run": ("run_info", None, None, None, None),
+    }
+    assert ds["run"].key == "run"
+    assert any("data_sources.run: one value per event" in n and "four strings" in n for n in notes)
+    for ident, want in [
+        ("exp=tmox1,run=3,dir=/d", ("tmox1", 3, "/d", None)),
+        ({"exp": "tmox1", "run": 4}, ("tmox1", 4, None, None)),
+    ]:
+        cfg, _ = explain_config(yaml.safe_dump({**_PSANA2, "source_identifier": ident}), "u.yaml")
+        src = cfg.event_source
+        assert (src.experiment, src.run, src.directory, src.files) == want
+
+
+def test_pipeline_serializer_and_handler_names_map_onto_native_types():
+    cfg, notes = _native("random-internal.yaml", lambda d: d.update(
+        processing_pipeline={**_PEAKNET, "pad_style": "bottom-right"},
+        data_serializer={"type": "NumpyBinarySerializer", "use_compression": True},
+        data_handlers=[
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://*:5000"],
+             "library": "zmq", "socket_type": "pub", "role": "server", "distribute": False},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5002"],
+             "library": "zmq", "socket_type": "rep", "linger": 2500, "role": "server"},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5004"],
+             "library": "zmq", "role": "client"},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5006"],
+             "distribute": True, "buffer": 0},
+            {"type": "BinaryDataStreamingDataHandler", "urls": ["tcp://127.0.0.1:5008"]},
+        ],
+    ))  # fmt: skip
+    pipe = cfg.processing_pipeline
+    assert (pipe.type, pipe.field, pipe.batch_size, pipe.target_height, pipe.target_width) == (
+        "peaknet", "random", 8, 16, 12)  # fmt: skip
+    assert (pipe.pad_style, pipe.add_channel_dim, pipe.num_channels) == ("bottom_right", True, 1)
+    ser = cfg.data_serializer
+    assert (ser.type, ser.compression) == ("numpy", "zstd")
+    assert ser.fields == {"random": "random", "counts": "counts", "int": "int", "float": "float"}
+    pub, rep, push, current, older = cfg.data_handlers
+    assert (pub.type, pub.urls, pub.mode, pub.distribute) == (
+        "zmq_pub", ["tcp://0.0.0.0:5000"], "listen", False)  # fmt: skip
+    assert (rep.type, rep.url, rep.linger) == ("zmq_rep", "tcp://127.0.0.1:5002", 2.5)
+    assert (push.type, push.mode) == ("zmq_push", "dial")
+    assert (current.type, current.mode, current.distribute) == ("zmq_push", "dial", True)
+    assert (older.type, older.mode) == ("nng_push", "listen"), "older upstream defaults"
+    assert any("pads data source 'random'" in n for n in notes)
+    assert any("not upstream's .npz" in n for n in notes)
+
+    cfg, notes = _native("random-internal.yaml", lambda d: d.update(
+        data_serializer={"type": "MsgpackBinarySerializer"}))  # fmt: skip
+    assert cfg.data_serializer.type == "msgpack"
+    assert cfg.data_serializer.fields == {k: k for k in ("random", "counts", "int", "float")}
+    cfg, notes = _native("random-internal.yaml", lambda d: d.update(data_serializer=_SIMPLON))
+    ser = cfg.data_serializer
+    assert (ser.type, ser.image, ser.detector_description) == (
+        "simplon", "random", "Jungfrau4M jungfrau")  # fmt: skip
+    assert ser.start_user_data == {
+        "polarization_fraction": 0.99,
+        "polarization_axis": [1.0, 0.0, 0.0],
+        "data_collection_rate": "120 Hz",
+    }
+    assert any("in the start message's user_data" in n for n in notes)
+
+
+def test_every_upstream_name_maps_onto_a_native_type_of_this_build():
+    for section, names in TABLE.items():
+        for name, entry in names.items():
+            if section != "data_handlers" or entry.convert is not _streaming_handler:
+                assert entry.native in native_types(section), (section, name, entry.native)
+
+
+def test_upstream_peaknet_numpy_config_runs(tmp_path):
+    """Upstream PeakNet preprocessing + numpy serializer: every image padded (centre), with
+    a channel axis (upstream's default), exact; zstd (upstream's use_compression)."""
+    (tmp_path / "cfg.yaml").write_text((UPSTREAM / "random-peaknet-numpy.yaml").read_text())
+    res = run_cli(["-c", "cfg.yaml", "--no-progress"], cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    msgs = [decode(p.read_bytes()) for p in sorted((tmp_path / "out").glob("pk*.npmsg"))]
+    assert [m["header"]["n_events"] for m in msgs] == [4, 4, 2]
+    for m in msgs:
+        assert m["header"]["compression"] == "zstd"
+        first, n = m["header"]["first_event"], m["header"]["n_events"]
+        want = np.zeros((n, 1, 16, 14), np.float32)
+        for k in range(n):
+            rnd = np.random.default_rng([0, first + k]).random((12, 10), dtype=np.float32)
+            want[k, 0, 2:14, 2:12] = rnd
+        np.testing.assert_array_equal(m["detector_data"], want)
+        assert {a["name"] for a in m["header"]["arrays"]} == {"detector_data", "timestamp"}
+        assert m["timestamp"].dtype == np.uint64 and m["timestamp"].shape == (n,)
+
+
+def test_upstream_msgpack_config_runs(tmp_path):
+    """Upstream's MsgpackBinarySerializer: every data source under its own name, one map
+    per event, read back with msgpack alone (arrays as {type, shape, data})."""
+    import msgpack
+
+    text = _edit(
+        "random-internal.yaml",
+        lambda d: d.update(data_serializer={"type": "MsgpackBinarySerializer"}),
+    )
+    (tmp_path / "cfg.yaml").write_text(text)
+    res = run_cli(["-c", "cfg.yaml", "--no-progress"], cwd=tmp_path)
+    assert res.code == 0, res.stderr
+    maps = [msgpack.unpackb(p.read_bytes()) for p in sorted((tmp_path / "out").glob("rnd*"))]
+    assert len(maps) == 30
+    for event, m in enumerate(maps):  # one rank: files in event order
+        assert set(m) == {"random", "counts", "int", "float"}
+        rnd = m["random"]
+        assert (rnd["type"], rnd["shape"]) == ("<f4", [6, 3])
+        want = np.random.default_rng([0, event]).random((6, 3), dtype=np.float32)
+        np.testing.assert_array_equal(np.frombuffer(rnd["data"], "<f4").reshape(6, 3), want)
+        assert (m["int"], m["float"]) == (7, 2.25)
 
 
 @pytest.mark.mpi
