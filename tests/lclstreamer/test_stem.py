@@ -5,6 +5,7 @@ aggregator (`nngstream --route-by frame_number --delivery acked`), 2 consumer ra
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import h5py
@@ -267,3 +268,19 @@ def test_four_producers_one_aggregator_two_consumer_ranks(tmp_path, spawn, free_
 def test_example_config_is_valid():
     got = run_cli(["--validate", "-c", str(EXAMPLES / "stem-sectors.yaml")])
     assert got.code == 0, got.stderr
+
+
+@pytest.mark.mpi
+def test_the_example_runs_with_one_command(tmp_path):
+    """lclstreamer/examples/stem-electron-count.sh: producers, aggregator, consumers."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SCAN": "8 8", "FRAME": "64 64"}
+    got = subprocess.run(
+        ["bash", str(EXAMPLES / "stem-electron-count.sh"), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=200, env=env, start_new_session=True,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    line = next(x for x in got.stdout.splitlines() if x.startswith("accounting: "))
+    acc = json.loads(line.removeprefix("accounting: "))
+    assert acc["frames"] == 64 and acc["frames_double"] == 0
+    assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == 64
+    assert (tmp_path / "run" / "counts.h5").is_file()
