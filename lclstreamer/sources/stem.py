@@ -7,6 +7,7 @@ sectors) can be recomputed anywhere: `dark_reference`, `strikes`, `is_lost`.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 import numpy as np
 
@@ -16,7 +17,8 @@ from ..partition import limit
 from ..protocols import RunInfo, StreamContext
 
 MIN_SEPARATION = 3  # pixels between strikes (Chebyshev), so each is its own local maximum
-_DARK, _LOSS = 0xDA7C, 0x1055
+NOISE_POOL = 16  # read-noise fields per sector, drawn once; each frame picks one and rolls it
+_DARK, _LOSS, _NOISE = 0xDA7C, 0x1055, 0x4015E
 
 
 def sector_width(cfg: StemSectorEventSource) -> int:
@@ -56,15 +58,29 @@ def _strikes(rng: np.random.Generator, cfg: StemSectorEventSource) -> np.ndarray
     return np.array(kept, dtype=np.int32).reshape(-1, 2)
 
 
+@lru_cache(maxsize=8)
+def _noise_pool(seed: int, noise: float, rows: int, width: int, sector: int) -> np.ndarray:
+    """NOISE_POOL Gaussian read-noise fields of one sector (float32, drawn once)."""
+    rng = np.random.default_rng([seed, _NOISE, sector])
+    pool = rng.normal(0.0, noise, (NOISE_POOL, rows, width)).astype(np.float32)
+    pool.setflags(write=False)
+    return pool
+
+
 def make_sector(
     cfg: StemSectorEventSource, frame: int, sector: int, dark: np.ndarray
 ) -> np.ndarray:
-    """The sector's uint16 pixels: `dark` (this sector's columns) + noise + strikes. An
-    electron puts `electron_adu` on its pixel and 15% of it on each of the 4 neighbours."""
+    """The sector's uint16 pixels: `dark` (this sector's columns) + read noise + strikes.
+    The noise is one of NOISE_POOL fields drawn once per sector, rolled by a random number
+    of rows (drawing fresh Gaussian noise for every sector would cost more than counting
+    it). An electron puts `electron_adu` on its pixel and 15% of it on each of the 4
+    neighbours."""
     rng = np.random.default_rng([cfg.seed, frame, sector])
     hits = _strikes(rng, cfg)
-    img = dark + rng.normal(0.0, cfg.noise, dark.shape).astype(np.float32)
-    rows, width = img.shape
+    rows, width = dark.shape
+    pool = _noise_pool(cfg.seed, cfg.noise, rows, width, sector)
+    k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(rows))
+    img = np.add(dark, np.roll(pool[k], shift, axis=0), dtype=np.float32)
     a = np.float32(cfg.electron_adu)
     for r, c in hits:
         img[r, c] += a
