@@ -5,7 +5,9 @@ A real buffer process, real NNG producers and consumers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from collections import Counter, defaultdict
 
 import msgpack
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 FRAMES, SECTORS = 60, 4
 
 
-def _message(frame: int, sector: int, payload: bytes = b"\x07" * 256) -> bytes:
+def _message(frame: int, sector: int, payload: bytes = b"\x07" * 4096) -> bytes:
     header = {"scan_number": 1, "frame_number": frame, "sector": sector, "shape": [16, 8]}
     return msgpack.packb(header) + payload
 
@@ -115,3 +117,63 @@ def test_route_by_needs_acked_delivery(spawn, free_port):
     buf = start_buffer(spawn, free_port(), free_port(), "--route-by", "frame_number", wait=False)
     assert wait_exit(buf, 30) == 2
     assert "--route-by needs --delivery acked" in buf.stderr()
+
+
+def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_path):
+    """A consumer group killed mid-stream (SIGKILL): what it had not acknowledged is routed
+    again to the group left, later keys all go there, and nothing is lost."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        "--producers", str(SECTORS), "--metrics-interval", "0.2",
+    )  # fmt: skip
+    url = f"tcp://127.0.0.1:{out_port}"
+    saved = tmp_path / "victim"
+    victim = spawn(
+        ["nngstream", "pull", url, "--delivery", "acked", "--out", str(saved)], name="victim"
+    )
+    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "victim")
+    out: dict = {}
+    survivor = threading.Thread(target=_consume, args=(url, out, "survivor"))
+    survivor.start()
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 30, "2 consumers")
+    frames = 400
+    producers = [
+        threading.Thread(target=_produce_slowly, args=(f"tcp://127.0.0.1:{in_port}", s, frames))
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    for t in producers:
+        t.join(120)
+    survivor.join(120)
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    m = final_metrics(buf)
+    assert m["recvd"] == frames * SECTORS and m["lost_max"] == 0
+
+    victim_pairs = set()
+    for p in saved.iterdir():  # what the victim saved (it acknowledges after saving)
+        data = p.read_bytes()
+        victim_pairs.add((routing_key(data, "frame_number"), routing_key(data, "sector")))
+    survivor_frames, info, end = out["survivor"]
+    assert end is not None and info is not None and info.groups == 1
+    assert info.expected == len(survivor_frames)
+    everything = {(f, s) for f in range(frames) for s in range(SECTORS)}
+    per_frame_survivor = Counter(survivor_frames)
+    for f in range(frames):
+        at_victim = sum((f, s) in victim_pairs for s in range(SECTORS))
+        assert at_victim + per_frame_survivor[f] >= SECTORS, f"frame {f}: sectors lost"
+    assert victim_pairs <= everything
+    # after the victim left, every later key went to the survivor
+    last_at_victim = max(f for f, _ in victim_pairs)
+    assert all(per_frame_survivor[f] == SECTORS for f in range(last_at_victim + 1, frames))
+
+
+def _produce_slowly(url: str, sector: int, frames: int) -> None:
+    with pynng.Push0(dial=url, send_timeout=20_000) as sock:
+        for frame in range(frames):
+            sock.send(_message(frame, sector))
+            time.sleep(0.002)
