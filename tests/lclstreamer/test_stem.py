@@ -284,3 +284,33 @@ def test_the_example_runs_with_one_command(tmp_path):
     assert acc["frames"] == 64 and acc["frames_double"] == 0
     assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == 64
     assert (tmp_path / "run" / "counts.h5").is_file()
+
+
+@pytest.mark.parametrize(
+    "dark, expect",
+    [
+        ("missing.npy", "--dark {d}: cannot read a .npy array"),
+        ("wrong.npy", "--dark {d}: shape (3, 3), expected (128, 128)"),
+    ],
+)
+def test_consumer_errors_are_one_line(tmp_path, dark, expect):
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 3)))
+    d = tmp_path / dark
+    got = subprocess.run(
+        [str(BIN / "stem-count"), "count", "tcp://127.0.0.1:9", "--scan-shape", "2", "2",
+         "--frame-shape", "128", "128", "--dark", str(d), "-o", str(tmp_path / "c.h5")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode == 1
+    lines = [x for x in got.stderr.splitlines() if x.startswith("stem-count: error:")]
+    assert lines == [lines[0]] and expect.format(d=d) in lines[0], got.stderr
+    assert "Traceback" not in got.stderr
+
+
+def test_dark_refuses_a_config_without_stem_sectors(tmp_path):
+    got = subprocess.run(
+        [str(BIN / "stem-count"), "dark", str(EXAMPLES / "tmo-tof.yaml"), "-o", "x.npy"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert got.returncode == 2
+    assert "event_source.type is 'synthetic_tof', not stem_sectors" in got.stderr
