@@ -30,6 +30,7 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             m.Psana1EventSource,
             m.Psana2EventSource,
             m.SyntheticTofEventSource,
+            m.StemSectorEventSource,
         ],
     ),
     (
@@ -54,7 +55,13 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
     ),
     (
         "data_serializer",
-        [m.HDF5Serializer, m.MsgpackSerializer, m.SimplonSerializer, m.NumpySerializer],
+        [
+            m.HDF5Serializer,
+            m.MsgpackSerializer,
+            m.SimplonSerializer,
+            m.NumpySerializer,
+            m.StemSectorSerializer,
+        ],
     ),
     (
         "data_handlers (list)",

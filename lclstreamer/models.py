@@ -268,12 +268,56 @@ class SyntheticTofEventSource(Model):
     run: int = Field(default=1, ge=0)
 
 
+class StemSectorEventSource(Model):
+    """Simulated 4D camera (4D-STEM): every frame is split into `sectors` column blocks,
+    each read out by its own receiving server. Rank r streams sector r mod `sectors` of
+    frames r // `sectors`, + ranks // `sectors`, ... (the rank count must be a multiple of
+    `sectors`). A sector is the dark reference + Gaussian read noise + single-electron
+    strikes (Poisson count, known positions, at least 3 pixels apart); a fraction
+    `sector_loss` of sectors is lost, as over UDP upstream."""
+
+    type: Literal["stem_sectors"]
+    scan_shape: tuple[int, int] = Field(
+        description="Scan positions (Nx, Ny): one frame per position, Nx * Ny frames."
+    )
+    frame_shape: tuple[int, int] = Field(default=(576, 576), description="Frame (rows, cols).")
+    sectors: int = Field(default=4, ge=1, le=64, description="Column blocks (one per server).")
+    scan_number: int = Field(default=1, ge=0)
+    seed: int = Field(default=0, ge=0)
+    detector: str = Field(default="4dcamera", min_length=1, description="Detector name.")
+    dark_level: float = Field(default=100.0, ge=0, description="Mean dark level (ADU).")
+    dark_spread: float = Field(default=5.0, ge=0, description="Pixel-to-pixel dark rms (ADU).")
+    noise: float = Field(default=4.0, ge=0, description="Gaussian read noise (ADU rms).")
+    electrons_per_frame: float = Field(
+        default=40.0, ge=0, description="Dose: mean single-electron strikes per frame (Poisson)."
+    )
+    electron_adu: float = Field(
+        default=28.0, gt=0, description="Signal of one electron at its pixel (ADU)."
+    )
+    sector_loss: float = Field(
+        default=0.0, ge=0, lt=1, description="Fraction of sectors lost before the stream."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> StemSectorEventSource:
+        rows, cols = self.frame_shape
+        if rows < 3 or cols < 3 or cols % self.sectors:
+            raise ValueError(
+                f"frame_shape {list(self.frame_shape)}: needs at least 3 x 3 pixels and a"
+                f" column count divisible by sectors ({self.sectors})"
+            )
+        if min(self.scan_shape) < 1:
+            raise ValueError(f"scan_shape {list(self.scan_shape)}: both must be >= 1")
+        return self
+
+
 EventSourceConfig = Annotated[
     SyntheticEventSource
     | HDF5EventSource
     | Psana1EventSource
     | Psana2EventSource
-    | SyntheticTofEventSource,
+    | SyntheticTofEventSource
+    | StemSectorEventSource,
     Field(discriminator="type"),
 ]
 
@@ -731,8 +775,24 @@ class NumpySerializer(Model):
         return list(self.fields)
 
 
+class StemSectorSerializer(Model):
+    """One two-part message per event, as the 4D camera's receiving servers send them: a
+    msgpack map `{scan_number, frame_number, sector, shape, dtype}` followed, in the same
+    message, by the sector's raw array (C order). Route it with `nngstream --route-by
+    frame_number`."""
+
+    type: Literal["stem_sector"]
+    image: str = Field(default="sector", description="Data source of the sector array.")
+    frame_number: str = Field(default="frame_number", description="Data source of the frame.")
+    sector: str = Field(default="sector_index", description="Data source of the sector index.")
+    scan_number: str = Field(default="scan_number", description="Data source of the scan.")
+
+    def referenced(self) -> list[str]:
+        return [self.image, self.frame_number, self.sector, self.scan_number]
+
+
 SerializerConfig = Annotated[
-    HDF5Serializer | MsgpackSerializer | SimplonSerializer | NumpySerializer,
+    HDF5Serializer | MsgpackSerializer | SimplonSerializer | NumpySerializer | StemSectorSerializer,
     Field(discriminator="type"),
 ]
 

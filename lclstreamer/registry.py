@@ -18,9 +18,11 @@ from .serializers.hdf5 import HDF5Serializer
 from .serializers.msgpack import MsgpackSerializer
 from .serializers.numpy import NumpySerializer
 from .serializers.simplon import SimplonSerializer
+from .serializers.stem import StemSectorSerializer
 from .sources.hdf5watch import hdf5_source
 from .sources.psana1 import Psana1Source
 from .sources.psana2 import Psana2Source
+from .sources.stem import StemSectorSource
 from .sources.synthetic import SyntheticSource
 from .sources.tof import SyntheticTofSource
 
@@ -32,6 +34,7 @@ EVENT_SOURCES: Mapping[str, Factory] = {
     "psana1": Psana1Source,
     "psana2": Psana2Source,
     "synthetic_tof": SyntheticTofSource,
+    "stem_sectors": StemSectorSource,
 }
 
 DATA_SOURCES: Mapping[str, Factory] = {
@@ -60,6 +63,7 @@ SERIALIZERS: Mapping[str, Factory] = {
     "msgpack": MsgpackSerializer,
     "simplon": SimplonSerializer,
     "numpy": NumpySerializer,
+    "stem_sector": StemSectorSerializer,
 }
 
 DATA_HANDLERS: Mapping[str, Factory] = {

@@ -25,6 +25,7 @@ NNG 1.x, which pynng bundles).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,20 +35,24 @@ import pynng
 from pynng._nng import ffi, lib
 
 from .errors import NngstreamError, StreamBroken
+from .keyed import Unroutable, group_for, routing_key
 from .models import (
     ENVELOPE,
     Ack,
     Credit,
     EndOfStream,
+    Info,
     decode_consumer_control,
     decode_control,
+    decode_info,
     encode_control,
     is_control,
 )
-from .nngio import POLL_MS, _attach_or_close, _nng_error, new_message
+from .nngio import POLL_MS, _attach_or_close, _nng_error, body, new_message
 from .routing import RoundRobin
 
 MAX_CREDIT = 2
+log = logging.getLogger("nngstream")
 
 
 def _stamped(msg: object) -> tuple[int, int]:
@@ -66,16 +71,25 @@ class _Consumer:
     credit: int = 0
     unacked: deque[object] = field(default_factory=deque)  # originals, oldest first
     ended: bool = False
+    acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
 
 
 class AckedNngOutlet:
     """Consumers' side with acknowledgements (see the module doc). Implements Outlet."""
 
     def __init__(
-        self, url: str, *, dial: bool, dial_timeout: float, on_change: Callable[[], None]
+        self,
+        url: str,
+        *,
+        dial: bool,
+        dial_timeout: float,
+        on_change: Callable[[], None],
+        route_by: str | None = None,
     ) -> None:
         if dial:
             raise NngstreamError("--delivery acked cannot be combined with --dial-out")
+        self.route_by = route_by  # keyed routing: the header field that picks the group
+        self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
         self._cond = threading.Condition(threading.Lock())
@@ -100,7 +114,9 @@ class AckedNngOutlet:
 
     @property
     def lost_max(self) -> int:
-        return 0  # nothing handed out is forgotten before it is acknowledged
+        # nothing handed out is forgotten before it is acknowledged; keyed messages
+        # without a key never reach a consumer and are counted here
+        return self.unroutable
 
     def begin_end(self) -> None:
         pass
@@ -108,6 +124,8 @@ class AckedNngOutlet:
     def send(self, item: object) -> bool:
         """Take `item` and send it (or an older message taken back) to a consumer with
         credit; False if none had credit within POLL_MS."""
+        if self.route_by is not None:
+            return self._send_keyed(item)
         with self._cond:
             c = self._pick()
             if c is None:
@@ -125,13 +143,64 @@ class AckedNngOutlet:
         return False  # no cut-through: every message goes through credit
 
     def send_control(self, payload: bytes) -> bool:
-        """Send `payload` to every consumer that has not had it; False if none."""
+        """Send `payload` to every consumer that has not had it; False if none. In keyed
+        mode each consumer first gets its info message (messages it acknowledged)."""
         with self._cond:
             todo = [c for c in self._consumers.values() if not c.ended]
             for c in todo:
                 c.ended = True
+                if self.route_by is not None:
+                    info = Info(route_by=self.route_by, expected=c.acked, groups=len(todo))
+                    self._send_to(c.pipe_id, *_copy(encode_control(info)))
                 self._send_to(c.pipe_id, *_copy(payload))
         return bool(todo)
+
+    # -- keyed routing ----------------------------------------------------------------
+    def _send_keyed(self, item: object) -> bool:
+        """Send `item` to the group its key maps to (waiting up to POLL_MS for that group's
+        credit: keys keep their group, so a slow group holds the stream back). Messages
+        taken back from a group that left go first, each to its key's new group."""
+        try:
+            key = routing_key(body(item), self.route_by or "")
+        except Unroutable as exc:
+            if not self.unroutable:
+                log.warning("%s (counted in lost_max; further ones only counted)", exc)
+            self.unroutable += 1
+            lib.nng_msg_free(item)
+            return True
+        with self._cond:
+            self._redeliver_keyed()
+            if self._again:
+                self._cond.wait(POLL_MS / 1000)
+                return False
+            c = self._keyed_target(key)
+            if c is None:
+                self._cond.wait(POLL_MS / 1000)
+                c = self._keyed_target(key)
+                if c is None:
+                    return False
+            self._deliver(c, item)
+        return True
+
+    def _groups(self) -> list[_Consumer]:
+        return [self._consumers[p] for p in sorted(self._consumers) if not self._consumers[p].ended]
+
+    def _keyed_target(self, key: int) -> _Consumer | None:
+        """(under cond) The group of `key` if it has credit now, else None."""
+        groups = self._groups()
+        if not groups:
+            return None
+        c = group_for(key, groups)
+        return c if len(c.unacked) < c.credit else None
+
+    def _redeliver_keyed(self) -> None:
+        """(under cond) Send taken-back messages, in order, while their groups have credit."""
+        while self._again:
+            item = self._again[0]
+            c = self._keyed_target(routing_key(body(item), self.route_by or ""))
+            if c is None:
+                return
+            self._deliver(c, self._again.popleft())
 
     @staticmethod
     def new_message(size: int) -> tuple[object, memoryview]:
@@ -148,7 +217,9 @@ class AckedNngOutlet:
         left had taken). Returns the messages still unacknowledged if aborted."""
         while not abort.is_set():
             with self._cond:
-                while self._again and (c := self._pick()) is not None:
+                if self.route_by is not None:
+                    self._redeliver_keyed()
+                while self.route_by is None and self._again and (c := self._pick()) is not None:
                     self._deliver(c, self._again.popleft())
                 pending = len(self._again) + sum(len(c.unacked) for c in self._consumers.values())
                 if not pending:
@@ -242,6 +313,7 @@ class AckedNngOutlet:
                     for _ in range(min(ctl.n, len(c.unacked))):
                         lib.nng_msg_free(c.unacked.popleft())
                         self.acked += 1
+                        c.acked += 1
                 self._cond.notify_all()
 
 
@@ -268,6 +340,7 @@ class AckedConsumer:
         _attach_or_close(self.sock, url, True, dial_timeout, "OUT")
         self.sock.send(encode_control(Credit(credit=credit)))
         self.end: EndOfStream | None = None
+        self.info: Info | None = None  # keyed routing: this group's expected count
         self.duplicates = 0
         self._seen: set[tuple[int, int]] = set()
         self._pending = 0
@@ -299,6 +372,9 @@ class AckedConsumer:
                 continue
             data = memoryview(msg.bytes)
             if is_control(data):
+                if (info := decode_info(data)) is not None:
+                    self.info = info
+                    continue
                 try:
                     self.end = decode_control(data)
                 except ValueError:

@@ -43,6 +43,7 @@ _OPTION_NAMES = {
     "end_timeout": "--end-timeout",
     "spill": "--spill",
     "spill_max_bytes": "--spill-max-bytes",
+    "route_by": "--route-by",
     "ready_file": "--ready-file",
 }
 
@@ -154,6 +155,11 @@ def serve(
     ready_file: Path | None = typer.Option(
         None, "--ready-file", help="write the addresses in use (JSON) here once listening"
     ),
+    route_by: str | None = typer.Option(
+        None,
+        "--route-by",
+        help="keyed routing by this msgpack header field, e.g. frame_number (needs acked)",
+    ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
     configure_json_logging("DEBUG" if verbose else "INFO")
@@ -182,6 +188,7 @@ def serve(
             spill=spill,
             spill_max_bytes=spill_max_bytes,
             ready_file=ready_file,
+            route_by=route_by,
         )
     except ValidationError as exc:
         raise _fail(_explain(exc), EXIT_USAGE) from None

@@ -156,7 +156,7 @@ class Buffer:
             assert self._ctx is not None
             return ZmqOutlet(self._ctx, s.out_url, **kw)
         if s.delivery is Delivery.ACKED:
-            return AckedNngOutlet(s.out_url, **kw)
+            return AckedNngOutlet(s.out_url, route_by=s.route_by, **kw)
         return NngOutlet(s.out_url, **kw)
 
     def _write_ready_file(self) -> None:

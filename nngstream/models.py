@@ -129,6 +129,11 @@ class BufferSettings(BaseModel):
         description="written (JSON: in_url, out_url, pid) once both sides listen or are dialed,"
         " with the actual addresses (a tcp port 0 is replaced by the port chosen)",
     )
+    route_by: str | None = Field(
+        default=None,
+        description="keyed routing: the integer field of each message's msgpack header whose"
+        " value picks the consumer group (key mod groups connected); needs --delivery acked",
+    )
 
     @field_validator("max_bytes", "spill_max_bytes", mode="before")
     @classmethod
@@ -173,6 +178,10 @@ class BufferSettings(BaseModel):
             )
         if self.spill is not None and self.delivery is Delivery.ACKED:
             raise ValueError("--spill cannot be combined with --delivery acked (not supported)")
+        if self.route_by is not None and self.delivery is not Delivery.ACKED:
+            raise ValueError(
+                "--route-by needs --delivery acked (the outlet that chooses each consumer)"
+            )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(
                 "--spill keeps every message: it cannot be combined with --when-full"
@@ -274,6 +283,20 @@ class Ack(BaseModel):
     n: int = Field(ge=1)
 
 
+class Info(BaseModel):
+    """Keyed routing, buffer -> each consumer group, just before the end message: how many
+    data messages this group was given (and acknowledged) in the whole stream, so a
+    consumer can tell that nothing of its share is still missing before it finishes
+    incomplete frames."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["info"] = "info"
+    route_by: str = Field(description="the header field the messages were routed by")
+    expected: int = Field(ge=0, description="data messages this group acknowledged")
+    groups: int = Field(ge=1, description="consumer groups connected at the end")
+
+
 ENVELOPE = struct.Struct("<QQ")
 """Acked delivery: what precedes each data message's payload: producer connection id
 and that producer's sequence number (from 0), little-endian u64s."""
@@ -291,7 +314,7 @@ def decode_consumer_control(data: bytes | memoryview) -> Credit | Ack:
         raise ValueError(str(exc)) from None
 
 
-def encode_control(message: EndOfStream | Credit | Ack) -> bytes:
+def encode_control(message: EndOfStream | Credit | Ack | Info) -> bytes:
     """The bytes of a control message on the wire."""
     return CONTROL_PREFIX + message.model_dump_json().encode()
 
@@ -308,3 +331,13 @@ def decode_control(data: bytes | memoryview) -> EndOfStream:
         return EndOfStream.model_validate_json(bytes(data[len(CONTROL_PREFIX) :]))
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
+
+
+def decode_info(data: bytes | memoryview) -> Info | None:
+    """The info message in `data`, or None if `data` is another control message."""
+    if not is_control(data):
+        raise ValueError("not an nngstream control message")
+    try:
+        return Info.model_validate_json(bytes(data[len(CONTROL_PREFIX) :]))
+    except ValidationError:
+        return None

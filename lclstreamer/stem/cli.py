@@ -1,0 +1,87 @@
+"""`stem-count`: the 4D-STEM consumer (`count`, under mpirun) and its helpers (`dark`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+
+from certified.logs import configure_json_logging
+
+from ..config import load_config
+from ..errors import LclstreamerError
+from ..models import StemSectorEventSource
+from ..mpi import world
+from ..sources.stem import dark_reference
+from .consumer import StemSettings, run
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    print(f"stem-count: error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@app.command(help="Count a 4D-STEM stream (one consumer group per MPI rank); rank 0 writes.")
+def count(
+    url: str = typer.Argument(..., help="the buffer's OUT address (nngstream --delivery acked)"),
+    scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
+    dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
+    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
+    frame_shape: tuple[int, int] = typer.Option((576, 576), "--frame-shape", help="rows cols"),
+    sectors: int = typer.Option(4, "--sectors"),
+    background_sigma: float = typer.Option(4.0, "--background-sigma", help="N sigma"),
+    xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
+    threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
+    dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
+) -> None:
+    configure_json_logging("INFO")
+    try:
+        settings = StemSettings(
+            url=url, scan_shape=scan_shape, dark=dark, output=output, frame_shape=frame_shape,
+            sectors=sectors, background_sigma=background_sigma, xray_sigma=xray_sigma,
+            threshold_frames=threshold_frames, dial_timeout=dial_timeout,
+        )  # fmt: skip
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise _fail(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}", 2) from None
+    comm = world()
+    try:
+        acc = run(settings, comm)
+    except (LclstreamerError, OSError) as exc:
+        print(f"stem-count: error: rank {comm.rank}: {exc}", file=sys.stderr)
+        comm.abort(1)
+        return
+    if acc is not None:
+        print(json.dumps(acc), flush=True)
+        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"]:
+            print(
+                f"stem-count: loss: {acc['frames_missing']} frame(s) never seen,"
+                f" {acc['ranks_without_end']} rank(s) without the end of the stream,"
+                f" lost_max {acc['lost_max']}",
+                file=sys.stderr,
+            )
+
+
+@app.command(help="Write the dark reference of a stem_sectors source (synthetic) as .npy.")
+def dark(
+    config: Path = typer.Argument(..., help="lclstreamer configuration with stem_sectors"),
+    output: Path = typer.Option(..., "--output", "-o"),
+) -> None:
+    try:
+        cfg = load_config(config)
+    except LclstreamerError as exc:
+        raise _fail(str(exc), 2) from None
+    src = cfg.event_source
+    if not isinstance(src, StemSectorEventSource):
+        raise _fail(f"{config}: event_source.type is {src.type!r}, not stem_sectors", 2)
+    np.save(output, dark_reference(src))
+
+
+def main() -> None:
+    app()

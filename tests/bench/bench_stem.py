@@ -1,0 +1,241 @@
+"""Benchmark: 4D-STEM streaming (docs/stem.md), each figure paired with its baseline in
+one run.
+
+1. electron counting, 576 x 576 uint16 frames: ours (`lclstreamer.stem.counting.Counter`)
+   vs stempy's `electron_count_frame` (its C++ counting) on the same frames with the same
+   thresholds; frames/s (alternating runs, best of REPEATS).
+2. end to end: 4 producers (`mpirun -n 4 lclstreamer`, stem-sectors) -> nngstream
+   (`--route-by frame_number --delivery acked`) -> `mpirun -n 2 stem-count`, frames/s
+   from the producers' start to the file written, vs counting the same frames from
+   memory (assembled, in one process), and vs only generating them (the synthetic
+   source's own cost, which the pipeline pays on its producers).
+3. keyed routing vs round-robin: the same acked buffer with and without `--route-by`,
+   4 `nngstream push` producers -> 2 `nngstream pull --delivery acked` consumers, 2048
+   sector messages of 576 x 144 uint16 (166 KB); messages/s (alternating, best of 3).
+Prints Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import yaml
+
+from lclstreamer.models import StemSectorEventSource
+from lclstreamer.sources.stem import dark_reference, make_sector, sector_width
+from lclstreamer.stem.counting import Counter, thresholds
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).resolve().parents[2] / "lclstreamer" / "examples"
+
+
+def frames_of(cfg: StemSectorEventSource, n: int, dark: np.ndarray) -> list[np.ndarray]:
+    w = sector_width(cfg)
+    return [
+        np.concatenate(
+            [make_sector(cfg, f, s, dark[:, s * w : (s + 1) * w]) for s in range(cfg.sectors)],
+            axis=1,
+        )
+        for f in range(n)
+    ]
+
+
+def bench_counting(cfg: StemSectorEventSource) -> tuple[float, float]:
+    import stempy.image
+
+    dark = dark_reference(cfg)
+    frames = frames_of(cfg, 100, dark)
+    th = thresholds(np.stack(frames[:10]), dark, 4.0, 10.0)
+    ours = Counter(dark, th)
+
+    def run_ours() -> None:
+        for f in frames:
+            ours(f)
+
+    def run_stempy() -> None:
+        for f in frames:
+            stempy.image.electron_count_frame(
+                f, darkreference=dark, background_threshold=th.background, xray_threshold=th.xray
+            )
+
+    best = [0.0, 0.0]
+    for _ in range(REPEATS):
+        for i, fn in enumerate((run_ours, run_stempy)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = max(best[i], len(frames) / (time.perf_counter() - t0))
+    return best[0], best[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_consumers(path: Path, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and f'"consumers":{n}' in path.read_text():
+            return
+        time.sleep(0.05)
+    raise RuntimeError("consumers did not connect")
+
+
+def bench_pipeline(scan: tuple[int, int]) -> dict[str, float]:
+    """Frames/s end to end, from memory, and generation alone."""
+    cfg = StemSectorEventSource(type="stem_sectors", scan_shape=scan, seed=1)
+    n = scan[0] * scan[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        inp, outp = free_port(), free_port()
+        conf = yaml.safe_load((EXAMPLES / "stem-sectors.yaml").read_text())
+        conf["event_source"]["scan_shape"] = list(scan)
+        conf["event_source"]["sector_loss"] = 0.0
+        conf["data_handlers"][0]["urls"] = [f"tcp://127.0.0.1:{inp}"]
+        (d / "p.yaml").write_text(yaml.safe_dump(conf))
+        subprocess.run([BIN / "stem-count", "dark", d / "p.yaml", "-o", d / "dark.npy"], check=True)
+        metrics = d / "buf.jsonl"
+        with metrics.open("w") as mf:
+            buf = subprocess.Popen(
+                [BIN / "nngstream", f"tcp://127.0.0.1:{inp}", f"tcp://127.0.0.1:{outp}",
+                 "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
+                 "--metrics-interval", "0.2"],
+                stdout=mf, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        cons = subprocess.Popen(
+            [BIN / "mpirun", "-n", "2", BIN / "stem-count", "count", f"tcp://127.0.0.1:{outp}",
+             "--scan-shape", str(scan[0]), str(scan[1]), "--dark", d / "dark.npy",
+             "-o", d / "c.h5"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            wait_consumers(metrics, 2)
+            t0 = time.perf_counter()
+            subprocess.run(
+                [BIN / "mpirun", "-n", "4", BIN / "lclstreamer", "-c", d / "p.yaml"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            out, _ = cons.communicate(timeout=600)
+            e2e = n / (time.perf_counter() - t0)
+            acc = json.loads(out.strip().splitlines()[-1])
+            assert acc["frames_complete"] == n, acc
+        finally:
+            for p in (cons, buf):
+                p.kill()
+                p.wait()
+    dark = dark_reference(cfg)
+    t0 = time.perf_counter()
+    frames = frames_of(cfg, n, dark)
+    generate = n / (time.perf_counter() - t0)
+    th = thresholds(np.stack(frames[:10]), dark, 4.0, 10.0)
+    count = Counter(dark, th)
+    t0 = time.perf_counter()
+    for f in frames:
+        count(f)
+    memory = n / (time.perf_counter() - t0)
+    return {"end_to_end": e2e, "from_memory": memory, "generate": generate}
+
+
+def bench_routing(messages: int = 2048) -> tuple[float, float]:
+    """Messages/s through an acked buffer, keyed vs round-robin (best of 3 each)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        sector = np.random.default_rng(0).integers(0, 4000, (576, 144), dtype=np.uint16)
+        files = []
+        for i in range(messages):
+            header = {"scan_number": 1, "frame_number": i // 4, "sector": i % 4,
+                      "shape": [576, 144], "dtype": "<u2"}  # fmt: skip
+            p = d / f"{i:06d}.msg"
+            p.write_bytes(msgpack.packb(header) + sector.tobytes())
+            files.append(p)
+        shares = [files[s::4] for s in range(4)]
+        best = {"keyed": 0.0, "round_robin": 0.0}
+        for _ in range(3):
+            for mode, extra in (("keyed", ["--route-by", "frame_number"]), ("round_robin", [])):
+                inp, outp = free_port(), free_port()
+                metrics = d / f"{mode}.jsonl"
+                with metrics.open("w") as mf:
+                    buf = subprocess.Popen(
+                        [BIN / "nngstream", f"tcp://127.0.0.1:{inp}", f"tcp://127.0.0.1:{outp}",
+                         "--delivery", "acked", "--producers", "4", "--metrics-interval", "0.2",
+                         *extra],
+                        stdout=mf, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                pulls = [
+                    subprocess.Popen(
+                        [
+                            BIN / "nngstream",
+                            "pull",
+                            f"tcp://127.0.0.1:{outp}",
+                            "--count",
+                            "--delivery",
+                            "acked",
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        text=True,
+                    )  # fmt: skip
+                    for _ in range(2)
+                ]
+                try:
+                    wait_consumers(metrics, 2)
+                    t0 = time.perf_counter()
+                    pushes = [
+                        subprocess.Popen(
+                            [BIN / "nngstream", "push", "--to", f"tcp://127.0.0.1:{inp}", *share],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                        for share in shares
+                    ]
+                    got = sum(int(p.communicate(timeout=300)[0].strip()) for p in pulls)
+                    rate = messages / (time.perf_counter() - t0)
+                    for p in pushes:
+                        p.wait(60)
+                    assert got == messages, (mode, got)
+                    best[mode] = max(best[mode], rate)
+                finally:
+                    for p in (*pulls, buf):
+                        p.kill()
+                        p.wait()
+        return best["keyed"], best["round_robin"]
+
+
+def main() -> None:
+    scan = tuple(int(x) for x in os.environ.get("BENCH_STEM_SCAN", "16 16").split())
+    cfg = StemSectorEventSource(type="stem_sectors", scan_shape=(10, 10), seed=1)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print()
+    ours, theirs = bench_counting(cfg)
+    print("| what | ours | baseline | ratio |")
+    print("|---|---|---|---|")
+    print(f"| counting 576x576 (frames/s) vs stempy electron_count_frame | {ours:.0f} |"
+          f" {theirs:.0f} | {ours / theirs:.2f}x |")  # fmt: skip
+    pipe = bench_pipeline(scan)  # type: ignore[arg-type]
+    print(f"| end to end {scan[0]}x{scan[1]} scan (frames/s) vs counting from memory |"
+          f" {pipe['end_to_end']:.0f} | {pipe['from_memory']:.0f} |"
+          f" {pipe['end_to_end'] / pipe['from_memory']:.2f}x |")  # fmt: skip
+    print(f"| end to end (frames/s) vs generating the frames alone (1 process) |"
+          f" {pipe['end_to_end']:.0f} | {pipe['generate']:.0f} |"
+          f" {pipe['end_to_end'] / pipe['generate']:.2f}x |")  # fmt: skip
+    keyed, rr = bench_routing()
+    print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"
+          f" {keyed / rr:.2f}x |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""4D-STEM streaming (docs/stem.md): 4 sector producers (`mpirun -n 4 lclstreamer`), one
+aggregator (`nngstream --route-by frame_number --delivery acked`), 2 consumer ranks
+(`mpirun -n 2 stem-count count`), and the output read by real stempy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import h5py
+import msgpack
+import numpy as np
+import pytest
+
+from lclstreamer.errors import ConfigError, DataError
+from lclstreamer.models import StemSectorEventSource
+from lclstreamer.protocols import StreamContext
+from lclstreamer.sources.stem import (
+    StemSectorSource,
+    dark_reference,
+    is_lost,
+    make_sector,
+    sector_width,
+    strikes,
+)
+from lclstreamer.stem.assembly import Assembler
+from lclstreamer.stem.counting import Counter, thresholds
+from lclstreamer.stem.wire import decode
+from tests.support.ci import require_module
+from tests.support.waiting import wait_until
+
+from ..nngstream.helpers import metrics_lines
+from .helpers import BIN, EXAMPLES, MPIRUN, run_cli, write_config
+
+pytestmark = pytest.mark.timeout(240)
+
+SCAN, SHAPE, SECTORS = (32, 32), (128, 128), 4
+
+
+def _cfg(**kw) -> StemSectorEventSource:
+    base = {"type": "stem_sectors", "scan_shape": SCAN, "frame_shape": SHAPE, "seed": 3}
+    return StemSectorEventSource.model_validate({**base, **kw})
+
+
+def _frame(cfg: StemSectorEventSource, frame: int, dark: np.ndarray) -> np.ndarray:
+    w = sector_width(cfg)
+    return np.concatenate(
+        [make_sector(cfg, frame, s, dark[:, s * w : (s + 1) * w]) for s in range(cfg.sectors)],
+        axis=1,
+    )
+
+
+def _truth(cfg: StemSectorEventSource, frame: int) -> set[int]:
+    w, cols = sector_width(cfg), cfg.frame_shape[1]
+    return {
+        int(r * cols + s * w + c) for s in range(cfg.sectors) for r, c in strikes(cfg, frame, s)
+    }
+
+
+# -- pure parts -------------------------------------------------------------------------
+def test_counting_finds_the_injected_electrons():
+    cfg = _cfg()
+    dark = dark_reference(cfg)
+    frames = np.stack([_frame(cfg, f, dark) for f in range(30)])
+    th = thresholds(frames[:10], dark, 4.0, 10.0)
+    assert abs(th.sigma - cfg.noise) < 0.5 and abs(th.mean) < 0.5
+    count = Counter(dark, th)
+    injected = found = extra = 0
+    for f in range(30):
+        truth, got = _truth(cfg, f), set(count(frames[f]).tolist())
+        injected += len(truth)
+        found += len(truth & got)
+        extra += len(got - truth)
+    assert injected > 500
+    assert found >= 0.95 * injected
+    assert extra <= 0.02 * injected
+
+
+def test_counting_agrees_with_stempy_frame_by_frame():
+    require_module("stempy.image", "stempy")
+    import stempy.image
+
+    cfg = _cfg(frame_shape=(576, 576))
+    dark = dark_reference(cfg)
+    frames = [_frame(cfg, f, dark) for f in range(12)]
+    th = thresholds(np.stack(frames[:6]), dark, 4.0, 10.0)
+    count = Counter(dark, th)
+    for f, pixels in enumerate(frames):
+        ours = set(count(pixels).tolist())
+        theirs = stempy.image.electron_count_frame(
+            pixels, darkreference=dark, background_threshold=th.background, xray_threshold=th.xray
+        ).data[0, 0]
+        theirs = set(np.asarray(theirs).tolist())
+        assert len(ours & theirs) >= 0.99 * len(ours | theirs), f"frame {f}"
+
+
+def test_local_maxima_are_strict_and_edges_count():
+    from lclstreamer.stem.counting import Thresholds
+
+    dark = np.zeros((5, 6), np.float32)
+    frame = np.zeros((5, 6), np.uint16)
+    frame[0, 0] = 30  # an edge pixel counts
+    frame[3, 3] = frame[3, 4] = 30  # a tie: neither is a strict maximum
+    frame[1, 4] = 200  # above the X-ray threshold: not an electron
+    th = Thresholds(mean=0, sigma=1, background=10, xray=100, samples=1)
+    assert Counter(dark, th)(frame).tolist() == [0]
+
+
+def test_sector_message_round_trip_and_bad_messages():
+    img = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    header = {"scan_number": 2, "frame_number": 7, "sector": 1, "shape": [3, 4], "dtype": "<u2"}
+    sec = decode(msgpack.packb(header) + img.tobytes())
+    assert (sec.frame_number, sec.sector, sec.scan_number) == (7, 1, 2)
+    assert np.array_equal(sec.data, img)
+    with pytest.raises(DataError, match="6 bytes of data, expected 24"):
+        decode(msgpack.packb(header) + b"\x00" * 6)
+    with pytest.raises(DataError, match="bad header"):
+        decode(msgpack.packb({"frame_number": 1}) + img.tobytes())
+    with pytest.raises(DataError, match="bad header"):
+        decode(b"\xc1garbage")
+
+
+def test_assembler_completes_flags_and_refuses_duplicates():
+    fill = np.full((2, 4), 9, np.uint16)
+    asm = Assembler((2, 4), 2, fill)
+    a = np.ones((2, 2), np.uint16)
+    assert asm.add(5, 0, a) is None
+    assert asm.add(5, 0, a) is None and asm.duplicates == 1
+    full = asm.add(5, 1, 2 * a)
+    assert full is not None and full.tolist() == [[1, 1, 2, 2]] * 2
+    asm.release(full)
+    assert asm.add(5, 1, a) is None and asm.duplicates == 2  # frame already handed out
+    asm.add(6, 1, 3 * a)
+    ((frame, pixels, missing),) = asm.incomplete()
+    assert (frame, missing) == (6, 1) and pixels.tolist() == [[9, 9, 3, 3]] * 2
+
+
+def test_source_needs_a_multiple_of_the_sector_count():
+    with pytest.raises(ConfigError, match="6 ranks cannot share 4 sectors"):
+        StemSectorSource(_cfg(), StreamContext(rank=0, size=6, source_identifier="x"))
+    with pytest.raises(ValueError, match="divisible by sectors"):
+        _cfg(frame_shape=(128, 130))
+
+
+def test_source_ranks_share_frames_and_skip_lost_sectors():
+    cfg = _cfg(sector_loss=0.05)
+    seen: dict[int, set[int]] = {}
+    lost = 0
+    for rank in range(8):
+        src = StemSectorSource(cfg, StreamContext(rank=rank, size=8, source_identifier="x"))
+        for ev in src.events():
+            sector = ev.scalar("sector_index")
+            assert sector not in seen.setdefault(ev.index, set())
+            seen[ev.index].add(sector)
+            assert ev.detector("4dcamera", "raw").shape == (128, 32)
+        lost += src.counters()["sectors_lost"]
+    n = SCAN[0] * SCAN[1]
+    truth_lost = sum(is_lost(cfg, f, s) for f in range(n) for s in range(4))
+    assert lost == truth_lost > 0
+    assert sum(len(v) for v in seen.values()) == 4 * n - truth_lost
+
+
+# -- the whole pipeline -----------------------------------------------------------------
+def _producer_config(tmp_path, in_url: str, **source) -> tuple:
+    cfg = _cfg(sector_loss=0.001, **source)
+    data = {
+        "source_identifier": "4dcamera:test",
+        "event_source": cfg.model_dump(mode="json"),
+        "data_sources": {
+            "sector": {"type": "detector", "source": "4dcamera"},
+            "frame_number": {"type": "scalar", "source": "frame_number", "dtype": "int64"},
+            "sector_index": {"type": "scalar", "source": "sector_index", "dtype": "int64"},
+            "scan_number": {"type": "scalar", "source": "scan_number", "dtype": "int64"},
+        },
+        "processing_pipeline": {"type": "batch", "batch_size": 8},
+        "data_serializer": {"type": "stem_sector"},
+        "data_handlers": [{"type": "nng_push", "urls": [in_url], "mode": "dial"}],
+    }
+    return cfg, write_config(tmp_path / "producers.yaml", data)
+
+
+def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extra: str):
+    """The aggregator and the 2-rank consumer job, both consumer ranks connected."""
+    buf = spawn(
+        [str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}",
+         "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
+         "--metrics-interval", "0.5"],
+        name="aggregator",
+    )  # fmt: skip
+    buf.wait_port(in_port)
+    buf.wait_port(out_port)
+    dark = tmp_path / "dark.npy"
+    got = subprocess.run(
+        [str(BIN / "stem-count"), "dark", str(cfg_path), "-o", str(dark)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    out = tmp_path / "counts.h5"
+    cons = spawn(
+        [MPIRUN, "-n", "2", str(BIN / "stem-count"), "count", f"tcp://127.0.0.1:{out_port}",
+         "--scan-shape", str(SCAN[0]), str(SCAN[1]), "--frame-shape", str(SHAPE[0]),
+         str(SHAPE[1]), "--dark", str(dark), "-o", str(out), *consumer_extra],
+        name="consumers",
+    )  # fmt: skip
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
+    return buf, cons, out
+
+
+@pytest.mark.mpi
+def test_four_producers_one_aggregator_two_consumer_ranks(tmp_path, spawn, free_port):
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf, cons, out = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
+    prod = run_cli(["-c", str(cfg_path)], ranks=4, timeout=180)
+    assert prod.code == 0, prod.stderr
+    assert cons.wait(120) == 0, cons.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(cons.stdout().strip().splitlines()[-1])
+
+    n = SCAN[0] * SCAN[1]
+    lost = {(f, s) for f in range(n) for s in range(SECTORS) if is_lost(cfg, f, s)}
+    assert lost, "the seed must lose some sectors for this test to mean anything"
+    per_frame = {f: sum((f, s) in lost for s in range(SECTORS)) for f in range(n)}
+    # every frame accounted for, none twice
+    assert acc["frames_double"] == 0 and acc["duplicates"] == 0
+    assert acc["frames_missing"] == sum(v == SECTORS for v in per_frame.values())
+    assert acc["frames_incomplete"] == sum(0 < v < SECTORS for v in per_frame.values())
+    assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == n
+    assert acc["messages"] == acc["messages_expected"] == SECTORS * n - len(lost)
+
+    with h5py.File(out) as f:
+        status = f["stream_accounting/frame_status"][()]
+        counted_by = f["stream_accounting/counted_by"][()]
+        ths = f["stream_accounting/thresholds"][()]
+        events = list(f["electron_events/frames"][()])
+    for fr, v in per_frame.items():
+        assert status[fr] == (1 if v == 0 else 2 if v < SECTORS else 0), f"frame {fr}"
+    assert set(counted_by[status > 0].tolist()) == {0, 1}  # both ranks counted
+
+    # >= 95% of injected strikes recovered in complete frames
+    injected = found = 0
+    for fr in np.flatnonzero(status == 1):
+        truth = _truth(cfg, int(fr))
+        injected += len(truth)
+        found += len(truth & set(events[fr].tolist()))
+    assert found >= 0.95 * injected
+
+    # real stempy reads the file, and its own counting agrees on the assembled frames
+    require_module("stempy.io", "stempy")
+    import stempy.image
+    import stempy.io
+
+    arr = stempy.io.load_electron_counts(str(out))
+    assert tuple(int(x) for x in arr.scan_shape) == (SCAN[1], SCAN[0])
+    assert tuple(int(x) for x in arr.frame_shape) == SHAPE
+    dark = dark_reference(cfg)
+    for fr in np.flatnonzero(status == 1)[::8]:
+        bg, xr = ths[counted_by[fr]]
+        pixels = _frame(cfg, int(fr), dark)
+        theirs = stempy.image.electron_count_frame(
+            pixels, darkreference=dark, background_threshold=bg, xray_threshold=xr
+        ).data[0, 0]
+        a, b = set(np.asarray(arr.data[fr, 0]).tolist()), set(np.asarray(theirs).tolist())
+        assert len(a & b) >= 0.99 * len(a | b), f"frame {fr}"
+
+
+def test_example_config_is_valid():
+    got = run_cli(["--validate", "-c", str(EXAMPLES / "stem-sectors.yaml")])
+    assert got.code == 0, got.stderr
+
+
+@pytest.mark.mpi
+def test_the_example_runs_with_one_command(tmp_path):
+    """lclstreamer/examples/stem-electron-count.sh: producers, aggregator, consumers."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SCAN": "8 8", "FRAME": "64 64"}
+    got = subprocess.run(
+        ["bash", str(EXAMPLES / "stem-electron-count.sh"), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=200, env=env, start_new_session=True,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stdout + got.stderr
+    line = next(x for x in got.stdout.splitlines() if x.startswith("accounting: "))
+    acc = json.loads(line.removeprefix("accounting: "))
+    assert acc["frames"] == 64 and acc["frames_double"] == 0
+    assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == 64
+    assert (tmp_path / "run" / "counts.h5").is_file()
+
+
+@pytest.mark.parametrize(
+    "dark, expect",
+    [
+        ("missing.npy", "--dark {d}: cannot read a .npy array"),
+        ("wrong.npy", "--dark {d}: shape (3, 3), expected (128, 128)"),
+    ],
+)
+def test_consumer_errors_are_one_line(tmp_path, dark, expect):
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 3)))
+    d = tmp_path / dark
+    got = subprocess.run(
+        [str(BIN / "stem-count"), "count", "tcp://127.0.0.1:9", "--scan-shape", "2", "2",
+         "--frame-shape", "128", "128", "--dark", str(d), "-o", str(tmp_path / "c.h5")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert got.returncode == 1
+    lines = [x for x in got.stderr.splitlines() if x.startswith("stem-count: error:")]
+    assert lines == [lines[0]] and expect.format(d=d) in lines[0], got.stderr
+    assert "Traceback" not in got.stderr
+
+
+def test_dark_refuses_a_config_without_stem_sectors(tmp_path):
+    got = subprocess.run(
+        [str(BIN / "stem-count"), "dark", str(EXAMPLES / "tmo-tof.yaml"), "-o", "x.npy"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert got.returncode == 2
+    assert "event_source.type is 'synthetic_tof', not stem_sectors" in got.stderr

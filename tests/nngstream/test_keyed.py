@@ -1,0 +1,179 @@
+"""Keyed routing (`--route-by`): every message with the same key reaches the same consumer
+group, keys are spread over the groups, each group is told how many messages it was
+given (info message) before the end message, and messages without a key are counted.
+A real buffer process, real NNG producers and consumers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+
+import msgpack
+import pynng
+import pytest
+
+from nngstream.acked import AckedConsumer
+from nngstream.keyed import Unroutable, group_for, routing_key
+
+from .helpers import final_metrics, metrics_lines, start_buffer, wait_exit, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+FRAMES, SECTORS = 60, 4
+
+
+def _message(frame: int, sector: int, payload: bytes = b"\x07" * 4096) -> bytes:
+    header = {"scan_number": 1, "frame_number": frame, "sector": sector, "shape": [16, 8]}
+    return msgpack.packb(header) + payload
+
+
+def test_routing_key_reads_the_header_only():
+    msg = _message(41, 2, b"\x00" * 10_000)
+    assert routing_key(memoryview(msg), "frame_number") == 41
+    assert group_for(41, ["a", "b"]) == "b" and group_for(40, ["a", "b"]) == "a"
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"\x07not msgpack at all", "not a map"),
+        (msgpack.packb({"sector": 1}) + b"xx", "no integer field 'frame_number'"),
+        (msgpack.packb({"frame_number": "7"}), "no integer field 'frame_number'"),
+        (msgpack.packb({"frame_number": True}), "no integer field 'frame_number'"),
+        (b"\xdf\xff\xff\xff\xff", "does not start with a msgpack header"),
+    ],
+)
+def test_routing_key_refuses_bad_headers(data, why):
+    with pytest.raises(Unroutable, match=why):
+        routing_key(data, "frame_number")
+
+
+def _consume(url: str, out: dict, name: str) -> None:
+    cons = AckedConsumer(url)
+    frames: list[int] = []
+    try:
+        for _producer, _seq, payload in cons.messages(lambda: len(frames)):
+            frames.append(routing_key(payload, "frame_number"))
+    finally:
+        cons.close()
+    out[name] = (frames, cons.info, cons.end)
+
+
+def _produce(url: str, sector: int, extra: list[bytes]) -> None:
+    with pynng.Push0(dial=url, send_timeout=20_000) as sock:
+        for frame in range(FRAMES):
+            sock.send(_message(frame, sector))
+        for data in extra:
+            sock.send(data)
+
+
+def test_keys_meet_on_one_group_and_groups_learn_their_counts(spawn, free_port):
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        "--producers", str(SECTORS), "--metrics-interval", "0.2",
+    )  # fmt: skip
+    out: dict = {}
+    url = f"tcp://127.0.0.1:{out_port}"
+    consumers = [threading.Thread(target=_consume, args=(url, out, f"c{i}")) for i in range(2)]
+    for t in consumers:
+        t.start()
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 30, "2 consumers")
+    bad = [b"\x07no header", msgpack.packb({"sector": 9})]
+    producers = [
+        threading.Thread(
+            target=_produce, args=(f"tcp://127.0.0.1:{in_port}", s, bad if s == 0 else [])
+        )
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    for t in producers + consumers:
+        t.join(60)
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    m = final_metrics(buf)
+    assert m["recvd"] == FRAMES * SECTORS + len(bad)
+    assert m["lost_max"] == len(bad)  # the two messages without a key, counted
+    assert "keyed routing: message header is a int, not a map" in buf.stderr()
+
+    where: dict[int, set[str]] = defaultdict(set)
+    for name, (frames, _info, _end) in out.items():
+        for f, n in Counter(frames).items():
+            assert n == SECTORS, f"frame {f}: {n} sectors at {name}"
+            where[f].add(name)
+    assert sorted(where) == list(range(FRAMES))
+    assert all(len(v) == 1 for v in where.values()), "a frame reached two groups"
+    # keys spread evenly: frame mod 2 picks the group
+    shares = sorted(len(frames) for frames, _, _ in out.values())
+    assert shares == [FRAMES * SECTORS // 2] * 2
+    for frames, info, end in out.values():
+        assert info is not None and info.route_by == "frame_number"
+        assert info.expected == len(frames) and info.groups == 2
+        assert end is not None and end.recvd == FRAMES * SECTORS + len(bad)
+
+
+def test_route_by_needs_acked_delivery(spawn, free_port):
+    buf = start_buffer(spawn, free_port(), free_port(), "--route-by", "frame_number", wait=False)
+    assert wait_exit(buf, 30) == 2
+    assert "--route-by needs --delivery acked" in buf.stderr()
+
+
+def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_path):
+    """A consumer group killed mid-stream (SIGKILL): what it had not acknowledged is routed
+    again to the group left, later keys all go there, and nothing is lost."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        "--producers", str(SECTORS), "--metrics-interval", "0.2",
+    )  # fmt: skip
+    url = f"tcp://127.0.0.1:{out_port}"
+    saved = tmp_path / "victim"
+    victim = spawn(
+        ["nngstream", "pull", url, "--delivery", "acked", "--out", str(saved)], name="victim"
+    )
+    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "victim")
+    out: dict = {}
+    survivor = threading.Thread(target=_consume, args=(url, out, "survivor"))
+    survivor.start()
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 30, "2 consumers")
+    frames = 400
+    producers = [
+        threading.Thread(target=_produce_slowly, args=(f"tcp://127.0.0.1:{in_port}", s, frames))
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    for t in producers:
+        t.join(120)
+    survivor.join(120)
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    m = final_metrics(buf)
+    assert m["recvd"] == frames * SECTORS and m["lost_max"] == 0
+
+    victim_pairs = set()
+    for p in saved.iterdir():  # what the victim saved (it acknowledges after saving)
+        data = p.read_bytes()
+        victim_pairs.add((routing_key(data, "frame_number"), routing_key(data, "sector")))
+    survivor_frames, info, end = out["survivor"]
+    assert end is not None and info is not None and info.groups == 1
+    assert info.expected == len(survivor_frames)
+    everything = {(f, s) for f in range(frames) for s in range(SECTORS)}
+    per_frame_survivor = Counter(survivor_frames)
+    for f in range(frames):
+        at_victim = sum((f, s) in victim_pairs for s in range(SECTORS))
+        assert at_victim + per_frame_survivor[f] >= SECTORS, f"frame {f}: sectors lost"
+    assert victim_pairs <= everything
+    # after the victim left, every later key went to the survivor
+    last_at_victim = max(f for f, _ in victim_pairs)
+    assert all(per_frame_survivor[f] == SECTORS for f in range(last_at_victim + 1, frames))
+
+
+def _produce_slowly(url: str, sector: int, frames: int) -> None:
+    with pynng.Push0(dial=url, send_timeout=20_000) as sock:
+        for frame in range(frames):
+            sock.send(_message(frame, sector))
+            time.sleep(0.002)
