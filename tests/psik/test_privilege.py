@@ -20,12 +20,16 @@ import psutil
 import pytest
 
 from certified import Certified
+from tests.support.ci import require
 from tests.support.pki import Pki, make_pki
+from tests.support.ports import free_port
 from tests.support.procs import Proc, ProcessSupervisor
 from tests.support.receiver import Receiver
 from tests.support.servers import start_psik_api
 from tests.support.users import require_user_admin, shared_python, sudoers_rule, unix_users
 from tests.support.waiting import wait_until
+
+from .slurm import CLUSTER, _slurm_installed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -94,6 +98,7 @@ def _deploy(root: Path, users: dict, uids: dict[str, int]) -> Iterator[Deploymen
     sup = ProcessSupervisor(root / "logs")
     psik = {
         "kill_grace": 1.0,
+        "backends": {"default": {"type": "local"}, "slurm": {"type": "slurm"}},
         "callback": {"first_delay": 0.1, "max_delay": 0.5, "give_up_after": 5, "timeout": 3,
                      "allowed": ["receiver"]},
     }  # fmt: skip
@@ -101,7 +106,7 @@ def _deploy(root: Path, users: dict, uids: dict[str, int]) -> Iterator[Deploymen
     with sudoers_rule(f"psik-test-{TAG}", rule):
         proc, url = start_psik_api(
             sup, pki.server, root, psik=psik, settings=settings, as_user=SVC, python=python,
-            env={"HOME": str(root)},
+            env={"HOME": str(root), "SLURM_CONF": str(root / "slurm" / "slurm.conf")},
         )  # fmt: skip
         clients = {}
         for name, d in idents.items():
@@ -271,3 +276,55 @@ def test_delegation_runs_as_the_named_user(dep):
         resp = dep.clients[who].post("/jobs", json={"script": "id"}, headers=header)
         assert resp.status_code == 403, resp.text
         assert "not a delegator" in resp.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def user_cluster(dep) -> Iterator[Path]:
+    """A single-node SLURM cluster whose configuration the users and psik-api can read
+    (psik-api was started with SLURM_CONF pointing at it)."""
+    require(_slurm_installed(), "SLURM", "install it: sudo deploy/slurm/install.sh")
+    folder = dep.root / "slurm"
+    ports = [str(free_port()), str(free_port())]
+    out = subprocess.run(
+        ["bash", str(CLUSTER), "start", str(folder), *ports],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    if out.returncode != 0:
+        pytest.fail(f"cannot start the SLURM test cluster:\n{out.stdout}\n{out.stderr}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["bash", str(CLUSTER), "stop", str(folder)], timeout=60, check=False)
+
+
+def _native(body: dict) -> str:
+    return next(t["info"] for t in body["transitions"] if t["state"] == "queued").split(":")[1]
+
+
+def test_slurm_jobs_are_submitted_as_the_user(dep, user_cluster):
+    """On the SLURM backend the job is the user's: `id -u` inside the allocation is
+    alice's, SLURM records her as the job's user, and she can cancel it (scancel as her)."""
+    env = {**os.environ, "SLURM_CONF": str(user_cluster / "slurm.conf")}
+    spec = {"backend": "slurm", "resources": {"duration": 2}}
+    a = submit(dep, ALICE, 'id -u; id -un; echo "slurm=$SLURM_JOB_ID"', spec=spec)
+    body = wait_state(dep, ALICE, a, "completed", "failed")
+    assert body["state"] == "completed", body
+    native = _native(body)
+    assert stdout(dep, ALICE, a).split() == [str(dep.uids[ALICE]), ALICE, f"slurm={native}"]
+    show = subprocess.run(
+        ["scontrol", "-o", "show", "job", native], capture_output=True, text=True, env=env
+    ).stdout
+    assert f"UserId={ALICE}({dep.uids[ALICE]})" in show, show
+    # cancel goes through scancel as alice
+    b = submit(dep, ALICE, "sleep 300", spec=spec)
+    wait_state(dep, ALICE, b, "active")
+    assert dep.clients[ALICE].delete(f"/jobs/{b}").status_code == 200
+    native_b = _native(dep.clients[ALICE].get(f"/jobs/{b}").json())
+
+    def gone() -> bool:
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job", native_b], capture_output=True, text=True, env=env
+        ).stdout
+        return "JobState=CANCELLED" in out or "JobState=COMPLETED" in out
+
+    wait_until(gone, 60, f"SLURM job {native_b} to end")
