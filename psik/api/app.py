@@ -165,6 +165,8 @@ class Service:
     def start(self) -> None:
         """Index every job folder, resume pending callbacks, start the reconciler."""
         if self.caller_mode:
+            if os.geteuid() == 0:
+                log.warning("run_as caller, but psik-api runs as root: run it as its own account")
             self.prepare_prefix()
         count = self.index.rebuild()
         resumed = 0

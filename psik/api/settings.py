@@ -53,6 +53,14 @@ class ApiSettings(BaseModel):
     #: the sudo that runs the job steps as the caller (run_as caller).
     sudo: str = "sudo"
 
+    @field_validator("delegators")
+    @classmethod
+    def _identities(cls, value: list[str]) -> list[str]:
+        for ident in value:
+            if not ident.startswith(("cn:", "uid:")) or len(ident.split(":", 1)[1]) == 0:
+                raise ValueError(f"delegator {ident!r} must be an identity (cn:<name>)")
+        return value
+
     @field_validator("certified")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
