@@ -96,8 +96,8 @@ _ERR = {"model": ErrorDetail}
 JOB_ERRORS: dict[int | str, dict] = {404: _ERR}
 CREATE_ERRORS: dict[int | str, dict] = {400: _ERR, 403: _ERR, 502: _ERR}
 STATE_ERRORS: dict[int | str, dict] = {404: _ERR, 409: _ERR, 502: _ERR}
-FILE_ERRORS: dict[int | str, dict] = {400: _ERR, 404: _ERR}
-LOG_ERRORS: dict[int | str, dict] = {404: _ERR, 416: _ERR}
+FILE_ERRORS: dict[int | str, dict] = {400: _ERR, 403: _ERR, 404: _ERR}
+LOG_ERRORS: dict[int | str, dict] = {403: _ERR, 404: _ERR, 416: _ERR}
 
 
 def _plain_errors(errors: list[dict]) -> list[dict]:
@@ -235,6 +235,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def _conflict(_req: Request, exc: IllegalTransition) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(PermissionError)
+    async def _unreadable(_req: Request, exc: PermissionError) -> JSONResponse:
+        # run_as caller: a job's user can make their files private, even from psik-api
+        name = Path(exc.filename).name if exc.filename else "a file"
+        return JSONResponse({"detail": f"{name}: not readable by psik-api"}, status_code=403)
+
     @app.exception_handler(BackendError)
     async def _backend(_req: Request, exc: BackendError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=502)
@@ -363,6 +369,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             size = 0
+        except PermissionError:
+            raise HTTPException(403, detail=f"{stream} log is not readable by psik-api") from None
         except OSError:
             raise HTTPException(404, detail=f"{stream} log is not a regular file") from None
         else:
@@ -407,6 +415,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             return sorted((_entry(p) for p in target.iterdir()), key=lambda e: e.name)
         if not target.is_file():
             raise HTTPException(404, detail=f"{path!r} is not a regular file")
+        if not os.access(target, os.R_OK):
+            raise HTTPException(403, detail=f"{path!r} is not readable by psik-api")
         return FileResponse(target, media_type="application/octet-stream")
 
     app.include_router(upstream_router(psik, owned, settings.max_log_chunk, new_job))

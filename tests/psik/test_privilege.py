@@ -172,6 +172,7 @@ def test_jobs_run_as_the_caller(dep):
     assert {r["identity"] for r in seen} == {"cn:server"}
     # each sees only their own job
     assert dep.clients[BOB].get(f"/jobs/{a}").status_code == 404
+    assert dep.clients[BOB].get(f"/jobs/{a}/logs/stdout").status_code == 404
     assert [j["jobid"] for j in dep.clients[BOB].get("/jobs").json()["jobs"]] == [b]
 
 
@@ -328,3 +329,17 @@ def test_slurm_jobs_are_submitted_as_the_user(dep, user_cluster):
         return "JobState=CANCELLED" in out or "JobState=COMPLETED" in out
 
     wait_until(gone, 60, f"SLURM job {native_b} to end")
+
+
+def test_files_a_user_made_private_are_403_not_500(dep):
+    """A job's user may hide files even from psik-api: the files API says so (403)."""
+    script = "echo shared > open.txt; echo mine > private.txt; chmod 600 private.txt; "
+    script += "mkdir hidden; chmod 700 hidden"
+    jobid = submit(dep, ALICE, script)
+    assert wait_state(dep, ALICE, jobid, "completed", "failed")["state"] == "completed"
+    client = dep.clients[ALICE]
+    assert client.get(f"/jobs/{jobid}/files/open.txt").text == "shared\n"
+    for path in ("private.txt", "hidden"):
+        resp = client.get(f"/jobs/{jobid}/files/{path}")
+        assert resp.status_code == 403, resp.text
+        assert "not readable by psik-api" in resp.json()["detail"]
