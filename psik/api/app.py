@@ -258,18 +258,21 @@ def create_app(settings: ApiSettings) -> FastAPI:
     def invalid(field: str, msg: str) -> RequestValidationError:
         return RequestValidationError([{"type": "value_error", "loc": ["body", field], "msg": msg}])
 
-    def new_job(spec: JobSpec, identity: str, on_behalf_of: str | None) -> JobDir:
-        """Create the job for whom `identity` may run it (403 otherwise), as that user
-        with run_as caller; SpecError for an unknown backend, 502 if creation fails."""
-        who = service.principal(identity, on_behalf_of)
+    def create_as(spec: JobSpec, who: Principal) -> JobDir:
+        """Create the job for `who` (as their login with run_as caller); SpecError for an
+        unknown backend, 502 if the folder cannot be created."""
         try:
             job = psik.create(spec, owner=who.owner, delegated_by=who.delegated_by, login=who.login)
         except BackendError as exc:
             raise HTTPException(502, detail=str(exc)) from None
-        by = f" for {who.owner}" if who.delegated_by else ""
+        by = f" by {who.delegated_by}" if who.delegated_by else ""
         as_ = f" as {who.login}" if who.login else ""
-        log.info("job %s created by %s%s%s", job.jobid, identity, by, as_)
+        log.info("job %s created for %s%s%s", job.jobid, who.owner, by, as_)
         return job
+
+    def new_job(spec: JobSpec, identity: str, on_behalf_of: str | None) -> JobDir:
+        """Create a job for whom `identity` may run it (403 otherwise)."""
+        return create_as(spec, service.principal(identity, on_behalf_of))
 
     @app.post("/jobs", status_code=201, responses=CREATE_ERRORS)
     def create_job(
@@ -280,11 +283,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
         """Validate, create and submit a job; the caller (or, from a delegator, the user
         named in X-On-Behalf-Of) owns it. Callbacks are sent later, in order, by the
         service's workers: this never waits on a receiver."""
+        who = service.principal(identity, on_behalf_of)  # 403 before looking at the spec
         if spec.callback is not None and not service.destinations.allows(spec.callback):
             allowed = ", ".join(service.destinations.allowed or []) or "none"
             raise invalid("callback", f"destination not allowed by the operator ({allowed})")
         try:
-            job = new_job(spec, identity, on_behalf_of)
+            job = create_as(spec, who)
         except SpecError as exc:
             raise invalid("backend", str(exc)) from None
         try:

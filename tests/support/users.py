@@ -77,17 +77,30 @@ def sudoers_rule(name: str, text: str) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+def _world_usable(path: Path) -> bool:
+    """Whether any user can reach (and run or read) `path`: every folder on the way
+    searchable by others, the path itself readable or executable by them."""
+    path = path.resolve()
+    if not path.exists() or path.stat().st_mode & 0o005 == 0:
+        return False
+    return all(p.stat().st_mode & 0o001 for p in path.parents)
+
+
 def shared_python(folder: Path) -> Path:
     """A Python interpreter every user can run, with this checkout's packages.
 
     Jobs run as their users, so the interpreter psik-api starts them with must be
-    reachable by them; the test venv's may not be (here it links into root's 0700 home).
-    This builds a venv from the system's Python of the same version that loads the test
-    venv's site-packages (same ABI), under `folder` (which must be world-readable).
+    reachable by them. If the test venv's is (and its standard library), it is used;
+    otherwise (here it links into root's 0700 home) this builds, under `folder` (which
+    must be world-readable), a venv from the system's Python of the same version that
+    loads the test venv's site-packages (same ABI).
     """
     import site
     import sys
 
+    stdlib = Path(sys.base_prefix) / "lib"
+    if all(_world_usable(p) for p in (Path(sys.executable), stdlib, Path(sys.prefix))):
+        return Path(sys.executable)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     system = Path(f"/usr/bin/python{version}")
     require(
