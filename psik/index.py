@@ -77,26 +77,32 @@ class JobIndex:
             return len(self._entries)
 
     def refresh(self) -> None:
-        """Apply the journal's new lines (a shrunk or unreadable journal: rebuild)."""
+        """Apply the journal's new lines (a shrunk or unreadable journal: rebuild).
+
+        The size is read under the lock: a concurrent refresh may have applied lines
+        this one has not seen, so a size read before taking the lock can be stale."""
         journal = self.store.prefix / JOURNAL
-        try:
-            size = os.stat(journal).st_size
-        except FileNotFoundError:
-            size = 0
-        if size < self._offset:
+        with self._lock:
+            try:
+                size = os.stat(journal).st_size
+            except FileNotFoundError:
+                size = 0
+            if size == self._offset:
+                return
+            shrunk = size < self._offset
+            changed: list[str] = []
+            if not shrunk:
+                with open(journal, "rb") as fh:
+                    fh.seek(self._offset)
+                    data = fh.read(size - self._offset)
+                end = data.rfind(b"\n") + 1  # a line being written is read next time
+                self._offset += end
+                changed = list(dict.fromkeys(data[:end].decode(errors="replace").split()))
+                for jobid in changed:
+                    self._apply(jobid)
+        if shrunk:
             self.rebuild()
             return
-        if size == self._offset:
-            return
-        with self._lock:
-            with open(journal, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read(size - self._offset)
-            end = data.rfind(b"\n") + 1  # a line being written is read next time
-            self._offset += end
-            changed = list(dict.fromkeys(data[:end].decode(errors="replace").split()))
-            for jobid in changed:
-                self._apply(jobid)
         if self.on_change is not None:
             for jobid in changed:
                 self.on_change(jobid)
