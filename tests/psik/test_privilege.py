@@ -343,3 +343,21 @@ def test_files_a_user_made_private_are_403_not_500(dep):
         resp = client.get(f"/jobs/{jobid}/files/{path}")
         assert resp.status_code == 403, resp.text
         assert "not readable by psik-api" in resp.json()["detail"]
+
+
+def test_restart_runs_as_the_user_again(dep):
+    jobid = submit(dep, BOB, "id -u")
+    assert wait_state(dep, BOB, jobid, "completed", "failed")["state"] == "completed"
+    assert dep.clients[BOB].post(f"/jobs/{jobid}/restart").status_code == 200
+    body = wait_until(
+        lambda: (
+            (b := dep.clients[BOB].get(f"/jobs/{jobid}").json())["jobndx"] == 2
+            and b["state"] in ("completed", "failed")
+            and b
+        ),
+        120,
+        "run 2",
+    )
+    assert body["state"] == "completed"
+    run2 = dep.clients[BOB].get(f"/jobs/{jobid}/logs/stdout", params={"jobndx": 2}).text
+    assert run2.split() == [str(dep.uids[BOB])]
