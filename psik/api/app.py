@@ -144,6 +144,11 @@ class Service:
             return owner
         return owner if owner == f"uid:{folder_login(job.base)}" else None
 
+    def delegated(self, job: JobDir, identity: str) -> bool:
+        """Whether `identity` is a (still listed) delegator that submitted this job: it
+        may follow and cancel what it started for a user (not list the user's jobs)."""
+        return identity in self.policy.delegators and job.delegated_by() == identity
+
     def principal(self, identity: str, on_behalf_of: str | None) -> Principal:
         """Who a job from `identity` belongs to and runs as; 403 with the reason if none."""
         try:
@@ -246,12 +251,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=502)
 
     def owned(jobid: str, identity: str) -> JobDir:
-        """The job if `identity` owns it; 404 otherwise (others' jobs do not exist)."""
+        """The job if `identity` owns it or delegated it; 404 otherwise (others' jobs do
+        not exist)."""
         try:
             job = psik.store.get(jobid)
         except (JobNotFound, PermissionError):
             raise HTTPException(404, detail=f"no job {jobid}") from None
-        if service.owner_of(job) != identity:
+        if service.owner_of(job) != identity and not service.delegated(job, identity):
             raise HTTPException(404, detail=f"no job {jobid}")
         return job
 

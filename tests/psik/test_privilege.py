@@ -265,7 +265,17 @@ def test_delegation_runs_as_the_named_user(dep):
     assert body["delegated_by"] == f"cn:{DELEGATOR}" and body["run_as"] == ALICE
     assert stdout(dep, ALICE, jobid).split() == [str(dep.uids[ALICE])]
     assert jobid in [j["jobid"] for j in dep.clients[ALICE].get("/jobs").json()["jobs"]]
-    assert dep.clients[DELEGATOR].get(f"/jobs/{jobid}").status_code == 404  # alice's job
+    # the delegator follows what it submitted (not alice's other jobs); others do not
+    assert dep.clients[DELEGATOR].get(f"/jobs/{jobid}").json()["delegated_by"] == f"cn:{DELEGATOR}"
+    assert dep.clients[DELEGATOR].get("/jobs").json()["total"] == 0
+    assert dep.clients["other"].get(f"/jobs/{jobid}").status_code == 404
+    own = submit(dep, ALICE, "true")
+    assert dep.clients[DELEGATOR].get(f"/jobs/{own}").status_code == 404
+    # ... and may cancel it, through sudo as alice
+    long = submit(dep, DELEGATOR, "sleep 300", headers=header)
+    wait_state(dep, ALICE, long, "active")
+    assert dep.clients[DELEGATOR].delete(f"/jobs/{long}").status_code == 200
+    assert wait_state(dep, ALICE, long, "canceled")["run_as"] == ALICE
     # a delegator cannot name root or a non-user
     for target in ("uid:root", "cn:other"):
         resp = dep.clients[DELEGATOR].post(
