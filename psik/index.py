@@ -33,11 +33,13 @@ class Entry:
     updated: datetime
 
 
-def read_entry(job: JobDir) -> Entry | None:
+def read_entry(
+    job: JobDir, owner_of: Callable[[JobDir], str | None] = JobDir.owner
+) -> Entry | None:
     """The job's entry, or None if its folder is gone or incomplete."""
     try:
         cur = job.current()
-        return Entry(job.jobid, job.owner(), job.spec().name, cur.state, cur.jobndx, cur.time)
+        return Entry(job.jobid, owner_of(job), job.spec().name, cur.state, cur.jobndx, cur.time)
     except (OSError, ValueError, PsikError):
         return None
 
@@ -45,9 +47,15 @@ def read_entry(job: JobDir) -> Entry | None:
 class JobIndex:
     """Entries by job id plus each owner's job ids in order; thread-safe."""
 
-    def __init__(self, store: JobStore, on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        on_change: Callable[[str], None] | None = None,
+        owner_of: Callable[[JobDir], str | None] = JobDir.owner,
+    ) -> None:
         self.store = store
         self.on_change = on_change  # called with each job id the journal reports
+        self.owner_of = owner_of  # whose listing a job is in
         self._lock = threading.Lock()
         self._entries: dict[str, Entry] = {}
         self._by_owner: dict[str | None, list[int]] = {}
@@ -69,26 +77,32 @@ class JobIndex:
             return len(self._entries)
 
     def refresh(self) -> None:
-        """Apply the journal's new lines (a shrunk or unreadable journal: rebuild)."""
+        """Apply the journal's new lines (a shrunk or unreadable journal: rebuild).
+
+        The size is read under the lock: a concurrent refresh may have applied lines
+        this one has not seen, so a size read before taking the lock can be stale."""
         journal = self.store.prefix / JOURNAL
-        try:
-            size = os.stat(journal).st_size
-        except FileNotFoundError:
-            size = 0
-        if size < self._offset:
+        with self._lock:
+            try:
+                size = os.stat(journal).st_size
+            except FileNotFoundError:
+                size = 0
+            if size == self._offset:
+                return
+            shrunk = size < self._offset
+            changed: list[str] = []
+            if not shrunk:
+                with open(journal, "rb") as fh:
+                    fh.seek(self._offset)
+                    data = fh.read(size - self._offset)
+                end = data.rfind(b"\n") + 1  # a line being written is read next time
+                self._offset += end
+                changed = list(dict.fromkeys(data[:end].decode(errors="replace").split()))
+                for jobid in changed:
+                    self._apply(jobid)
+        if shrunk:
             self.rebuild()
             return
-        if size == self._offset:
-            return
-        with self._lock:
-            with open(journal, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read(size - self._offset)
-            end = data.rfind(b"\n") + 1  # a line being written is read next time
-            self._offset += end
-            changed = list(dict.fromkeys(data[:end].decode(errors="replace").split()))
-            for jobid in changed:
-                self._apply(jobid)
         if self.on_change is not None:
             for jobid in changed:
                 self.on_change(jobid)
@@ -104,7 +118,7 @@ class JobIndex:
             if pos < len(ids) and ids[pos] == int(jobid):
                 del ids[pos]
         job = JobDir(self.store.prefix / jobid)
-        entry = read_entry(job) if job.exists() else None
+        entry = read_entry(job, self.owner_of) if job.exists() else None
         if entry is not None:
             self._entries[jobid] = entry
             bisect.insort(self._by_owner.setdefault(entry.owner, []), int(jobid))

@@ -111,6 +111,11 @@ class JobDir:
         path = self.base / "owner"
         return path.read_text().strip() if path.is_file() else None
 
+    def delegated_by(self) -> str | None:
+        """The service identity that submitted this job on its owner's behalf, if any."""
+        path = self.base / "delegated_by"
+        return path.read_text().strip() if path.is_file() else None
+
     def workdir(self, spec: JobSpec | None = None) -> Path:
         """The job's working directory: spec.directory (relative to work/) or work/."""
         spec = spec or self.spec()
@@ -189,7 +194,13 @@ class JobStore:
             except FileExistsError:
                 candidate += 1
 
-    def create(self, spec: JobSpec, config: Config, owner: str | None = None) -> JobDir:
+    def create(
+        self,
+        spec: JobSpec,
+        config: Config,
+        owner: str | None = None,
+        delegated_by: str | None = None,
+    ) -> JobDir:
         """Write a new job folder in state (1, new) and return it."""
         base = self._new_base()
         job = JobDir(base)
@@ -197,6 +208,8 @@ class JobStore:
         job.log_dir.mkdir()
         if owner is not None:
             (base / "owner").write_text(owner + "\n")
+        if delegated_by is not None:
+            (base / "delegated_by").write_text(delegated_by + "\n")
         _write_atomic(job.config_path, config.model_dump_json(indent=2))
         _write_atomic(job.spec_path, spec.model_dump_json(indent=2))
         with open(job.status_path, "w") as fh:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable
 
 from .backends import Backend, make_backend, parse_native
@@ -9,6 +12,7 @@ from .errors import BackendError, IllegalTransition, PsikError, SpecError
 from .jobdir import JobDir, JobStore
 from .models import Config, JobSpec, JobState, Transition
 from .outbox import drain, sender_for
+from .runas import folder_login, via_sudo
 
 #: what to do once a row is recorded: deliver the job's pending callbacks (now or later).
 Notify = Callable[[JobDir], None]
@@ -52,24 +56,77 @@ class Psik:
 
     `notify` is how callbacks leave: by default at once, in the caller's thread;
     psik-api passes its Dispatcher's `enqueue` so no request waits on a receiver.
+    With `sudo` (psik-api run_as caller), a job's folder is created, and its wrapper and
+    scheduler commands run, as the job's user through sudo; without, as this process.
     """
 
-    def __init__(self, config: Config, notify: Notify | None = None) -> None:
+    def __init__(
+        self, config: Config, notify: Notify | None = None, sudo: str | None = None
+    ) -> None:
         self.config = config
         self.store = JobStore(config.prefix)
         self.notify = notify or deliver_now(config)
+        self.sudo = sudo
 
-    def backend(self, name: str) -> Backend:
+    def backend(self, name: str, job: JobDir | None = None) -> Backend:
+        """The named backend, acting as `job`'s user when jobs run as their users."""
         try:
             cfg = self.config.backends[name]
         except KeyError:
             known = ", ".join(sorted(self.config.backends))
             raise SpecError(f"unknown backend {name!r} (configured: {known})") from None
-        return make_backend(cfg, self.config.kill_grace)
+        return make_backend(cfg, self.config.kill_grace, self._via(job))
 
-    def create(self, spec: JobSpec, owner: str | None = None) -> JobDir:
+    def _via(self, job: JobDir | None) -> list[str]:
+        if self.sudo is None or job is None:
+            return []
+        login = folder_login(job.base)
+        if login is None:
+            raise BackendError(f"job {job.jobid}: its folder's owner has no login")
+        return via_sudo(self.sudo, login)
+
+    def create(
+        self,
+        spec: JobSpec,
+        owner: str | None = None,
+        delegated_by: str | None = None,
+        login: str | None = None,
+    ) -> JobDir:
+        """Write the job folder (as `login`, through sudo, when given)."""
         self.backend(spec.backend)  # unknown backend: refuse before writing anything
-        return self.store.create(spec, self.config, owner=owner)
+        if login is None:
+            return self.store.create(spec, self.config, owner=owner, delegated_by=delegated_by)
+        return self._create_as(login, spec, owner, delegated_by)
+
+    def _create_as(
+        self, login: str, spec: JobSpec, owner: str | None, delegated_by: str | None
+    ) -> JobDir:
+        if self.sudo is None:
+            raise BackendError("jobs cannot run as their users: no sudo configured")
+        request = {
+            "spec": spec.model_dump(mode="json"),
+            "config": self.config.model_dump(mode="json"),
+            "owner": owner,
+            "delegated_by": delegated_by,
+        }
+        argv = [sys.executable, "-m", "psik.wrapper", "--create", str(self.store.prefix)]
+        try:  # the spec (cb_secret included) goes on stdin, never on a command line
+            out = subprocess.run(
+                [*via_sudo(self.sudo, login), *argv],
+                input=json.dumps(request).encode(),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise BackendError(f"cannot create the job as {login}: {exc}") from None
+        if out.returncode != 0:
+            detail = (out.stderr or out.stdout).decode(errors="replace").strip()
+            raise BackendError(f"cannot create the job as {login}: {detail}")
+        job = self.store.get(out.stdout.decode().strip())
+        if folder_login(job.base) != login:
+            raise BackendError(f"job {job.jobid} folder is not owned by {login}")
+        return job
 
     def submit(self, job: JobDir) -> str:
         """Submit a job in state (1, new); return the scheduler's id."""
@@ -97,7 +154,7 @@ class Psik:
         """Submit run `jobndx`; a scheduler's refusal is recorded as `failed` and raised."""
         spec = job.spec()
         cfg = self.config.backends.get(spec.backend)
-        backend = self.backend(spec.backend)
+        backend = self.backend(spec.backend, job)
         assert cfg is not None
         queued: Callable[[str], None] = lambda native: self._announce(  # noqa: E731
             job, jobndx, JobState.queued, f"{cfg.type}:{native}"
@@ -122,7 +179,7 @@ class Psik:
         spec = job.spec()
         tr = self._announce(job, cur.jobndx, JobState.canceled, "canceled on request")
         try:
-            self.backend(spec.backend).cancel(job, native)
+            self.backend(spec.backend, job).cancel(job, native)
         except PsikError as exc:
             job.note(f"cancel of {native} failed: {exc}")
             raise
@@ -135,7 +192,7 @@ class Psik:
         if cur.state not in (JobState.queued, JobState.active):
             return None
         native = self._native(job, cur.jobndx)
-        reason = self.backend(job.spec().backend).vanished(job, native)
+        reason = self.backend(job.spec().backend, job).vanished(job, native)
         if reason is None:
             return None
         if job.current() != cur:

@@ -264,6 +264,9 @@ class Config(_Strict):
     callback: CallbackPolicy = Field(default_factory=CallbackPolicy)
     #: seconds between SIGTERM and SIGKILL when a job is cancelled or overruns.
     kill_grace: Annotated[float, Field(gt=0)] = 5.0
+    #: True: only the submitting service sends callbacks (it holds the identity); the
+    #: job's wrapper, running as the user, just records rows (psik-api run_as caller).
+    service_callbacks: StrictBool = False
 
     @field_validator("backends")
     @classmethod

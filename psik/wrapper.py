@@ -1,5 +1,9 @@
 """The execution wrapper: `python -m psik.wrapper BASE JOBNDX [--gate FD]`.
 
+(`python -m psik.wrapper --create PREFIX` instead writes a new job folder from the JSON
+`{spec, config, owner, delegated_by}` on stdin and prints its id: psik-api's run_as
+caller mode runs both forms as the job's user, see psik.runas.)
+
 Runs inside the job's allocation. Records `active`, runs the spec's script in its own
 process group with the job environment, enforces `duration`, forwards SIGTERM/SIGINT/
 SIGHUP to the script's group (SIGKILL after the config's kill_grace), and records
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import select
 import signal
@@ -21,7 +26,7 @@ from pathlib import Path
 
 from .backends import Backend, make_backend
 from .errors import IllegalTransition, PsikError
-from .jobdir import JobDir
+from .jobdir import JobDir, JobStore
 from .jobs import Notify, announce
 from .models import Config, JobSpec, JobState
 from .outbox import Dispatcher, sender_for
@@ -173,6 +178,8 @@ def run_job(base: Path, jobndx: int, gate: int | None = None) -> int:
         job.note(f"run {jobndx}: submission withdrawn before start")
         return 3
     backend = make_backend(config.backends[spec.backend], config.kill_grace)
+    if config.service_callbacks:  # the service (which holds the identity) sends them
+        return _run(job, spec, jobndx, runner, backend, config, lambda _job: None)
     # callbacks go out on a thread of their own: a slow receiver never delays the script
     callbacks = Dispatcher(sender_for(config), workers=1)
     try:
@@ -221,14 +228,39 @@ def _run(
     return rc if rc >= 0 else 128 - rc
 
 
+def create_job(prefix: Path, request: bytes) -> JobDir:
+    """Write a job folder from `{spec, config, owner, delegated_by}` (JSON) as this user.
+
+    The folder and the files psik-api must update (status, console, callback cursor) are
+    group-writable: under a setgid prefix the group is the service's, so psik-api can record
+    transitions while other users cannot enter the folder at all.
+    """
+    doc = json.loads(request)
+    spec = JobSpec.model_validate(doc["spec"])
+    config = Config.model_validate(doc["config"])
+    os.umask(0o007)
+    return JobStore(prefix).create(
+        spec, config, owner=doc.get("owner"), delegated_by=doc.get("delegated_by")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m psik.wrapper", description=__doc__)
-    parser.add_argument("base", type=Path)
-    parser.add_argument("jobndx", type=int)
+    parser.add_argument("base", type=Path, help="the job folder (the prefix with --create)")
+    parser.add_argument("jobndx", type=int, nargs="?")
     parser.add_argument("--gate", type=int, default=None, help="fd to wait on for 'go'")
+    parser.add_argument("--create", action="store_true", help="create a job from stdin")
     args = parser.parse_args(argv)
     try:
+        if args.create:
+            print(create_job(args.base, sys.stdin.buffer.read()).jobid)
+            return 0
+        if args.jobndx is None:
+            parser.error("JOBNDX is required to run a job")
         return run_job(args.base.resolve(), args.jobndx, args.gate)
+    except (ValueError, KeyError) as exc:
+        print(f"psik.wrapper: bad job request: {exc}", file=sys.stderr)
+        return 2
     except PsikError as exc:
         print(f"psik.wrapper: {exc}", file=sys.stderr)
         return 2

@@ -71,10 +71,13 @@ step "7. Facility: start psik-api (jobs over mTLS; users from the signer, CRL en
 PSIK_PORT="$(free_ports 1)"
 certified init psik-api --host 127.0.0.1 --host localhost --config psik-api-id
 certified add-client signer signer-ca/CA.crt --users --config psik-api-id
+echo "(single-user machine: run_as: service, every job runs as $(id -un), the account"
+echo " psik-api runs as; a shared deployment uses run_as: caller, see docs/operators.md)"
 cat > psik-api.yaml <<YAML
 certified: $RUN/psik-api-id
 listen: https://127.0.0.1:$PSIK_PORT
 crl: unix:$RUN/signer.sock
+run_as: service
 psik:
   prefix: $RUN/jobs
   backends:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -21,10 +21,19 @@ from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
 from ..index import JobIndex
-from ..jobdir import JobDir
+from ..jobdir import JOURNAL, JobDir
 from ..jobs import Psik
 from ..models import JobSpec, JobState
 from ..outbox import Dispatcher, failed, pending, sender_for
+from ..runas import (
+    ON_BEHALF_OF,
+    Principal,
+    Refused,
+    RunAsPolicy,
+    folder_login,
+    resolve,
+    uid_of,
+)
 from .models import (
     BackendInfo,
     CallbackStatus,
@@ -85,9 +94,10 @@ def _entry(path: Path) -> FileEntry:
 #: the error statuses each kind of route can answer, declared in the OpenAPI document.
 _ERR = {"model": ErrorDetail}
 JOB_ERRORS: dict[int | str, dict] = {404: _ERR}
+CREATE_ERRORS: dict[int | str, dict] = {400: _ERR, 403: _ERR, 502: _ERR}
 STATE_ERRORS: dict[int | str, dict] = {404: _ERR, 409: _ERR, 502: _ERR}
-FILE_ERRORS: dict[int | str, dict] = {400: _ERR, 404: _ERR}
-LOG_ERRORS: dict[int | str, dict] = {404: _ERR, 416: _ERR}
+FILE_ERRORS: dict[int | str, dict] = {400: _ERR, 403: _ERR, 404: _ERR}
+LOG_ERRORS: dict[int | str, dict] = {403: _ERR, 404: _ERR, 416: _ERR}
 
 
 def _plain_errors(errors: list[dict]) -> list[dict]:
@@ -108,9 +118,15 @@ class Service:
         self.dispatcher = Dispatcher(
             sender_for(config), settings.callback_workers, settings.callback_queue
         )
-        self.psik = Psik(config, notify=self.dispatcher.enqueue)
+        self.caller_mode = settings.run_as == "caller"
+        sudo = settings.sudo if self.caller_mode else None
+        self.psik = Psik(config, notify=self.dispatcher.enqueue, sudo=sudo)
+        self.policy = RunAsPolicy(
+            settings.run_as, settings.min_uid, tuple(settings.deny_logins),
+            tuple(settings.delegators),
+        )  # fmt: skip
         # a row written elsewhere (a wrapper, the CLI) may leave callbacks pending
-        self.index = JobIndex(self.psik.store, on_change=self._changed)
+        self.index = JobIndex(self.psik.store, on_change=self._changed, owner_of=self.owner_of)
         self.destinations = Destinations(config.callback.allowed)
         self._stop = threading.Event()
         self._reconciler: threading.Thread | None = None
@@ -120,8 +136,43 @@ class Service:
         if job.exists():
             self.dispatcher.enqueue(job)
 
+    def owner_of(self, job: JobDir) -> str | None:
+        """The job's owner as recorded; with run_as caller only if the folder belongs to
+        that user (a job's user can rewrite the record, not the folder's owner)."""
+        owner = job.owner()
+        if not self.caller_mode or owner is None:
+            return owner
+        return owner if owner == f"uid:{folder_login(job.base)}" else None
+
+    def delegated(self, job: JobDir, identity: str) -> bool:
+        """Whether `identity` is a (still listed) delegator that submitted this job: it
+        may follow and cancel what it started for a user (not list the user's jobs)."""
+        return identity in self.policy.delegators and job.delegated_by() == identity
+
+    def principal(self, identity: str, on_behalf_of: str | None) -> Principal:
+        """Who a job from `identity` belongs to and runs as; 403 with the reason if none."""
+        try:
+            return resolve(identity, on_behalf_of, self.policy, uid_of)
+        except Refused as exc:
+            log.warning("job refused for %s: %s", identity, exc)
+            raise HTTPException(403, detail=str(exc)) from None
+
+    def prepare_prefix(self) -> None:
+        """run_as caller: users create their job folders in the prefix (sticky, not
+        listable, setgid to the service's group) and append to its journal (not readable)."""
+        prefix = self.psik.store.prefix
+        prefix.mkdir(parents=True, exist_ok=True)
+        prefix.chmod(0o3733)
+        journal = prefix / JOURNAL
+        journal.touch()
+        journal.chmod(0o622)
+
     def start(self) -> None:
         """Index every job folder, resume pending callbacks, start the reconciler."""
+        if self.caller_mode:
+            if os.geteuid() == 0:
+                log.warning("run_as caller, but psik-api runs as root: run it as its own account")
+            self.prepare_prefix()
         count = self.index.rebuild()
         resumed = 0
         for job in self.psik.store.list():
@@ -189,35 +240,63 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def _conflict(_req: Request, exc: IllegalTransition) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(PermissionError)
+    async def _unreadable(_req: Request, exc: PermissionError) -> JSONResponse:
+        # run_as caller: a job's user can make their files private, even from psik-api
+        name = Path(exc.filename).name if exc.filename else "a file"
+        return JSONResponse({"detail": f"{name}: not readable by psik-api"}, status_code=403)
+
     @app.exception_handler(BackendError)
     async def _backend(_req: Request, exc: BackendError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=502)
 
     def owned(jobid: str, identity: str) -> JobDir:
-        """The job if `identity` owns it; 404 otherwise (others' jobs do not exist)."""
+        """The job if `identity` owns it or delegated it; 404 otherwise (others' jobs do
+        not exist)."""
         try:
             job = psik.store.get(jobid)
-        except JobNotFound:
+        except (JobNotFound, PermissionError):
             raise HTTPException(404, detail=f"no job {jobid}") from None
-        if job.owner() != identity:
+        if service.owner_of(job) != identity and not service.delegated(job, identity):
             raise HTTPException(404, detail=f"no job {jobid}")
         return job
 
     def invalid(field: str, msg: str) -> RequestValidationError:
         return RequestValidationError([{"type": "value_error", "loc": ["body", field], "msg": msg}])
 
-    @app.post("/jobs", status_code=201, responses={400: _ERR, 502: _ERR})
-    def create_job(spec: JobSpec, identity: Identity) -> JobSummary:
-        """Validate, create and submit a job; the caller owns it. Callbacks are sent
-        later, in order, by the service's workers: this never waits on a receiver."""
+    def create_as(spec: JobSpec, who: Principal) -> JobDir:
+        """Create the job for `who` (as their login with run_as caller); SpecError for an
+        unknown backend, 502 if the folder cannot be created."""
+        try:
+            job = psik.create(spec, owner=who.owner, delegated_by=who.delegated_by, login=who.login)
+        except BackendError as exc:
+            raise HTTPException(502, detail=str(exc)) from None
+        by = f" by {who.delegated_by}" if who.delegated_by else ""
+        as_ = f" as {who.login}" if who.login else ""
+        log.info("job %s created for %s%s%s", job.jobid, who.owner, by, as_)
+        return job
+
+    def new_job(spec: JobSpec, identity: str, on_behalf_of: str | None) -> JobDir:
+        """Create a job for whom `identity` may run it (403 otherwise)."""
+        return create_as(spec, service.principal(identity, on_behalf_of))
+
+    @app.post("/jobs", status_code=201, responses=CREATE_ERRORS)
+    def create_job(
+        spec: JobSpec,
+        identity: Identity,
+        on_behalf_of: Annotated[str | None, Header(alias=ON_BEHALF_OF)] = None,
+    ) -> JobSummary:
+        """Validate, create and submit a job; the caller (or, from a delegator, the user
+        named in X-On-Behalf-Of) owns it. Callbacks are sent later, in order, by the
+        service's workers: this never waits on a receiver."""
+        who = service.principal(identity, on_behalf_of)  # 403 before looking at the spec
         if spec.callback is not None and not service.destinations.allows(spec.callback):
             allowed = ", ".join(service.destinations.allowed or []) or "none"
             raise invalid("callback", f"destination not allowed by the operator ({allowed})")
         try:
-            job = psik.create(spec, owner=identity)
+            job = create_as(spec, who)
         except SpecError as exc:
             raise invalid("backend", str(exc)) from None
-        log.info("job %s created by %s", job.jobid, identity)
         try:
             psik.submit(job)
         except PsikError as exc:
@@ -256,6 +335,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             spec=spec,
             transitions=job.transitions(),
             callbacks=callbacks,
+            run_as=folder_login(job.base) if service.caller_mode else None,
+            delegated_by=job.delegated_by(),
         )
 
     @app.delete("/jobs/{jobid}", responses=STATE_ERRORS)
@@ -298,6 +379,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             size = 0
+        except PermissionError:
+            raise HTTPException(403, detail=f"{stream} log is not readable by psik-api") from None
         except OSError:
             raise HTTPException(404, detail=f"{stream} log is not a regular file") from None
         else:
@@ -342,9 +425,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
             return sorted((_entry(p) for p in target.iterdir()), key=lambda e: e.name)
         if not target.is_file():
             raise HTTPException(404, detail=f"{path!r} is not a regular file")
+        if not os.access(target, os.R_OK):
+            raise HTTPException(403, detail=f"{path!r} is not readable by psik-api")
         return FileResponse(target, media_type="application/octet-stream")
 
-    app.include_router(upstream_router(psik, owned, settings.max_log_chunk))
+    app.include_router(upstream_router(psik, owned, settings.max_log_chunk, new_job))
 
     @app.get("/backends")
     def backends(identity: Identity) -> list[BackendInfo]:

@@ -46,6 +46,36 @@ def serve(
     run_server(create_app(settings), settings.listen, certified=ident, crl=settings.crl)
 
 
+@app.command()
+def sudoers(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Settings file (its deny_logins are excluded)."
+    ),
+    user: str | None = typer.Option(
+        None, "--user", help="The account psik-api runs as (default: the current user)."
+    ),
+    users_group: str | None = typer.Option(
+        None,
+        "--users-group",
+        help="Only members of this group may run jobs (else all but the denied).",
+    ),
+) -> None:
+    """Print the sudoers rule run_as caller needs (install it with visudo -f)."""
+    import getpass
+    import shutil
+    import sys
+
+    from ..runas import sudoers_rule
+    from .settings import load_settings
+
+    settings = load_settings(config)
+    slurm = {c: shutil.which(c) or f"/usr/bin/{c}" for c in ("sbatch", "scontrol", "scancel")}
+    rule = sudoers_rule(
+        user or getpass.getuser(), sys.executable, slurm, settings.deny_logins, users_group
+    )
+    typer.echo(rule, nl=False)
+
+
 def main() -> None:
     run_typer(app, "psik-api", (PsikError,))
 

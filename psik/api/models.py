@@ -36,6 +36,10 @@ class JobDetail(JobSummary):
     spec: JobSpec
     transitions: list[Transition]
     callbacks: CallbackStatus
+    #: the UNIX login the job runs as (run_as caller; None: the service's account).
+    run_as: str | None = None
+    #: the service identity that submitted it for its owner (X-On-Behalf-Of), if any.
+    delegated_by: str | None = None
 
 
 class BackendInfo(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -42,6 +42,25 @@ class ApiSettings(BaseModel):
     #: seconds shutdown waits for callback workers (what is left stays pending on disk).
     shutdown_grace: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)] = 10.0
 
+    #: whose UNIX account jobs run under: the service's own (`service`, a single-user
+    #: deployment) or the caller's login (`caller`, a shared deployment; see docs/operators.md).
+    run_as: Literal["service", "caller"] = "service"
+    #: run_as caller: the lowest uid a job may run as, and logins never run as.
+    min_uid: Annotated[int, Field(ge=1)] = 1000
+    deny_logins: list[str] = Field(default_factory=lambda: ["root"])
+    #: identities (e.g. `cn:lclstream-api`) that may submit for a user with X-On-Behalf-Of.
+    delegators: list[str] = Field(default_factory=list)
+    #: the sudo that runs the job steps as the caller (run_as caller).
+    sudo: str = "sudo"
+
+    @field_validator("delegators")
+    @classmethod
+    def _identities(cls, value: list[str]) -> list[str]:
+        for ident in value:
+            if not ident.startswith(("cn:", "uid:")) or len(ident.split(":", 1)[1]) == 0:
+                raise ValueError(f"delegator {ident!r} must be an identity (cn:<name>)")
+        return value
+
     @field_validator("certified")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
@@ -49,12 +68,15 @@ class ApiSettings(BaseModel):
 
     def job_config(self) -> Config:
         """The psik Config jobs are created with: callbacks use the service identity and
-        go only where `psik.callback.allowed` says (unset: nowhere)."""
+        go only where `psik.callback.allowed` says (unset: nowhere); with run_as caller
+        only the service sends them."""
         update: dict = {}
         if self.psik.certified is None and self.certified is not None:
             update["certified"] = self.certified
         if self.psik.callback.allowed is None:
             update["callback"] = self.psik.callback.model_copy(update={"allowed": []})
+        if self.run_as == "caller":  # jobs cannot read the service's key: it sends them
+            update["service_callbacks"] = True
         return self.psik.model_copy(update=update) if update else self.psik
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
@@ -32,6 +32,7 @@ from ..errors import IllegalTransition, PsikError, SpecError
 from ..jobdir import JobDir
 from ..jobs import Psik
 from ..models import JobSpec, JobState
+from ..runas import ON_BEHALF_OF
 
 Identity = Annotated[str, Depends(client_identity)]
 
@@ -73,9 +74,14 @@ def _read_tail(path: Path, limit: int) -> str | None:
 
 
 def upstream_router(
-    psik: Psik, owned: Callable[[str, str], JobDir], max_log_chunk: int
+    psik: Psik,
+    owned: Callable[[str, str], JobDir],
+    max_log_chunk: int,
+    new_job: Callable[[JobSpec, str, str | None], JobDir],
 ) -> APIRouter:
-    """The /v3 routes over this service's Psik; `owned(jobid, identity)` 404s others' jobs."""
+    """The /v3 routes over this service's Psik; `owned(jobid, identity)` 404s others' jobs;
+    `new_job(spec, identity, on_behalf_of)` creates one as the native route does (403 for
+    whom it may not run)."""
     router = APIRouter(prefix="/v3", tags=["upstream psik 3"])
 
     def submit(job: JobDir) -> None:
@@ -89,11 +95,14 @@ def upstream_router(
 
     @router.post("/jobs", status_code=201)
     def create(
-        spec: JobSpec, identity: Identity, submit_now: Annotated[bool, Query(alias="submit")] = True
+        spec: JobSpec,
+        identity: Identity,
+        submit_now: Annotated[bool, Query(alias="submit")] = True,
+        on_behalf_of: Annotated[str | None, Header(alias=ON_BEHALF_OF)] = None,
     ) -> str:
         """Create (and unless submit=false, submit) a job; returns its id."""
         try:
-            job = psik.create(spec, owner=identity)
+            job = new_job(spec, identity, on_behalf_of)
         except SpecError as exc:
             err = {"type": "value_error", "loc": ["body", "backend"], "msg": str(exc)}
             raise RequestValidationError([err]) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from typing import ClassVar, Protocol
 
@@ -22,7 +22,9 @@ REGISTRY: dict[str, str] = {
 
 
 class Backend(Protocol):
-    """What psik needs from a scheduler. Built as `cls(BackendConfig, kill_grace)`."""
+    """What psik needs from a scheduler. Built as `cls(BackendConfig, kill_grace, via)`:
+    `via` prefixes every command that acts on the job (the wrapper, sbatch, scancel) to
+    run it as the job's user (psik.runas.via_sudo); empty, they run as this process."""
 
     #: JobSpec.attributes keys this scheduler sets itself (refused in every JobSpec).
     reserved_attributes: ClassVar[frozenset[str]]
@@ -59,9 +61,9 @@ def backend_class(kind: str) -> type[Backend]:
     return getattr(importlib.import_module(module), name)
 
 
-def make_backend(cfg: BackendConfig, kill_grace: float) -> Backend:
-    """Build the backend for one BackendConfig."""
-    return backend_class(cfg.type)(cfg, kill_grace)  # type: ignore[call-arg]
+def make_backend(cfg: BackendConfig, kill_grace: float, via: Sequence[str] = ()) -> Backend:
+    """Build the backend for one BackendConfig (acting as another user through `via`)."""
+    return backend_class(cfg.type)(cfg, kill_grace, tuple(via))  # type: ignore[call-arg]
 
 
 @cache

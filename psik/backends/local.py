@@ -24,23 +24,26 @@ class LocalBackend:
 
     reserved_attributes: ClassVar[frozenset[str]] = frozenset()  # attributes are unused
 
-    def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
+    def __init__(self, cfg: BackendConfig, kill_grace: float, via: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.kill_grace = kill_grace
+        self.via = via
 
     def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
-        # The wrapper blocks on a pipe (the gate) until on_queued has recorded `queued`.
+        # The wrapper blocks on its stdin, a pipe (the gate), until on_queued has recorded
+        # `queued`. (Stdin, not another fd: sudo closes every descriptor above 2.)
+        # Through sudo the native id is sudo's pid: sudo keeps the caller's real uid, so
+        # this process may signal it, and it relays SIGTERM to the wrapper.
         gate_r, gate_w = os.pipe()
         try:
             with open(job.console, "ab") as console:
                 proc = subprocess.Popen(
-                    [*wrapper_command(job, jobndx), "--gate", str(gate_r)],
-                    stdin=subprocess.DEVNULL,
+                    [*self.via, *wrapper_command(job, jobndx), "--gate", "0"],
+                    stdin=gate_r,
                     stdout=console,
                     stderr=console,
                     cwd=job.base,
                     start_new_session=True,
-                    pass_fds=(gate_r,),
                 )
         except OSError as exc:
             os.close(gate_w)

@@ -15,9 +15,12 @@ from ..sbatch import parse_sbatch_output, render_sbatch
 from . import wrapper_command
 
 
-def _run(args: list[str], timeout: float = 60.0) -> str:
+def _run(args: list[str], timeout: float = 60.0, via: tuple[str, ...] = ()) -> str:
+    """Run a SLURM command (as another user through `via`); its stdout, or BackendError."""
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        out = subprocess.run(
+            [*via, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
     except FileNotFoundError:
         raise BackendError(f"{args[0]} not found: is SLURM installed on this host?") from None
     except subprocess.TimeoutExpired:
@@ -73,9 +76,10 @@ class SlurmBackend:
         }
     )
 
-    def __init__(self, cfg: BackendConfig, kill_grace: float) -> None:
+    def __init__(self, cfg: BackendConfig, kill_grace: float, via: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
         self.kill_grace = kill_grace
+        self.via = via  # sbatch, release and scancel run as the job's user through it
 
     def submit(self, job: JobDir, jobndx: int, on_queued: Callable[[str], None]) -> str:
         spec = job.spec()
@@ -94,7 +98,9 @@ class SlurmBackend:
         path = job.base / f"sbatch.{jobndx}"
         path.write_text(script)
         try:
-            native = parse_sbatch_output(_run(["sbatch", "--parsable", "--hold", str(path)]))
+            native = parse_sbatch_output(
+                _run(["sbatch", "--parsable", "--hold", str(path)], via=self.via)
+            )
         except ValueError as exc:
             raise BackendError(str(exc)) from None
         try:
@@ -103,7 +109,7 @@ class SlurmBackend:
             self._scancel(native)
             raise
         try:
-            _run(["scontrol", "release", native])
+            _run(["scontrol", "release", native], via=self.via)
         except BackendError:
             self._scancel(native)
             raise
@@ -111,11 +117,11 @@ class SlurmBackend:
 
     def _scancel(self, native: str) -> None:
         with contextlib.suppress(BackendError):
-            _run(["scancel", native])
+            _run(["scancel", native], via=self.via)
 
     def cancel(self, job: JobDir, native_id: str) -> None:
         try:
-            _run(["scancel", native_id])
+            _run(["scancel", native_id], via=self.via)
         except BackendError as exc:
             text = str(exc)
             if "already completing" in text or "Invalid job id" in text:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from certified import Certified, admin
+from certified.keys import load_certificate, load_private_key, write_pem, write_private_key
+from certified.pki import issue_certificate, new_key, pem, subject_name
 
 
 @dataclass
@@ -31,6 +34,22 @@ class Pki:
 
     def certified(self, which: Path) -> Certified:
         return Certified(which)
+
+    def new_user(self, login: str) -> Path:
+        """A `uid:<login>` identity (as the signer would issue), trusted by the server
+        through a users CA, knowing the same services as cn:client."""
+        users = self.root / "users-ca"
+        if not users.exists():
+            admin.init_identity(users, "users")
+            admin.add_client(self.server, "users", (users / "CA.crt").read_text(), users=True)
+        ca_key, ca_cert = load_private_key(users / "CA.key"), load_certificate(users / "CA.crt")
+        d = self.root / f"user-{login}"
+        shutil.copytree(self.client, d)
+        key = new_key()
+        cert = issue_certificate(ca_key, ca_cert, key.public_key(), subject_name(login, uid=login))
+        write_private_key(d / "id.key", key, overwrite=True)
+        write_pem(d / "id.crt", pem(cert) + pem(ca_cert), overwrite=True)
+        return d
 
 
 def make_pki(root: Path) -> Pki:

@@ -73,10 +73,14 @@ def start_psik_api(
     psik: dict | None = None,
     env: dict[str, str] | None = None,
     settings: dict | None = None,
+    as_user: str | None = None,
+    python: Path | None = None,
 ) -> tuple[Proc, str]:
     """Run `psik-api serve` as `identity` with jobs under root/jobs; return (proc, URL).
 
-    `psik` is merged into the settings' psik section, `settings` into the top level."""
+    `psik` is merged into the settings' psik section, `settings` into the top level;
+    `as_user` runs it as that UNIX account (the caller must be root), `python` with that
+    interpreter (`python -m psik.api.cli`)."""
     import yaml
 
     port = free_port()
@@ -85,7 +89,11 @@ def start_psik_api(
     doc = {"psik": {**psik_cfg, **(psik or {})}, "certified": str(identity), "listen": url}
     cfg = root / "psik-api.yaml"
     cfg.write_text(yaml.safe_dump({**doc, **(settings or {})}))
-    proc = spawn(["psik-api", "serve", "--config", str(cfg)], name="psik-api", env=env)
+    argv = ["psik-api"] if python is None else [str(python), "-m", "psik.api.cli"]
+    argv += ["serve", "--config", str(cfg)]
+    if as_user is not None:
+        argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--init-groups", *argv]
+    proc = spawn(argv, name="psik-api", env=env)
     proc.wait_port(port)
     return proc, url
 
