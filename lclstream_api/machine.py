@@ -117,6 +117,8 @@ def _finish(
 ) -> tuple[Transfer, list[Action]]:
     _move(t, new, source, reason, now)
     t.reason = reason
-    live = [j.jobid for j in t.jobs.values() if JOB_RANK[j.state] < JOB_RANK["completed"]]
-    actions: list[Action] = [CancelJobs(jobids=live)] if live else []
+    live = {r: j.jobid for r, j in t.jobs.items() if JOB_RANK[j.state] < JOB_RANK["completed"]}
+    now_ = [jid for r, jid in live.items() if r == "producer"]
+    later = [jid for r, jid in live.items() if r != "producer"]
+    actions: list[Action] = [CancelJobs(jobids=now_, after_grace=later)] if live else []
     return t, [*actions, ReleasePorts()]

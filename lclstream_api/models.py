@@ -137,8 +137,12 @@ Event = JobSeen | MetricsSeen | CancelRequested | ProvisionFailed | Tick
 
 # -- actions -----------------------------------------------------------------------------
 class CancelJobs(_Strict):
+    """Cancel `jobids` now; `after_grace` (buffers, which end their stream with an end
+    message once their producers are gone) only if still running after a grace period."""
+
     kind: Literal["cancel_jobs"] = "cancel_jobs"
     jobids: list[str]
+    after_grace: list[str] = Field(default_factory=list)
 
 
 class ReleasePorts(_Strict):

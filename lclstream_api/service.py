@@ -90,6 +90,10 @@ class Service:
     # -- events --------------------------------------------------------------------------
     def apply(self, transfer_id: str, event: Event) -> Transfer | None:
         """Step the transfer with `event`, persist it, then run the actions."""
+        if isinstance(event, JobSeen) and event.state == "failed":
+            live = self.store.get(transfer_id)
+            if live is not None and live.state.live:
+                event = event.model_copy(update={"info": self._why(event)})
         with self.lock:
             cur = self.store.get(transfer_id)
             if cur is None:
@@ -108,14 +112,58 @@ class Service:
                 )
         for action in actions:
             if isinstance(action, CancelJobs):
-                for jobid in action.jobids:
-                    try:
-                        self.launcher.cancel(jobid)
-                    except LaunchError as exc:  # the reconciler sees it again next pass
-                        log.warning("transfer %s: %s", transfer_id, exc)
+                self._cancel(transfer_id, action.jobids)
+                if action.after_grace:
+                    threading.Thread(
+                        target=self._retire,
+                        args=(transfer_id, action.after_grace),
+                        name="retire-buffers",
+                        daemon=True,
+                    ).start()
             elif isinstance(action, ReleasePorts):
                 self.store.release(transfer_id)
         return new
+
+    def _cancel(self, transfer_id: str, jobids: list[str]) -> None:
+        for jobid in jobids:
+            try:
+                self.launcher.cancel(jobid)
+            except LaunchError as exc:
+                log.warning("transfer %s: %s", transfer_id, exc)
+
+    def _retire(self, transfer_id: str, jobids: list[str]) -> None:
+        """Give buffers `cancel_grace` seconds to end their stream (consumers get the end
+        message once the producers are gone), then cancel those still running."""
+        deadline = time.monotonic() + self.settings.cancel_grace
+        left = list(jobids)
+        while left and time.monotonic() < deadline and not self._stop.is_set():
+            still = []
+            for jobid in left:
+                try:
+                    state, _ = self.launcher.state(jobid)
+                except LaunchError:
+                    state = "active"
+                if state in ("new", "queued", "active"):
+                    still.append(jobid)
+            left = still
+            if left:
+                self._stop.wait(0.5)
+        self._cancel(transfer_id, left)
+
+    def _why(self, ev: JobSeen, limit: int = 1 << 22) -> str:
+        """A failed job's info and the last line of its stderr (the program's own error)."""
+        chunks, offset = [], 0
+        try:
+            while offset < limit:
+                data, offset = self.launcher.log(ev.jobid, "stderr", offset)
+                if not data:
+                    break
+                chunks.append(data)
+        except LaunchError as exc:
+            log.warning("job %s: %s", ev.jobid, exc)
+        lines = [ln for ln in b"".join(chunks).decode(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1].strip() if lines else ""
+        return "; ".join(x for x in (ev.info, last) if x)
 
     def reconcile_once(self) -> None:
         """Feed every live transfer's job states and the clock to the state machine."""

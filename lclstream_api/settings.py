@@ -53,6 +53,9 @@ class ApiSettings(BaseModel):
     #: seconds between reconciler passes and metrics reports.
     reconcile_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     metrics_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    #: seconds buffers get to end their stream after a cancel or failure before they are
+    #: cancelled too.
+    cancel_grace: Annotated[float, Field(ge=0, le=3600)] = 10.0
     limits: Limits = Field(default_factory=Limits)
     #: identities that see (and may cancel) every transfer.
     operators: list[str] = Field(default_factory=list)

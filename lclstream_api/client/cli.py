@@ -123,9 +123,13 @@ def get(
     final = t
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        final = client.get(t.id)
-        if not final.state.live:
-            break
+        try:
+            final = client.get(t.id)
+        except ServerError as exc:  # the service restarting: its reconciler catches up
+            _say(f"lclstream: {exc}; retrying")
+        else:
+            if not final.state.live:
+                break
         time.sleep(0.5)
     acc = account([c.out_dir for c in cons])
     ends = {c.url: c.report.end for c in cons if c.report.end is not None}

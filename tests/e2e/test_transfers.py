@@ -84,6 +84,20 @@ class Suite:
             time.sleep(0.2)
         raise AssertionError(f"transfer {tid} still {doc['state']} after {timeout}s: {doc}")
 
+    def job_states(self, jobs: dict, timeout: float = 60) -> dict[str, str]:
+        """Final state of each job, asked from psik-api (as the service's identity)."""
+        out = {}
+        with Certified(self.pki.server).client("https://psik", timeout=60) as psik:
+            deadline = time.monotonic() + timeout
+            for role, job in jobs.items():
+                while (state := psik.get(f"/jobs/{job['jobid']}").json()["state"]) in (
+                    "new", "queued", "active",
+                ):  # fmt: skip
+                    assert time.monotonic() < deadline, f"{role} still {state}"
+                    time.sleep(0.2)
+                out[role] = state
+        return out
+
     def leased(self, tid: str) -> list[int]:
         store = Store(self.root / "lclstream-api" / "transfers.db")
         try:
@@ -137,3 +151,115 @@ def test_every_event_once_across_two_consumers(suite):
 
 def test_two_buffers(suite):
     check_complete(suite, events=96, buffers=2)
+
+
+def job_processes(jobs_root: Path) -> list[str]:
+    """Processes still running in a job folder (their cwd is under the psik prefix)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.startswith(str(jobs_root)):
+            found.append(f"{pid} {cmd}")
+    return found
+
+
+def start_get(suite: Suite, events: int, rate_hz: float, dest: Path) -> subprocess.Popen:
+    cfg = suite.root / "slow.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(events, rate_hz)))
+    cmd = ["lclstream", "get", str(cfg), "--out", str(dest), "--config", str(suite.pki.client)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_batches(dest: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while len(list(dest.rglob("*.msg"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no batches arrived"
+        time.sleep(0.1)
+
+
+def test_sigterm_to_get_cancels_every_job(suite):
+    dest = suite.root / "received"
+    proc = start_get(suite, 4000, 100, dest)
+    try:
+        wait_batches(dest, 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    with suite.client() as client:
+        doc = suite.wait_final(client, summary["transfer"])
+        assert doc["state"] == "canceled" and doc["transitions"][-1]["source"] == "user"
+        again = client.delete(f"/transfers/{summary['transfer']}")  # idempotent
+        assert again.status_code == 200 and again.json()["state"] == "canceled"
+    states = suite.job_states(doc["jobs"])
+    assert states["producer"] == "canceled"
+    assert {v for k, v in states.items() if k != "producer"} <= {"completed", "canceled"}
+    deadline = time.monotonic() + 30
+    while job_processes(suite.root / "jobs"):  # no orphan processes
+        assert time.monotonic() < deadline, job_processes(suite.root / "jobs")
+        time.sleep(0.2)
+    assert suite.leased(summary["transfer"]) == []
+    assert summary["broken_consumers"] == [], "the consumer saw the end of the stream"
+
+
+def test_producer_failure_reports_the_producers_error(suite):
+    cfg = suite.root / "bad.yaml"
+    doc = pipeline(10)
+    doc["event_source"] = {"type": "hdf5", "files": ["/nonexistent/run7.h5"],
+                           "datasets": {"det": "/data"}}  # fmt: skip
+    cfg.write_text(yaml.safe_dump(doc))
+    got = suite.lclstream("get", str(cfg), "--out", str(suite.root / "received"))
+    assert got.returncode == 1
+    assert "failed" in got.stderr and "/nonexistent/run7.h5" in got.stderr, got.stderr
+    tid = json.loads(got.stdout)["transfer"]
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{tid}").json()
+    assert doc["state"] == "failed" and "/nonexistent/run7.h5" in doc["reason"], doc
+    assert doc["reason"].startswith("producer job")
+    assert suite.leased(tid) == []
+
+
+def test_kill_9_and_restart_of_the_service_mid_stream(suite):
+    dest = suite.root / "received"
+    proc = start_get(suite, 240, 40, dest)
+    try:
+        wait_batches(dest, 2, proc)
+        suite.api.popen.send_signal(signal.SIGKILL)
+        suite.api.popen.wait(10)
+        time.sleep(1.0)
+        suite.start()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["events"] == 240 and summary["lost"] == 0
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{summary['transfer']}").json()
+    assert doc["state"] == "completed"
+    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+
+
+def test_lost_callbacks_reconciler_completes(pki, spawn, tmp_path):
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"])
+    # psik-api and the buffers now call back a port where nothing listens: every
+    # callback is refused; only the reconciler follows the jobs.
+    pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{free_port()}")
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(48)))
+    got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "received"))
+    assert got.returncode == 0, got.stderr
+    tid = json.loads(got.stdout)["transfer"]
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{tid}").json()
+    assert doc["state"] == "completed"
+    assert {t["source"] for t in doc["transitions"]} == {"reconciler"}

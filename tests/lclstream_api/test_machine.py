@@ -110,7 +110,10 @@ def test_a_failed_job_fails_the_transfer_and_cancels_the_others():
     t, acts = run(t, job("producer", "failed", info="exit 1: no such file /nope"))
     assert t.state is S.FAILED
     assert t.reason == "producer job j-producer failed: exit 1: no such file /nope"
-    assert acts[0] == [CancelJobs(jobids=["j-buffer-0", "j-buffer-1"]), ReleasePorts()]
+    assert acts[0] == [
+        CancelJobs(jobids=[], after_grace=["j-buffer-0", "j-buffer-1"]),
+        ReleasePorts(),
+    ]
     t2, acts = run(t, job("buffer-0", "canceled"), job("buffer-0", "completed"))
     assert t2.state is S.FAILED and t2.reason == t.reason and acts == [[], []]
 
@@ -118,7 +121,7 @@ def test_a_failed_job_fails_the_transfer_and_cancels_the_others():
 def test_a_job_canceled_by_someone_else_fails_the_transfer():
     t, acts = run(streaming(), job("buffer-0", "canceled"))
     assert t.state is S.FAILED and "canceled outside the service" in t.reason
-    assert acts[0] == [CancelJobs(jobids=["j-producer"]), ReleasePorts()]
+    assert acts[0] == [CancelJobs(jobids=["j-producer"], after_grace=[]), ReleasePorts()]
 
 
 @pytest.mark.parametrize("state_of", ["provisioning", "streaming", "draining"])
@@ -129,7 +132,10 @@ def test_cancel_from_every_live_state_is_idempotent(state_of):
     t, acts = run(t, CancelRequested(time=9.0), CancelRequested(time=10.0))
     assert t.state is S.CANCELED and t.transitions[-1].source == "user"
     assert acts[0][-1] == ReleasePorts() and acts[1] == []
-    assert isinstance(acts[0][0], CancelJobs) and acts[0][0].jobids
+    cancel = acts[0][0]
+    assert isinstance(cancel, CancelJobs)
+    assert cancel.jobids == (["j-producer"] if state_of != "draining" else [])
+    assert cancel.after_grace == ["j-buffer-0"]  # buffers end their stream themselves
 
 
 def test_cancel_after_completion_changes_nothing():
@@ -142,7 +148,7 @@ def test_provisioning_failure_compensates_what_was_started():
     t, _ = run(fresh(2), job("buffer-0", "queued", source="service"))
     t, acts = run(t, ProvisionFailed(reason="psik-api refused job: HTTP 400", time=2.0))
     assert t.state is S.FAILED and t.reason == "psik-api refused job: HTTP 400"
-    assert acts[0] == [CancelJobs(jobids=["j-buffer-0"]), ReleasePorts()]
+    assert acts[0] == [CancelJobs(jobids=[], after_grace=["j-buffer-0"]), ReleasePorts()]
 
 
 def test_timers():
