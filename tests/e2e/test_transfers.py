@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -263,3 +264,65 @@ def test_lost_callbacks_reconciler_completes(pki, spawn, tmp_path):
         doc = client.get(f"/transfers/{tid}").json()
     assert doc["state"] == "completed"
     assert {t["source"] for t in doc["transitions"]} == {"reconciler"}
+
+
+def test_ownership_authentication_and_bad_input(suite):
+    cfg = pipeline(4000, rate_hz=50)  # long enough to stay live while we poke at it
+    with suite.client() as mine, suite.client(suite.pki.other) as theirs:
+        resp = mine.post("/transfers", json={"config": cfg, "options": {"producers": 2}})
+        assert resp.status_code == 201, resp.text
+        tid = resp.json()["id"]
+        try:
+            for method, path in [("GET", f"/transfers/{tid}"), ("DELETE", f"/transfers/{tid}"),
+                                 ("GET", f"/transfers/{tid}/logs"),
+                                 ("GET", f"/transfers/{tid}/logs/producer/stderr")]:  # fmt: skip
+                got = theirs.request(method, path)
+                assert got.status_code == 404, (method, path, got.text)
+            assert theirs.get("/transfers").json()["total"] == 0
+            assert [t["id"] for t in mine.get("/transfers").json()["transfers"]] == [tid]
+            assert mine.get(f"/transfers/{tid}").json()["state"] in ("provisioning", "streaming")
+
+            # a callback with a bad signature changes nothing; unknown transfers are 404
+            with Certified(suite.pki.server).client("https://lclstream", timeout=30) as svc:
+                body = json.dumps({"jobid": "x", "jobndx": 1, "state": "failed", "info": "forged"})
+                bad = svc.post(f"/callbacks/{tid}/producer", content=body,
+                               headers={"x-hub-signature-256": "sha256=" + "0" * 64})  # fmt: skip
+                assert bad.status_code == 403
+                assert svc.post("/callbacks/nope/producer", content=body).status_code == 404
+            assert mine.get(f"/transfers/{tid}").json()["state"] in ("provisioning", "streaming")
+
+            # invalid configurations: 422 naming the field
+            broken = {k: v for k, v in cfg.items() if k != "data_serializer"}
+            got = mine.post("/transfers", json={"config": broken})
+            assert got.status_code == 422
+            assert ["body", "config", "data_serializer"] in [e["loc"] for e in got.json()["detail"]]
+            handlers = {**cfg, "data_handlers": [{"type": "null"}]}
+            got = mine.post("/transfers", json={"config": handlers})
+            assert got.status_code == 422 and "data_handlers" in got.text
+            got = mine.post("/transfers", json={"config": cfg, "options": {"producers": 0}})
+            assert got.status_code == 422 and "producers" in got.text
+        finally:
+            assert mine.delete(f"/transfers/{tid}").status_code == 200
+        suite.wait_final(mine, tid)
+
+    # no client certificate: the TLS handshake is refused
+    plain = ssl.create_default_context(cafile=str(suite.pki.server / "CA.crt"))
+    with httpx.Client(verify=plain, timeout=10) as anon, pytest.raises(httpx.HTTPError):
+        anon.get(f"{suite.url}/transfers")
+
+
+def test_exhausted_port_range_is_503(pki, spawn, tmp_path):
+    import socket
+
+    port = free_port()
+    pki.add_service(pki.client, "lclstream", f"https://127.0.0.1:{port}")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        busy = held.getsockname()[1]
+        held.listen()
+        start_lclstream_api(spawn, pki.server, tmp_path, port,
+                            {"port_range": [busy, busy], "psik_api": "local"})  # fmt: skip
+        with Certified(pki.client).client("https://lclstream", timeout=30) as client:
+            got = client.post("/transfers", json={"config": pipeline(8)})
+    assert got.status_code == 503
+    assert f"no free ports in the range {busy}-{busy}" in got.json()["detail"]
