@@ -66,6 +66,7 @@ class Service:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -73,9 +74,12 @@ class Service:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the reconciler; buffers waiting to be retired are cancelled now."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
+        for th in self._retiring:
+            th.join(30)
         self.launcher.close()
 
     def _loop(self) -> None:
@@ -114,12 +118,14 @@ class Service:
             if isinstance(action, CancelJobs):
                 self._cancel(transfer_id, action.jobids)
                 if action.after_grace:
-                    threading.Thread(
+                    th = threading.Thread(
                         target=self._retire,
                         args=(transfer_id, action.after_grace),
                         name="retire-buffers",
                         daemon=True,
-                    ).start()
+                    )
+                    self._retiring.append(th)
+                    th.start()
             elif isinstance(action, ReleasePorts):
                 self.store.release(transfer_id)
         return new

@@ -177,9 +177,23 @@ def ls(
 
 
 @app.command()
-def status(transfer_id: str, server: str = SERVER, certified: Path | None = CERTIFIED) -> None:
-    """A transfer's state, URLs, jobs, metrics and transition log (JSON)."""
-    typer.echo(_client(server, certified).get(transfer_id).model_dump_json(indent=2))
+def status(
+    transfer_id: str,
+    server: str = SERVER,
+    certified: Path | None = CERTIFIED,
+    log: bool = typer.Option(False, "--log", help="the transition log and jobs, as text"),
+) -> None:
+    """A transfer's state, URLs, jobs, metrics and transition log (JSON; --log: text)."""
+    t = _client(server, certified).get(transfer_id)
+    if not log:
+        typer.echo(t.model_dump_json(indent=2))
+        return
+    for x in t.transitions:
+        when = time.strftime("%H:%M:%S", time.gmtime(x.time))
+        old = x.old.value if x.old else "-"
+        typer.echo(f"{when}Z  {old:>12} -> {x.new.value:<10} ({x.source}) {x.reason}")
+    for role, j in t.jobs.items():
+        typer.echo(f"job {role}: {j.jobid} {j.state}")
 
 
 @app.command()

@@ -303,7 +303,8 @@ def test_ownership_authentication_and_bad_input(suite):
             assert got.status_code == 422 and "producers" in got.text
         finally:
             assert mine.delete(f"/transfers/{tid}").status_code == 200
-        suite.wait_final(mine, tid)
+        doc = suite.wait_final(mine, tid)
+    assert set(suite.job_states(doc["jobs"]).values()) == {"canceled"}  # none left running
 
     # no client certificate: the TLS handshake is refused
     plain = ssl.create_default_context(cafile=str(suite.pki.server / "CA.crt"))
