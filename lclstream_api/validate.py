@@ -21,6 +21,18 @@ class ConfigProblems(ValueError):
         )
 
 
+def without_handlers(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`data` without its data handlers (top level, and inside upstream's older
+    `lclstreamer:` section); whether there were any. A user's own lclstreamer file names
+    its handlers; a transfer's handlers are the service's buffers."""
+    out = {k: v for k, v in data.items() if k != "data_handlers"}
+    inner = out.get("lclstreamer")
+    if isinstance(inner, dict) and "data_handlers" in inner:
+        out["lclstreamer"] = {k: v for k, v in inner.items() if k != "data_handlers"}
+        return out, True
+    return out, "data_handlers" in data
+
+
 def native_config(data: Any) -> dict[str, Any]:
     """The validated native configuration (upstream dialect mapped), as plain data, or
     ConfigProblems naming each bad field."""
@@ -32,9 +44,10 @@ def native_config(data: Any) -> dict[str, Any]:
         )
     if compat.is_upstream(data):
         try:
-            data = compat.to_native(data).data
+            data = dict(compat.to_native(data).data)
         except compat.UpstreamError as exc:
             raise ConfigProblems([(tuple(exc.loc), str(exc))]) from None
+        data.pop("data_handlers", None)  # upstream's older layout names them inside
     try:
         PipelineConfig.model_validate(data)
     except ValidationError as exc:

@@ -48,9 +48,11 @@ def _load_config(path: Path) -> dict[str, Any]:
     data = load_document(text, str(path))
     if not isinstance(data, dict):
         raise ServerError(f"{path}: expected a mapping (an lclstreamer configuration)")
-    if "data_handlers" in data:
+    from ..validate import without_handlers
+
+    data, had = without_handlers(data)
+    if had:
         _say("lclstream: data_handlers ignored (the service sends the stream to its buffers)")
-        data = {k: v for k, v in data.items() if k != "data_handlers"}
     return data
 
 

@@ -226,6 +226,12 @@ def test_producer_failure_reports_the_producers_error(suite):
     assert doc["state"] == "failed" and "/nonexistent/run7.h5" in doc["reason"], doc
     assert doc["reason"].startswith("producer job")
     assert suite.leased(tid) == []
+    logs = suite.lclstream("logs", tid, "producer", "--stream", "stderr")
+    assert logs.returncode == 0 and "/nonexistent/run7.h5" in logs.stdout, logs.stderr
+    listed = suite.lclstream("ls", "--state", "failed")
+    assert listed.returncode == 0 and tid in listed.stdout
+    history = suite.lclstream("status", tid, "--log")
+    assert "-> failed" in history.stdout and "job producer" in history.stdout
 
 
 def test_kill_9_and_restart_of_the_service_mid_stream(suite):
