@@ -20,6 +20,9 @@ class LaunchError(Exception):
 
 
 class JobLauncher(Protocol):
+    #: whether jobs can call this service back (else the reconciler alone follows them)
+    callbacks: bool
+
     def submit(self, spec: JobSpec, on_behalf_of: str) -> str:
         """Create and submit `spec`; its job id."""
 
@@ -44,6 +47,8 @@ def delegation_headers(on_behalf_of: str) -> dict[str, str]:
 
 class PsikApiLauncher:
     """psik-api over mTLS as the service's certified identity (URL pinned by nickname)."""
+
+    callbacks = True
 
     def __init__(self, certified: Path | None, base_url: str, timeout: float = 30.0) -> None:
         from certified import Certified
@@ -94,7 +99,10 @@ class PsikApiLauncher:
 
 
 class LocalLauncher:
-    """psik in this process, with the operator's psik Config (jobs owned by the service)."""
+    """psik in this process, with the operator's psik Config (jobs owned by the service).
+    No callbacks: the reconciler reads the job folders."""
+
+    callbacks = False
 
     def __init__(self, config: Config) -> None:
         from psik.jobs import Psik

@@ -258,7 +258,9 @@ class Service:
 
     def _callback(self, t: Transfer, role: str) -> str | None:
         base = self.settings.callback_base
-        return None if base is None else f"{base.rstrip('/')}/callbacks/{t.id}/{role}"
+        if base is None or not self.launcher.callbacks:
+            return None
+        return f"{base.rstrip('/')}/callbacks/{t.id}/{role}"
 
     def _buffer_spec(self, t: Transfer, k: int, ranks: int, secret: str) -> JobSpec:
         s, o = self.settings, t.options

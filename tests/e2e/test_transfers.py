@@ -333,3 +333,25 @@ def test_exhausted_port_range_is_503(pki, spawn, tmp_path):
             got = client.post("/transfers", json={"config": pipeline(8)})
     assert got.status_code == 503
     assert f"no free ports in the range {busy}-{busy}" in got.json()["detail"]
+
+
+def test_in_process_psik_launcher(pki, spawn, tmp_path):
+    """`psik_api: local`: jobs run by psik inside the service (no psik-api, no callbacks)."""
+    psik_cfg = tmp_path / "psik.yaml"
+    psik_cfg.write_text(yaml.safe_dump({"prefix": str(tmp_path / "jobs"), "kill_grace": 2.0}))
+    port = free_port()
+    pki.add_service(pki.client, "lclstream", f"https://127.0.0.1:{port}")
+    start_lclstream_api(spawn, pki.server, tmp_path, port, {"psik_api": "local"},
+                        env={"PSIK_CONFIG": str(psik_cfg)})  # fmt: skip
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(32)))
+    got = subprocess.run(
+        ["lclstream", "get", str(cfg), "--out", str(tmp_path / "received"),
+         "--config", str(pki.client)], capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["events"] == 32 and summary["state"] == "completed"
+    with Certified(pki.client).client("https://lclstream", timeout=30) as client:
+        doc = client.get(f"/transfers/{summary['transfer']}").json()
+    assert {t["source"] for t in doc["transitions"]} == {"reconciler"}

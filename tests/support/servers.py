@@ -114,6 +114,7 @@ def start_lclstream_api(
     root: Path,
     port: int,
     settings: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[Proc, str, Path]:
     """Run `lclstream-api serve` as `identity` on `port`, its database under root;
     return (proc, URL, settings file). Its buffers lease ports from a 40-port range."""
@@ -137,6 +138,6 @@ def start_lclstream_api(
     }
     cfg = root / "lclstream-api.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    proc = spawn(["lclstream-api", "serve", "--config", str(cfg)], name="lclstream-api")
+    proc = spawn(["lclstream-api", "serve", "--config", str(cfg)], name="lclstream-api", env=env)
     proc.wait_port(port)
     return proc, url, cfg
