@@ -355,3 +355,16 @@ def test_in_process_psik_launcher(pki, spawn, tmp_path):
     with Certified(pki.client).client("https://lclstream", timeout=30) as client:
         doc = client.get(f"/transfers/{summary['transfer']}").json()
     assert {t["source"] for t in doc["transitions"]} == {"reconciler"}
+
+
+def test_acked_delivery(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(64)))
+    dest = suite.root / "received"
+    got = suite.lclstream("get", str(cfg), "--delivery", "acked", "--consumers", "2",
+                          "--out", str(dest))  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["events"] == 64 and summary["lost"] == 0 and summary["duplicates"] == 0
+    seen = np.concatenate(read_indexes(dest))
+    assert sorted(seen.tolist()) == list(range(64))
