@@ -327,8 +327,11 @@ def test_exhausted_port_range_is_503(pki, spawn, tmp_path):
         held.bind(("127.0.0.1", 0))
         busy = held.getsockname()[1]
         held.listen()
+        psik_cfg = tmp_path / "psik.yaml"
+        psik_cfg.write_text(yaml.safe_dump({"prefix": str(tmp_path / "jobs")}))
         start_lclstream_api(spawn, pki.server, tmp_path, port,
-                            {"port_range": [busy, busy], "psik_api": "local"})  # fmt: skip
+                            {"port_range": [busy, busy], "psik_api": "local"},
+                            env={"PSIK_CONFIG": str(psik_cfg)})  # fmt: skip
         with Certified(pki.client).client("https://lclstream", timeout=30) as client:
             got = client.post("/transfers", json={"config": pipeline(8)})
     assert got.status_code == 503
