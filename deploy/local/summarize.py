@@ -2,7 +2,8 @@
 
 Usage: python summarize.py DIR [--expect N]
 
-Every *.msg file in DIR is one message: an in-memory HDF5 file holding one batch, with
+Every *.msg file under DIR (consumer subfolders too) is one message: an in-memory HDF5
+file holding one batch, with
 root attributes rank, seq, n_events, first_event. Prints what arrived (batches, events,
 bytes, per producer rank, dataset shapes and compression) and checks that every event
 index arrived exactly once. Exits 1 on duplicates, or on missing events with --expect.
@@ -48,7 +49,7 @@ def main() -> int:
     ap.add_argument("directory", type=Path)
     ap.add_argument("--expect", type=int, default=None, help="number of events expected")
     args = ap.parse_args()
-    files = sorted(args.directory.glob("*.msg"))
+    files = sorted(args.directory.rglob("*.msg"))
     if not files:
         print(f"no messages in {args.directory}", file=sys.stderr)
         return 1

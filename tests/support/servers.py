@@ -114,3 +114,38 @@ def refused_as_revoked(client, path: str = "/") -> bool:
         return True
     assert resp.status_code == 200, resp.text
     return False
+
+
+def start_lclstream_api(
+    spawn: ProcessSupervisor,
+    identity: Path,
+    root: Path,
+    port: int,
+    settings: dict | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Proc, str, Path]:
+    """Run `lclstream-api serve` as `identity` on `port`, its database under root;
+    return (proc, URL, settings file). Its buffers lease ports from a 40-port range."""
+    import random
+
+    import yaml
+
+    url = f"https://127.0.0.1:{port}"
+    base = random.randrange(30000, 60000, 40)
+    doc = {
+        "certified": str(identity),
+        "listen": url,
+        "database": str(root / "lclstream-api" / "transfers.db"),
+        "psik_api": "https://psik",
+        "port_range": [base, base + 39],
+        "callback_base": "https://lclstream",
+        "job_identity": str(identity),
+        "reconcile_interval": 1.0,
+        "metrics_interval": 1.0,
+        **(settings or {}),
+    }
+    cfg = root / "lclstream-api.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    proc = spawn(["lclstream-api", "serve", "--config", str(cfg)], name="lclstream-api", env=env)
+    proc.wait_port(port)
+    return proc, url, cfg

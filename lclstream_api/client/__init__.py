@@ -1,0 +1,1 @@
+"""The user's side: `lclstream` (never imports the service; shares lclstream_api.models)."""

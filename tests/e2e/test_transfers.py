@@ -1,0 +1,373 @@
+"""lclstream-api through the real stack: mTLS everywhere, real psik-api (local backend),
+real nngstream buffers, real `mpirun -n 2 lclstreamer`, the real `lclstream` CLI.
+
+Topology: psik-api and lclstream-api both run as the `server` identity (each trusts it
+as a client); psik-api may call back only to the nickname `lclstream`; buffers sign their
+metrics callbacks with the same identity. Users are `cn:client` and `cn:other`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (bitshuffle filter for reading)
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from certified import Certified
+from lclstream_api.store import Store
+from tests.support.ports import free_port
+from tests.support.servers import start_lclstream_api, start_psik_api
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def pipeline(events: int, rate_hz: float | None = None, path: str | None = None) -> dict:
+    source: dict = {"type": "synthetic", "number_of_events": events, "seed": 3,
+                    "detectors": {"det": {"shape": [2, 64, 64]}}}  # fmt: skip
+    if rate_hz:
+        source["rate_limit_hz"] = rate_hz
+    if path:
+        source = {"type": "hdf5", "files": [path], "fields": {"det": "/data"}}
+    return {
+        "source_identifier": "synthetic:e2e",
+        "skip_incomplete_events": True,
+        "event_source": source,
+        "data_sources": {"frames": {"type": "detector", "source": "det"},
+                         "index": {"type": "event_index"}},
+        "processing_pipeline": {"type": "batch", "batch_size": 4},
+        "data_serializer": {"type": "hdf5", "compression": "bitshuffle_lz4",
+                            "fields": {"frames": "/data/frames", "index": "/data/index"}},
+    }  # fmt: skip
+
+
+class Suite:
+    def __init__(self, pki, spawn, root: Path, allowed: list[str]) -> None:
+        self.pki, self.spawn, self.root = pki, spawn, root
+        self.port = free_port()
+        pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{self.port}")
+        self.psik, psik_url = start_psik_api(
+            spawn, pki.server, root, psik={"kill_grace": 2.0, "callback": {"allowed": allowed}}
+        )
+        pki.add_service(pki.server, "psik", psik_url)
+        for user in (pki.client, pki.other):
+            pki.add_service(user, "lclstream", f"https://127.0.0.1:{self.port}")
+        self.start()
+
+    def start(self) -> None:
+        self.api, self.url, self.cfg = start_lclstream_api(
+            self.spawn, self.pki.server, self.root, self.port
+        )
+
+    def client(self, who: Path | None = None) -> httpx.Client:
+        return Certified(who or self.pki.client).client("https://lclstream", timeout=60)
+
+    def lclstream(self, *args: str, who: Path | None = None, **kw) -> subprocess.CompletedProcess:
+        cmd = ["lclstream", *args, "--config", str(who or self.pki.client)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=180, **kw)
+
+    def wait_final(self, client: httpx.Client, tid: str, timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = client.get(f"/transfers/{tid}").json()
+            if doc["state"] in ("completed", "failed", "canceled"):
+                return doc
+            time.sleep(0.2)
+        raise AssertionError(f"transfer {tid} still {doc['state']} after {timeout}s: {doc}")
+
+    def job_states(self, jobs: dict, timeout: float = 60) -> dict[str, str]:
+        """Final state of each job, asked from psik-api (as the service's identity)."""
+        out = {}
+        with Certified(self.pki.server).client("https://psik", timeout=60) as psik:
+            deadline = time.monotonic() + timeout
+            for role, job in jobs.items():
+                while (state := psik.get(f"/jobs/{job['jobid']}").json()["state"]) in (
+                    "new", "queued", "active",
+                ):  # fmt: skip
+                    assert time.monotonic() < deadline, f"{role} still {state}"
+                    time.sleep(0.2)
+                out[role] = state
+        return out
+
+    def leased(self, tid: str) -> list[int]:
+        store = Store(self.root / "lclstream-api" / "transfers.db")
+        try:
+            return store.leased(tid)
+        finally:
+            store.close()
+
+
+@pytest.fixture
+def suite(pki, spawn, tmp_path):
+    return Suite(pki, spawn, tmp_path, ["lclstream"])
+
+
+def read_indexes(dest: Path) -> list[np.ndarray]:
+    out = []
+    for path in sorted(dest.rglob("*.msg")):
+        with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
+            out.append(f["/data/index"][()])
+    return out
+
+
+def check_complete(suite: Suite, events: int, buffers: int) -> None:
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(events)))
+    dest = suite.root / "received"
+    got = suite.lclstream(
+        "get", str(cfg), "--producers", "2", "--buffers", str(buffers), "--consumers", "2",
+        "--out", str(dest),
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["state"] == "completed" and summary["events"] == events, summary
+    assert summary["lost"] == 0 and summary["duplicates"] == 0
+    per_consumer = [read_indexes(d) for d in sorted(dest.iterdir())]
+    assert len(per_consumer) == 2 and all(per_consumer), "both consumers received batches"
+    seen = np.concatenate([i for c in per_consumer for i in c])
+    assert sorted(seen.tolist()) == list(range(events))  # every event exactly once
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{summary['transfer']}").json()
+    assert doc["state"] == "completed"
+    assert len(doc["urls"]) == buffers
+    assert {j["state"] for j in doc["jobs"].values()} == {"completed"}
+    assert len(doc["jobs"]) == buffers + 1
+    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+    assert suite.leased(summary["transfer"]) == []  # ports released
+
+
+def test_every_event_once_across_two_consumers(suite):
+    check_complete(suite, events=96, buffers=1)
+
+
+def test_two_buffers(suite):
+    check_complete(suite, events=96, buffers=2)
+
+
+def job_processes(jobs_root: Path) -> list[str]:
+    """Processes still running in a job folder (their cwd is under the psik prefix)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cwd.startswith(str(jobs_root)):
+            found.append(f"{pid} {cmd}")
+    return found
+
+
+def start_get(suite: Suite, events: int, rate_hz: float, dest: Path) -> subprocess.Popen:
+    cfg = suite.root / "slow.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(events, rate_hz)))
+    cmd = ["lclstream", "get", str(cfg), "--out", str(dest), "--config", str(suite.pki.client)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_batches(dest: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 90
+    while len(list(dest.rglob("*.msg"))) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no batches arrived"
+        time.sleep(0.1)
+
+
+def test_sigterm_to_get_cancels_every_job(suite):
+    dest = suite.root / "received"
+    proc = start_get(suite, 4000, 100, dest)
+    try:
+        wait_batches(dest, 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    with suite.client() as client:
+        doc = suite.wait_final(client, summary["transfer"])
+        assert doc["state"] == "canceled" and doc["transitions"][-1]["source"] == "user"
+        again = client.delete(f"/transfers/{summary['transfer']}")  # idempotent
+        assert again.status_code == 200 and again.json()["state"] == "canceled"
+    states = suite.job_states(doc["jobs"])
+    assert states["producer"] == "canceled"
+    assert {v for k, v in states.items() if k != "producer"} <= {"completed", "canceled"}
+    deadline = time.monotonic() + 30
+    while job_processes(suite.root / "jobs"):  # no orphan processes
+        assert time.monotonic() < deadline, job_processes(suite.root / "jobs")
+        time.sleep(0.2)
+    assert suite.leased(summary["transfer"]) == []
+    assert summary["broken_consumers"] == [], "the consumer saw the end of the stream"
+
+
+def test_producer_failure_reports_the_producers_error(suite):
+    cfg = suite.root / "bad.yaml"
+    doc = pipeline(10)
+    doc["event_source"] = {"type": "hdf5", "files": ["/nonexistent/run7.h5"],
+                           "datasets": {"det": "/data"}}  # fmt: skip
+    cfg.write_text(yaml.safe_dump(doc))
+    got = suite.lclstream("get", str(cfg), "--out", str(suite.root / "received"))
+    assert got.returncode == 1
+    assert "failed" in got.stderr and "/nonexistent/run7.h5" in got.stderr, got.stderr
+    tid = json.loads(got.stdout)["transfer"]
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{tid}").json()
+    assert doc["state"] == "failed" and "/nonexistent/run7.h5" in doc["reason"], doc
+    assert doc["reason"].startswith("producer job")
+    assert suite.leased(tid) == []
+    logs = suite.lclstream("logs", tid, "producer", "--stream", "stderr")
+    assert logs.returncode == 0 and "/nonexistent/run7.h5" in logs.stdout, logs.stderr
+    listed = suite.lclstream("ls", "--state", "failed")
+    assert listed.returncode == 0 and tid in listed.stdout
+    history = suite.lclstream("status", tid, "--log")
+    assert "-> failed" in history.stdout and "job producer" in history.stdout
+
+
+def test_kill_9_and_restart_of_the_service_mid_stream(suite):
+    dest = suite.root / "received"
+    proc = start_get(suite, 240, 40, dest)
+    try:
+        wait_batches(dest, 2, proc)
+        suite.api.popen.send_signal(signal.SIGKILL)
+        suite.api.popen.wait(10)
+        time.sleep(1.0)
+        suite.start()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["events"] == 240 and summary["lost"] == 0
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{summary['transfer']}").json()
+    assert doc["state"] == "completed"
+    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+
+
+def test_lost_callbacks_reconciler_completes(pki, spawn, tmp_path):
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"])
+    # psik-api and the buffers now call back a port where nothing listens: every
+    # callback is refused; only the reconciler follows the jobs.
+    pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{free_port()}")
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(48)))
+    got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "received"))
+    assert got.returncode == 0, got.stderr
+    tid = json.loads(got.stdout)["transfer"]
+    with suite.client() as client:
+        doc = client.get(f"/transfers/{tid}").json()
+    assert doc["state"] == "completed"
+    assert {t["source"] for t in doc["transitions"]} == {"reconciler"}
+
+
+def test_ownership_authentication_and_bad_input(suite):
+    cfg = pipeline(4000, rate_hz=50)  # long enough to stay live while we poke at it
+    with suite.client() as mine, suite.client(suite.pki.other) as theirs:
+        resp = mine.post("/transfers", json={"config": cfg, "options": {"producers": 2}})
+        assert resp.status_code == 201, resp.text
+        tid = resp.json()["id"]
+        try:
+            for method, path in [("GET", f"/transfers/{tid}"), ("DELETE", f"/transfers/{tid}"),
+                                 ("GET", f"/transfers/{tid}/logs"),
+                                 ("GET", f"/transfers/{tid}/logs/producer/stderr")]:  # fmt: skip
+                got = theirs.request(method, path)
+                assert got.status_code == 404, (method, path, got.text)
+            assert theirs.get("/transfers").json()["total"] == 0
+            assert [t["id"] for t in mine.get("/transfers").json()["transfers"]] == [tid]
+            assert mine.get(f"/transfers/{tid}").json()["state"] in ("provisioning", "streaming")
+
+            # a callback with a bad signature changes nothing; unknown transfers are 404
+            with Certified(suite.pki.server).client("https://lclstream", timeout=30) as svc:
+                body = json.dumps({"jobid": "x", "jobndx": 1, "state": "failed", "info": "forged"})
+                bad = svc.post(f"/callbacks/{tid}/producer", content=body,
+                               headers={"x-hub-signature-256": "sha256=" + "0" * 64})  # fmt: skip
+                assert bad.status_code == 403
+                assert svc.post("/callbacks/nope/producer", content=body).status_code == 404
+            assert mine.get(f"/transfers/{tid}").json()["state"] in ("provisioning", "streaming")
+
+            # invalid configurations: 422 naming the field
+            broken = {k: v for k, v in cfg.items() if k != "data_serializer"}
+            got = mine.post("/transfers", json={"config": broken})
+            assert got.status_code == 422
+            assert ["body", "config", "data_serializer"] in [e["loc"] for e in got.json()["detail"]]
+            handlers = {**cfg, "data_handlers": [{"type": "null"}]}
+            got = mine.post("/transfers", json={"config": handlers})
+            assert got.status_code == 422 and "data_handlers" in got.text
+            got = mine.post("/transfers", json={"config": cfg, "options": {"producers": 0}})
+            assert got.status_code == 422 and "producers" in got.text
+        finally:
+            assert mine.delete(f"/transfers/{tid}").status_code == 200
+        doc = suite.wait_final(mine, tid)
+    assert set(suite.job_states(doc["jobs"]).values()) == {"canceled"}  # none left running
+
+    # no client certificate: the TLS handshake is refused
+    plain = ssl.create_default_context(cafile=str(suite.pki.server / "CA.crt"))
+    with httpx.Client(verify=plain, timeout=10) as anon, pytest.raises(httpx.HTTPError):
+        anon.get(f"{suite.url}/transfers")
+
+
+def test_exhausted_port_range_is_503(pki, spawn, tmp_path):
+    import socket
+
+    port = free_port()
+    pki.add_service(pki.client, "lclstream", f"https://127.0.0.1:{port}")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        busy = held.getsockname()[1]
+        held.listen()
+        psik_cfg = tmp_path / "psik.yaml"
+        psik_cfg.write_text(yaml.safe_dump({"prefix": str(tmp_path / "jobs")}))
+        start_lclstream_api(spawn, pki.server, tmp_path, port,
+                            {"port_range": [busy, busy], "psik_api": "local"},
+                            env={"PSIK_CONFIG": str(psik_cfg)})  # fmt: skip
+        with Certified(pki.client).client("https://lclstream", timeout=30) as client:
+            got = client.post("/transfers", json={"config": pipeline(8)})
+    assert got.status_code == 503
+    assert f"no free ports in the range {busy}-{busy}" in got.json()["detail"]
+
+
+def test_in_process_psik_launcher(pki, spawn, tmp_path):
+    """`psik_api: local`: jobs run by psik inside the service (no psik-api, no callbacks)."""
+    psik_cfg = tmp_path / "psik.yaml"
+    psik_cfg.write_text(yaml.safe_dump({"prefix": str(tmp_path / "jobs"), "kill_grace": 2.0}))
+    port = free_port()
+    pki.add_service(pki.client, "lclstream", f"https://127.0.0.1:{port}")
+    start_lclstream_api(spawn, pki.server, tmp_path, port, {"psik_api": "local"},
+                        env={"PSIK_CONFIG": str(psik_cfg)})  # fmt: skip
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(32)))
+    got = subprocess.run(
+        ["lclstream", "get", str(cfg), "--out", str(tmp_path / "received"),
+         "--config", str(pki.client)], capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["events"] == 32 and summary["state"] == "completed"
+    with Certified(pki.client).client("https://lclstream", timeout=30) as client:
+        doc = client.get(f"/transfers/{summary['transfer']}").json()
+    assert {t["source"] for t in doc["transitions"]} == {"reconciler"}
+
+
+def test_acked_delivery(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(64)))
+    dest = suite.root / "received"
+    got = suite.lclstream("get", str(cfg), "--delivery", "acked", "--consumers", "2",
+                          "--out", str(dest))  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["events"] == 64 and summary["lost"] == 0 and summary["duplicates"] == 0
+    seen = np.concatenate(read_indexes(dest))
+    assert sorted(seen.tolist()) == list(range(64))
