@@ -52,14 +52,20 @@ def pipeline(events: int, rate_hz: float | None = None, path: str | None = None)
 
 
 class Suite:
-    def __init__(self, pki, spawn, root: Path, allowed: list[str]) -> None:
+    def __init__(
+        self, pki, spawn, root: Path, allowed: list[str], psik_settings: dict | None = None
+    ) -> None:
         self.pki, self.spawn, self.root = pki, spawn, root
         self.port = free_port()
         pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{self.port}")
-        self.psik, psik_url = start_psik_api(
-            spawn, pki.server, root, psik={"kill_grace": 2.0, "callback": {"allowed": allowed}}
+        self.psik, self.psik_url = start_psik_api(
+            spawn,
+            pki.server,
+            root,
+            psik={"kill_grace": 2.0, "callback": {"allowed": allowed}},
+            settings=psik_settings,
         )
-        pki.add_service(pki.server, "psik", psik_url)
+        pki.add_service(pki.server, "psik", self.psik_url)
         for user in (pki.client, pki.other):
             pki.add_service(user, "lclstream", f"https://127.0.0.1:{self.port}")
         self.start()
@@ -371,3 +377,51 @@ def test_acked_delivery(suite):
     assert summary["events"] == 64 and summary["lost"] == 0 and summary["duplicates"] == 0
     seen = np.concatenate(read_indexes(dest))
     assert sorted(seen.tolist()) == list(range(64))
+
+
+def test_jobs_are_submitted_on_behalf_of_a_uid_owner(pki, spawn, tmp_path):
+    """A `uid:` user's transfer: psik-api owns every job to the user and records the
+    service (cn:server here) as `delegated_by`; the user sees the jobs in their own list."""
+    alice = pki.new_user("alice")  # before the services start: they load its CA then
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"], {"delegators": ["cn:server"]})
+    pki.add_service(alice, "lclstream", suite.url)
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(32)))
+    got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "got"), who=alice)
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["state"] == "completed" and summary["events"] == 32, summary
+    with suite.client(alice) as client:
+        jobs = client.get(f"/transfers/{summary['transfer']}").json()["jobs"]
+    assert len(jobs) == 2
+    pki.add_service(alice, "psik", suite.psik_url)
+    pki.add_service(pki.client, "psik", suite.psik_url)
+    ids = {j["jobid"] for j in jobs.values()}
+    with (
+        Certified(alice).client("https://psik", timeout=60) as psik,
+        Certified(pki.client).client("https://psik", timeout=60) as stranger,
+        Certified(pki.server).client("https://psik", timeout=60) as service,
+    ):
+        assert ids <= {j["jobid"] for j in psik.get("/jobs").json()["jobs"]}  # owned by alice
+        assert not ids & {j["jobid"] for j in service.get("/jobs").json()["jobs"]}
+        for role, job in jobs.items():
+            doc = psik.get(f"/jobs/{job['jobid']}").json()
+            assert doc["delegated_by"] == "cn:server", (role, doc)
+            assert doc["state"] == "completed", (role, doc)
+            assert stranger.get(f"/jobs/{job['jobid']}").status_code == 404
+
+
+def test_without_delegators_a_uid_owners_transfer_fails_clearly(pki, spawn, tmp_path):
+    """psik-api not trusting the service as a delegator: the submit is refused (403) and
+    the transfer fails with psik-api's reason instead of running as the service."""
+    alice = pki.new_user("alice")
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"])
+    pki.add_service(alice, "lclstream", suite.url)
+    with suite.client(alice) as client:
+        resp = client.post("/transfers", json={"config": pipeline(8)})
+        assert resp.status_code == 201, resp.text
+        doc = suite.wait_final(client, resp.json()["id"])
+    assert doc["state"] == "failed", doc
+    reason = doc["transitions"][-1]["reason"]
+    assert "psik-api refused job" in reason and "not a delegator" in reason, reason
+    assert suite.leased(doc["id"]) == []
