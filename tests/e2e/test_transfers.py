@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -53,9 +54,16 @@ def pipeline(events: int, rate_hz: float | None = None, path: str | None = None)
 
 class Suite:
     def __init__(
-        self, pki, spawn, root: Path, allowed: list[str], psik_settings: dict | None = None
+        self,
+        pki,
+        spawn,
+        root: Path,
+        allowed: list[str],
+        psik_settings: dict | None = None,
+        api_settings: dict | None = None,
     ) -> None:
         self.pki, self.spawn, self.root = pki, spawn, root
+        self.api_settings = api_settings
         self.port = free_port()
         pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{self.port}")
         self.psik, self.psik_url = start_psik_api(
@@ -72,7 +80,7 @@ class Suite:
 
     def start(self) -> None:
         self.api, self.url, self.cfg = start_lclstream_api(
-            self.spawn, self.pki.server, self.root, self.port
+            self.spawn, self.pki.server, self.root, self.port, self.api_settings
         )
 
     def client(self, who: Path | None = None) -> httpx.Client:
@@ -425,3 +433,70 @@ def test_without_delegators_a_uid_owners_transfer_fails_clearly(pki, spawn, tmp_
     reason = doc["transitions"][-1]["reason"]
     assert "psik-api refused job" in reason and "not a delegator" in reason, reason
     assert suite.leased(doc["id"]) == []
+
+
+def test_get_tar_writes_every_batch_into_one_tar_file(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(48)))
+    tar = suite.root / "batches.tar"
+    got = suite.lclstream("get", str(cfg), "--tar", str(tar))
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["out"] == str(tar) and summary["events"] == 48, summary
+    unpacked = suite.root / "unpacked"
+    with tarfile.open(tar) as tf:
+        names = [m.name for m in tf.getmembers() if m.isfile()]
+        tf.extractall(unpacked, filter="data")
+    assert len(names) == summary["batches"] and all(n.endswith(".msg") for n in names)
+    seen = np.concatenate(read_indexes(unpacked))
+    assert sorted(seen.tolist()) == list(range(48))
+    both = suite.lclstream("get", str(cfg), "--tar", str(tar), "--out", str(suite.root / "x"))
+    assert both.returncode != 0 and "--out and --tar exclude each other" in both.stderr
+
+
+def test_pull_joins_a_running_transfer_as_more_consumers(suite):
+    """Two `lclstream pull URL` processes on one transfer's buffer: between them every
+    event exactly once, each ends at the end of stream, the transfer completes."""
+    with suite.client() as client:
+        resp = client.post("/transfers", json={"config": pipeline(96, rate_hz=40)})
+        assert resp.status_code == 201, resp.text
+        t = resp.json()
+        dests = [suite.root / f"pull-{i}" for i in range(2)]
+        procs = [
+            subprocess.Popen(["lclstream", "pull", *t["urls"], "--out", str(d)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for d in dests
+        ]  # fmt: skip
+        outs = [p.communicate(timeout=180) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+            report = json.loads(out.splitlines()[-1])
+            assert report["url"] == t["urls"][0] and not report["error"], report
+        assert suite.wait_final(client, t["id"])["state"] == "completed"
+    per = [read_indexes(d) for d in dests]
+    seen = np.concatenate([i for c in per for i in c])
+    assert sorted(seen.tolist()) == list(range(96))  # every event once across both
+
+
+def test_per_identity_limit_is_429_with_a_clear_message(pki, spawn, tmp_path):
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"],
+                  api_settings={"limits": {"max_live_transfers": 1}})  # fmt: skip
+    with suite.client() as mine, suite.client(pki.other) as theirs:
+        first = mine.post("/transfers", json={"config": pipeline(4000, rate_hz=50)})
+        assert first.status_code == 201, first.text
+        tid = first.json()["id"]
+        try:
+            cfg = tmp_path / "stream.yaml"
+            cfg.write_text(yaml.safe_dump(pipeline(8)))
+            got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "second"))
+            assert got.returncode != 0
+            line = got.stderr.strip().splitlines()[-1]
+            assert "429" in line and "cn:client has 1 live transfers (limit 1)" in line, line
+            assert not (tmp_path / "second").exists()
+            # the limit is per identity: someone else may still start one
+            other = theirs.post("/transfers", json={"config": pipeline(8)})
+            assert other.status_code == 201, other.text
+            assert theirs.delete(f"/transfers/{other.json()['id']}").status_code == 200
+        finally:
+            assert mine.delete(f"/transfers/{tid}").status_code == 200
+        assert suite.wait_final(mine, tid)["state"] == "canceled"
