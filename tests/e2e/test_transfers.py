@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -500,3 +501,13 @@ def test_per_identity_limit_is_429_with_a_clear_message(pki, spawn, tmp_path):
         finally:
             assert mine.delete(f"/transfers/{tid}").status_code == 200
         assert suite.wait_final(mine, tid)["state"] == "canceled"
+
+
+def test_get_shows_percent_progress_when_the_size_is_known(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(96, rate_hz=32)))  # about 3 s: progress lines
+    got = suite.lclstream("get", str(cfg), "--out", str(suite.root / "got"))
+    assert got.returncode == 0, got.stderr
+    shown = [int(p) for p in re.findall(r"MB/s, [0-9.]+ s, (\d+)% of 96 events", got.stderr)]
+    assert shown, got.stderr
+    assert shown == sorted(shown) and all(0 <= p <= 100 for p in shown), shown
