@@ -50,7 +50,7 @@ def make_launcher(settings: ApiSettings) -> JobLauncher:
         from psik.settings import load_config
 
         return LocalLauncher(load_config())
-    return PsikApiLauncher(settings.certified, settings.psik_api)
+    return PsikApiLauncher(settings.certified, settings.psik_api, delegate=settings.delegate)
 
 
 def _identity(settings: ApiSettings) -> str:

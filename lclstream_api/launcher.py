@@ -2,9 +2,11 @@
 implementations (psik-api over mTLS, the default; psik in this process, for single-host
 deployments and tests).
 
-Least privilege seam: jobs are submitted as the service itself. `on_behalf_of` is the one
-place a delegation header (`X-On-Behalf-Of: uid:<login>`) will be added once psik-api
-accepts it; today it is never sent.
+Least privilege: with `delegate` on (the default), jobs of a `uid:` owner are submitted
+to psik-api with `X-On-Behalf-Of: uid:<login>`, so psik-api owns them to (and, with
+`run_as: caller`, runs them as) that user and records the service as `delegated_by`;
+psik-api must list the service's identity in its `delegators`. Other owners (`cn:`
+services) and in-process psik jobs run as the service.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class JobLauncher(Protocol):
     def close(self) -> None: ...
 
 
-def delegation_headers(on_behalf_of: str) -> dict[str, str]:
-    """Headers asking psik-api to run a job as the user (issue 10). Not sent yet: jobs run
-    as the service until psik-api verifies delegation."""
-    del on_behalf_of
+def delegation_headers(on_behalf_of: str, delegate: bool = True) -> dict[str, str]:
+    """Headers asking psik-api to own and run a job as its user: only for `uid:` owners
+    (psik-api delegates to users, never to other services) and when `delegate` is on."""
+    if delegate and on_behalf_of.startswith("uid:"):
+        return {"X-On-Behalf-Of": on_behalf_of}
     return {}
 
 
@@ -50,10 +53,13 @@ class PsikApiLauncher:
 
     callbacks = True
 
-    def __init__(self, certified: Path | None, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, certified: Path | None, base_url: str, timeout: float = 30.0, delegate: bool = True
+    ) -> None:
         from certified import Certified
 
         self.base_url = base_url
+        self.delegate = delegate
         self.client = Certified(certified).client(base_url, timeout=timeout)
 
     def _call(self, method: str, path: str, **kw):
@@ -69,7 +75,10 @@ class PsikApiLauncher:
             "POST",
             "/jobs",
             content=spec.model_dump_json(exclude_none=True),
-            headers={"content-type": "application/json", **delegation_headers(on_behalf_of)},
+            headers={
+                "content-type": "application/json",
+                **delegation_headers(on_behalf_of, self.delegate),
+            },
         )
         if resp.status_code != 201:
             raise LaunchError(f"psik-api refused job {spec.name!r}: {_detail(resp)}")
@@ -112,7 +121,7 @@ class LocalLauncher:
     def submit(self, spec: JobSpec, on_behalf_of: str) -> str:
         from psik.errors import PsikError
 
-        del on_behalf_of  # the seam: in-process jobs run as the service
+        del on_behalf_of  # in-process jobs run as the service (no delegation)
         try:
             job = self.psik.create(spec)
             self.psik.submit(job)

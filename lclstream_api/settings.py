@@ -38,6 +38,10 @@ class ApiSettings(BaseModel):
     #: psik-api as this identity reaches it: a service nickname URL (pinned) or "local"
     #: for in-process psik (single-host deployments and tests).
     psik_api: str = "https://psik"
+    #: submit a `uid:` owner's jobs on their behalf (`X-On-Behalf-Of`): psik-api owns the
+    #: jobs to that user and must list this service's identity in `delegators`. Ignored
+    #: with `psik_api: local` (in-process jobs run as the service).
+    delegate: bool = True
     #: the host consumers and producers reach the buffers at, and what buffers bind.
     advertise_host: str = "127.0.0.1"
     bind_host: str = "127.0.0.1"

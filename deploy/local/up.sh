@@ -58,6 +58,7 @@ certified: $RUN/psik-api-id
 listen: $PSIK_URL
 crl: unix:$RUN/signer.sock
 run_as: service
+delegators: [cn:lclstream-api]
 psik:
   prefix: $RUN/jobs
   kill_grace: 2.0

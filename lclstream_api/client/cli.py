@@ -83,7 +83,7 @@ def get(
 ) -> None:
     """Start a transfer, receive every batch, print a summary; exit 0 only if the transfer
     completed and every event arrived."""
-    from .receive import account, rate, receive
+    from .receive import EventCounter, account, percent, rate, receive
 
     if out is not None and tar is not None:
         raise ServerError("--out and --tar exclude each other")
@@ -113,12 +113,18 @@ def get(
     tmp = tempfile.TemporaryDirectory() if tar is not None else None
     dest = Path(tmp.name) if tmp is not None else (out or Path(f"lclstream-{t.id}"))
     t0 = time.monotonic()
+    counter = None
 
     def progress(cons) -> None:
+        nonlocal counter
         msgs, nbytes, secs = rate(cons, t0)
         mb = nbytes / 1e6
         speed = mb / max(secs, 1e-9)
-        _say(f"lclstream: {msgs} batches, {mb:.1f} MB, {speed:.1f} MB/s, {secs:.1f} s")
+        done = ""
+        if known:
+            counter = counter or EventCounter([c.out_dir for c in cons])
+            done = percent(counter.update(), known)
+        _say(f"lclstream: {msgs} batches, {mb:.1f} MB, {speed:.1f} MB/s, {secs:.1f} s{done}")
 
     cons = receive(t.urls, dest, consumers or len(t.urls), protocol, delivery, stop, progress)
     seconds = time.monotonic() - t0

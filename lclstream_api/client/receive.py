@@ -75,10 +75,49 @@ def receive(
     return cons
 
 
-def account(dirs: list[Path]) -> Accounting:
-    """Count messages, events, duplicate and missing batches across every consumer."""
+def batch_attrs(path: Path) -> tuple[int, int, int]:
+    """(rank, seq, n_events) of one saved HDF5 batch; OSError/KeyError if it has none."""
     import h5py
 
+    with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
+        rank, seq, n = (int(f.attrs[k]) for k in ("rank", "seq", "n_events"))
+    return rank, seq, n
+
+
+class EventCounter:
+    """Events received so far, reading each new batch once (for percent progress)."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        self.dirs = dirs
+        self.counted: set[Path] = set()
+        self.seen: set[tuple[int, int]] = set()
+        self.events = 0
+
+    def update(self) -> int:
+        for d in self.dirs:
+            for path in d.glob("*.msg") if d.is_dir() else ():
+                if path in self.counted:
+                    continue
+                try:
+                    rank, seq, n = batch_attrs(path)
+                except (OSError, KeyError):
+                    continue  # still being written, or not an HDF5 batch: next time
+                self.counted.add(path)
+                if (rank, seq) not in self.seen:
+                    self.seen.add((rank, seq))
+                    self.events += n
+        return self.events
+
+
+def percent(events: int, known: int | None) -> str:
+    """Progress suffix ", 42% of N events" for a known event count N; "" if unknown."""
+    if not known:
+        return ""
+    return f", {min(100.0, 100.0 * events / known):.0f}% of {known} events"
+
+
+def account(dirs: list[Path]) -> Accounting:
+    """Count messages, events, duplicate and missing batches across every consumer."""
     acc = Accounting()
     seen: dict[int, set[int]] = {}
     for d in dirs:
@@ -87,8 +126,7 @@ def account(dirs: list[Path]) -> Accounting:
             if acc.events is None:
                 continue
             try:
-                with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
-                    rank, seq, n = (int(f.attrs[k]) for k in ("rank", "seq", "n_events"))
+                rank, seq, n = batch_attrs(path)
             except (OSError, KeyError):
                 acc.events = None
                 continue

@@ -11,9 +11,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -52,21 +54,34 @@ def pipeline(events: int, rate_hz: float | None = None, path: str | None = None)
 
 
 class Suite:
-    def __init__(self, pki, spawn, root: Path, allowed: list[str]) -> None:
+    def __init__(
+        self,
+        pki,
+        spawn,
+        root: Path,
+        allowed: list[str],
+        psik_settings: dict | None = None,
+        api_settings: dict | None = None,
+    ) -> None:
         self.pki, self.spawn, self.root = pki, spawn, root
+        self.api_settings = api_settings
         self.port = free_port()
         pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{self.port}")
-        self.psik, psik_url = start_psik_api(
-            spawn, pki.server, root, psik={"kill_grace": 2.0, "callback": {"allowed": allowed}}
+        self.psik, self.psik_url = start_psik_api(
+            spawn,
+            pki.server,
+            root,
+            psik={"kill_grace": 2.0, "callback": {"allowed": allowed}},
+            settings=psik_settings,
         )
-        pki.add_service(pki.server, "psik", psik_url)
+        pki.add_service(pki.server, "psik", self.psik_url)
         for user in (pki.client, pki.other):
             pki.add_service(user, "lclstream", f"https://127.0.0.1:{self.port}")
         self.start()
 
     def start(self) -> None:
         self.api, self.url, self.cfg = start_lclstream_api(
-            self.spawn, self.pki.server, self.root, self.port
+            self.spawn, self.pki.server, self.root, self.port, self.api_settings
         )
 
     def client(self, who: Path | None = None) -> httpx.Client:
@@ -371,3 +386,128 @@ def test_acked_delivery(suite):
     assert summary["events"] == 64 and summary["lost"] == 0 and summary["duplicates"] == 0
     seen = np.concatenate(read_indexes(dest))
     assert sorted(seen.tolist()) == list(range(64))
+
+
+def test_jobs_are_submitted_on_behalf_of_a_uid_owner(pki, spawn, tmp_path):
+    """A `uid:` user's transfer: psik-api owns every job to the user and records the
+    service (cn:server here) as `delegated_by`; the user sees the jobs in their own list."""
+    alice = pki.new_user("alice")  # before the services start: they load its CA then
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"], {"delegators": ["cn:server"]})
+    pki.add_service(alice, "lclstream", suite.url)
+    cfg = tmp_path / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(32)))
+    got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "got"), who=alice)
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["state"] == "completed" and summary["events"] == 32, summary
+    with suite.client(alice) as client:
+        jobs = client.get(f"/transfers/{summary['transfer']}").json()["jobs"]
+    assert len(jobs) == 2
+    pki.add_service(alice, "psik", suite.psik_url)
+    pki.add_service(pki.client, "psik", suite.psik_url)
+    ids = {j["jobid"] for j in jobs.values()}
+    with (
+        Certified(alice).client("https://psik", timeout=60) as psik,
+        Certified(pki.client).client("https://psik", timeout=60) as stranger,
+        Certified(pki.server).client("https://psik", timeout=60) as service,
+    ):
+        assert ids <= {j["jobid"] for j in psik.get("/jobs").json()["jobs"]}  # owned by alice
+        assert not ids & {j["jobid"] for j in service.get("/jobs").json()["jobs"]}
+        for role, job in jobs.items():
+            doc = psik.get(f"/jobs/{job['jobid']}").json()
+            assert doc["delegated_by"] == "cn:server", (role, doc)
+            assert doc["state"] == "completed", (role, doc)
+            assert stranger.get(f"/jobs/{job['jobid']}").status_code == 404
+
+
+def test_without_delegators_a_uid_owners_transfer_fails_clearly(pki, spawn, tmp_path):
+    """psik-api not trusting the service as a delegator: the submit is refused (403) and
+    the transfer fails with psik-api's reason instead of running as the service."""
+    alice = pki.new_user("alice")
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"])
+    pki.add_service(alice, "lclstream", suite.url)
+    with suite.client(alice) as client:
+        resp = client.post("/transfers", json={"config": pipeline(8)})
+        assert resp.status_code == 201, resp.text
+        doc = suite.wait_final(client, resp.json()["id"])
+    assert doc["state"] == "failed", doc
+    reason = doc["transitions"][-1]["reason"]
+    assert "psik-api refused job" in reason and "not a delegator" in reason, reason
+    assert suite.leased(doc["id"]) == []
+
+
+def test_get_tar_writes_every_batch_into_one_tar_file(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(48)))
+    tar = suite.root / "batches.tar"
+    got = suite.lclstream("get", str(cfg), "--tar", str(tar))
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    assert summary["out"] == str(tar) and summary["events"] == 48, summary
+    unpacked = suite.root / "unpacked"
+    with tarfile.open(tar) as tf:
+        names = [m.name for m in tf.getmembers() if m.isfile()]
+        tf.extractall(unpacked, filter="data")
+    assert len(names) == summary["batches"] and all(n.endswith(".msg") for n in names)
+    seen = np.concatenate(read_indexes(unpacked))
+    assert sorted(seen.tolist()) == list(range(48))
+    both = suite.lclstream("get", str(cfg), "--tar", str(tar), "--out", str(suite.root / "x"))
+    assert both.returncode != 0 and "--out and --tar exclude each other" in both.stderr
+
+
+def test_pull_joins_a_running_transfer_as_more_consumers(suite):
+    """Two `lclstream pull URL` processes on one transfer's buffer: between them every
+    event exactly once, each ends at the end of stream, the transfer completes."""
+    with suite.client() as client:
+        resp = client.post("/transfers", json={"config": pipeline(96, rate_hz=40)})
+        assert resp.status_code == 201, resp.text
+        t = resp.json()
+        dests = [suite.root / f"pull-{i}" for i in range(2)]
+        procs = [
+            subprocess.Popen(["lclstream", "pull", *t["urls"], "--out", str(d)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for d in dests
+        ]  # fmt: skip
+        outs = [p.communicate(timeout=180) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0, err
+            report = json.loads(out.splitlines()[-1])
+            assert report["url"] == t["urls"][0] and not report["error"], report
+        assert suite.wait_final(client, t["id"])["state"] == "completed"
+    per = [read_indexes(d) for d in dests]
+    seen = np.concatenate([i for c in per for i in c])
+    assert sorted(seen.tolist()) == list(range(96))  # every event once across both
+
+
+def test_per_identity_limit_is_429_with_a_clear_message(pki, spawn, tmp_path):
+    suite = Suite(pki, spawn, tmp_path, ["lclstream"],
+                  api_settings={"limits": {"max_live_transfers": 1}})  # fmt: skip
+    with suite.client() as mine, suite.client(pki.other) as theirs:
+        first = mine.post("/transfers", json={"config": pipeline(4000, rate_hz=50)})
+        assert first.status_code == 201, first.text
+        tid = first.json()["id"]
+        try:
+            cfg = tmp_path / "stream.yaml"
+            cfg.write_text(yaml.safe_dump(pipeline(8)))
+            got = suite.lclstream("get", str(cfg), "--out", str(tmp_path / "second"))
+            assert got.returncode != 0
+            line = got.stderr.strip().splitlines()[-1]
+            assert "429" in line and "cn:client has 1 live transfers (limit 1)" in line, line
+            assert not (tmp_path / "second").exists()
+            # the limit is per identity: someone else may still start one
+            other = theirs.post("/transfers", json={"config": pipeline(8)})
+            assert other.status_code == 201, other.text
+            assert theirs.delete(f"/transfers/{other.json()['id']}").status_code == 200
+        finally:
+            assert mine.delete(f"/transfers/{tid}").status_code == 200
+        assert suite.wait_final(mine, tid)["state"] == "canceled"
+
+
+def test_get_shows_percent_progress_when_the_size_is_known(suite):
+    cfg = suite.root / "stream.yaml"
+    cfg.write_text(yaml.safe_dump(pipeline(96, rate_hz=32)))  # about 3 s: progress lines
+    got = suite.lclstream("get", str(cfg), "--out", str(suite.root / "got"))
+    assert got.returncode == 0, got.stderr
+    shown = [int(p) for p in re.findall(r"MB/s, [0-9.]+ s, (\d+)% of 96 events", got.stderr)]
+    assert shown, got.stderr
+    assert shown == sorted(shown) and all(0 <= p <= 100 for p in shown), shown
