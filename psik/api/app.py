@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from certified.asgi import client_identity
+from certified.asgi import MAX_QUERY_INT, Identity
 from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
@@ -47,10 +47,6 @@ from .settings import ApiSettings, load_settings
 from .upstream import upstream_router
 
 log = logging.getLogger("psik.api")
-
-Identity = Annotated[str, Depends(client_identity)]
-#: the largest integer a query parameter may carry (file offsets are signed 64-bit).
-MAX_QUERY_INT = 2**63 - 1
 
 
 def _summary(job: JobDir) -> JobSummary:
