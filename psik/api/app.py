@@ -16,7 +16,7 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from certified.asgi import MAX_QUERY_INT, Identity
+from certified.asgi import MAX_QUERY_INT, Identity, add_metrics_route
 from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
@@ -34,6 +34,7 @@ from ..runas import (
     resolve,
     uid_of,
 )
+from .metrics import api_registry
 from .models import (
     BackendInfo,
     CallbackStatus,
@@ -426,6 +427,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return FileResponse(target, media_type="application/octet-stream")
 
     app.include_router(upstream_router(psik, owned, settings.max_log_chunk, new_job))
+    add_metrics_route(
+        app, api_registry(service.index, service.dispatcher), frozenset(settings.metrics_readers)
+    )
 
     @app.get("/backends")
     def backends(identity: Identity) -> list[BackendInfo]:
