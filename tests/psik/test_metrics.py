@@ -3,10 +3,9 @@ dead port (nothing listens on it: every attempt is refused)."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import scrape
 from tests.support.ports import free_port
 
 from .conftest import running_api
@@ -16,19 +15,6 @@ pytestmark = pytest.mark.timeout(180)
 
 #: three attempts over 0.3 s, then the callback is given up and recorded.
 POLICY = {"timeout": 2, "first_delay": 0.1, "max_delay": 0.1, "give_up_after": 0.3}
-
-
-def scrape(client: httpx.Client) -> dict[str, float]:
-    """Every sample of GET /metrics as `name{label="value",...}` -> value."""
-    resp = client.get("/metrics")
-    assert resp.status_code == 200, resp.text
-    assert resp.headers["content-type"].startswith("text/plain")
-    out = {}
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return out
 
 
 @pytest.fixture(scope="module")
