@@ -5,6 +5,7 @@ mTLS (psik-api with the local backend, nngstream buffers, `mpirun -n 2 lclstream
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from lclstream_api.store import Store
 from nngstream.models import Metrics
 from tests.support.metrics import scrape
 from tests.support.ports import free_port
+from tests.support.prometheus import Prometheus, scrape_job
 from tests.support.servers import start_lclstream_api, start_psik_api
 from tests.support.waiting import wait_until
 
@@ -81,6 +83,7 @@ class Services:
     spawn: object
     root: Path
     port: int
+    psik_url: str
     scraper: Path
 
     def start_api(self):
@@ -105,14 +108,11 @@ def services(pki, spawn, tmp_path) -> Services:
     port = free_port()
     for who in (pki.server, pki.client, scraper, operator):
         pki.add_service(who, "lclstream", f"https://127.0.0.1:{port}")
-    _, psik_url = start_psik_api(
-        spawn,
-        pki.server,
-        tmp_path,
-        psik={"kill_grace": 2.0, "callback": {"allowed": ["lclstream"]}},
-    )
+    psik = {"kill_grace": 2.0, "callback": {"allowed": ["lclstream"]}}
+    readers = {"metrics_readers": ["cn:scraper"]}
+    _, psik_url = start_psik_api(spawn, pki.server, tmp_path, psik=psik, settings=readers)
     pki.add_service(pki.server, "psik", psik_url)
-    s = Services(pki, spawn, tmp_path, port, scraper)
+    s = Services(pki, spawn, tmp_path, port, psik_url, scraper)
     s.start_api()
     return s
 
@@ -241,3 +241,42 @@ def test_readers_errors_and_reconciler_failures(services):
     assert m['lclstream_reconciler_errors_total{kind="pass"}'] == 0
     assert m["lclstream_buffer_sent_messages_total"] == 0  # refused reports count nothing
     assert m['lclstream_transfers{state="provisioning"}'] == 1
+
+
+def test_prometheus_scrapes_both_services_with_a_certified_identity(services, spawn, tmp_path):
+    """Debian's Prometheus, configured as docs/operators.md says (tls_config from the
+    scraper's certified directory and the services' CA): both targets up, series
+    queryable; an identity not allowed leaves its target down with the 403. promtool's
+    linter accepts both pages."""
+    ca = services.pki.server / "CA.crt"
+    lcl, psik = f"127.0.0.1:{services.port}", services.psik_url.removeprefix("https://")
+    prom = Prometheus(spawn, tmp_path / "prometheus", [
+        scrape_job("lclstream-api", lcl, services.scraper, ca),
+        scrape_job("psik-api", psik, services.scraper, ca),
+        scrape_job("not-a-reader", lcl, services.pki.client, ca),
+    ])  # fmt: skip
+    prom.wait_up("lclstream-api")
+    prom.wait_up("psik-api")
+    assert prom.value('lclstream_transfers{state="completed"}') == 0
+    assert prom.value('lclstream_callback_errors_total{reason="bad_signature"}') == 0
+    assert {r["metric"]["state"] for r in prom.query("psik_jobs")} == {
+        "new", "queued", "active", "completed", "failed", "canceled"
+    }  # fmt: skip
+    assert prom.value("psik_callback_failures_total") == 0
+
+    def refused() -> str | None:
+        t = [t for t in prom.targets() if t["labels"]["job"] == "not-a-reader"]
+        return t and t[0]["health"] == "down" and t[0]["lastError"]
+
+    assert "403" in wait_until(refused, 60, "the non-reader's scrape to be refused")
+
+    promtool = shutil.which("promtool")
+    assert promtool is not None  # installed with prometheus
+    with services.client(services.scraper) as scraper:
+        page = scraper.get("/metrics").text
+    with Certified(services.scraper).client(services.psik_url, timeout=60) as psik_client:
+        psik_page = psik_client.get("/metrics").text
+    for text in (page, psik_page):
+        lint = subprocess.run([promtool, "check", "metrics"], input=text, text=True,
+                              capture_output=True, timeout=60)  # fmt: skip
+        assert lint.returncode == 0, lint.stdout + lint.stderr
