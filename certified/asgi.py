@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Annotated
 
 from cryptography import x509
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import Depends, HTTPException, Request
 
 from .pki import identity_of, pem
 from .revocation import RevocationList
@@ -89,17 +86,6 @@ def client_identity(request: Request) -> str:
 Identity = Annotated[str, Depends(client_identity)]
 #: the largest integer a query parameter may carry (file offsets are signed 64-bit).
 MAX_QUERY_INT = 2**63 - 1
-
-
-def add_metrics_route(app: FastAPI, registry: CollectorRegistry, readers: Collection[str]) -> None:
-    """`GET /metrics`: `registry` in Prometheus' text format, for the identities in
-    `readers` only (403 for any other, as for every route a certificate is required)."""
-
-    @app.get("/metrics", response_class=Response, include_in_schema=False)
-    def metrics(identity: Identity) -> Response:
-        if identity not in readers:
-            raise HTTPException(403, detail=f"{identity} may not read metrics (metrics_readers)")
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class CertifiedMiddleware:

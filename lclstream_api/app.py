@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from certified.asgi import MAX_QUERY_INT, Identity, add_metrics_route, client_identity
+from certified.asgi import MAX_QUERY_INT, Identity, client_identity
+from certified.metrics import add_metrics_route
 from certified.webhooks import HEADER, verify
 from nngstream.models import Metrics
 from psik.models import Callback

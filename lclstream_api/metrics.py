@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from certified.metrics import by_state
 from nngstream.models import Metrics
 
 from .models import TransferState
@@ -62,13 +63,8 @@ class _LiveState(Collector):
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        by_state = GaugeMetricFamily(
-            "lclstream_transfers", "Transfers in the database by state", labels=["state"]
-        )
         counts = self.store.count_by_state()
-        for state in TransferState:
-            by_state.add_metric([state.value], counts.get(state, 0))
-        yield by_state
+        yield by_state("lclstream_transfers", "Transfers by state", counts, TransferState)
         buffered = buffered_msgs = capacity = blocked = consumers = producers = 0
         fill = 0.0
         for tid in self.store.live():

@@ -16,7 +16,8 @@ from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from certified.asgi import MAX_QUERY_INT, Identity, add_metrics_route
+from certified.asgi import MAX_QUERY_INT, Identity
+from certified.metrics import add_metrics_route
 from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError

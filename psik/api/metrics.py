@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from certified.metrics import by_state
+
 from ..index import JobIndex
 from ..models import JobState
 from ..outbox import Dispatcher
@@ -21,13 +23,8 @@ class _PsikState(Collector):
         self.dispatcher = dispatcher
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        jobs = GaugeMetricFamily(
-            "psik_jobs", "Jobs by the state of their latest run", labels=["state"]
-        )
         counts = self.index.counts()
-        for state in JobState:
-            jobs.add_metric([state.value], counts.get(state, 0))
-        yield jobs
+        yield by_state("psik_jobs", "Jobs by the state of their latest run", counts, JobState)
         st = self.dispatcher.stats()
         yield GaugeMetricFamily(
             "psik_callback_queue_jobs",
