@@ -158,7 +158,10 @@ class Service:
             except ValueError:
                 continue
             if isinstance(doc, dict) and isinstance(doc.get("events"), int):
-                self.metrics.producer_summary(doc["events"], int(doc.get("skipped", 0)))
+                skipped = doc.get("skipped")
+                self.metrics.producer_summary(
+                    doc["events"], skipped if isinstance(skipped, int) else 0
+                )
                 return
         log.warning("transfer %s: producer job %s printed no summary", transfer_id, jobid)
 
