@@ -63,6 +63,27 @@ def test_a_late_report_does_not_replace_the_newest():
     assert t.metrics["buffer-0"] == new
 
 
+def test_two_apps_in_one_process_keep_their_own_series(tmp_path):
+    """Each app has its own registry: a second one neither collides (the global registry
+    would refuse the same names twice) nor sees the first one's counts."""
+    from lclstream_api.metrics import ApiMetrics
+
+    stores = [Store(tmp_path / f"{i}.db") for i in range(2)]
+    try:
+        a, b = (ApiMetrics(st) for st in stores)
+        a.buffer_report(None, report(1.0, bytes_out=7))
+        a.callback_error("bad_signature")
+        value = a.registry.get_sample_value
+        assert value("lclstream_buffer_sent_bytes_total") == 7
+        assert b.registry.get_sample_value("lclstream_buffer_sent_bytes_total") == 0
+        labels = {"reason": "bad_signature"}
+        assert value("lclstream_callback_errors_total", labels) == 1
+        assert b.registry.get_sample_value("lclstream_callback_errors_total", labels) == 0
+    finally:
+        for st in stores:
+            st.close()
+
+
 # -- the real services -------------------------------------------------------------------
 def pipeline(events: int, rate_hz: float) -> dict:
     return {
