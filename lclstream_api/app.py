@@ -10,18 +10,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from certified.asgi import client_identity
+from certified.asgi import MAX_QUERY_INT, Identity, client_identity
+from certified.metrics import add_metrics_route
 from certified.webhooks import HEADER, verify
 from nngstream.models import Metrics
 from psik.models import Callback
 
 from .launcher import JobLauncher, LaunchError, LocalLauncher, PsikApiLauncher
+from .metrics import ApiMetrics
 from .models import (
     JobSeen,
     MetricsSeen,
@@ -40,8 +42,6 @@ from .store import Store
 from .validate import ConfigProblems, native_config
 
 log = logging.getLogger("lclstream_api")
-Identity = Annotated[str, Depends(client_identity)]
-MAX_QUERY_INT = 2**63 - 1
 
 
 def make_launcher(settings: ApiSettings) -> JobLauncher:
@@ -64,7 +64,8 @@ def _identity(settings: ApiSettings) -> str:
 
 def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> FastAPI:
     store = Store(settings.database)
-    service = Service(settings, launcher or make_launcher(settings), store)
+    metrics = ApiMetrics(store)
+    service = Service(settings, launcher or make_launcher(settings), store, metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +101,8 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
         if t is None or (t.owner != identity and identity not in settings.operators):
             raise HTTPException(404, detail=f"no transfer {transfer_id}")
         return t
+
+    add_metrics_route(app, metrics.registry, {*settings.operators, *settings.metrics_readers})
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -193,9 +196,11 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
         client_identity(request)
         t = store.get(transfer_id)
         if t is None or role not in t.roles:
+            metrics.callback_error("unknown_transfer")
             raise HTTPException(404, detail=f"no transfer {transfer_id} role {role}")
         body = await request.body()
         if not verify(t.secret, body, request.headers.get(HEADER)):
+            metrics.callback_error("bad_signature")
             raise HTTPException(403, detail=f"bad or missing {HEADER}")
         try:
             doc = json.loads(body)
@@ -212,6 +217,7 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
             else:
                 ev = MetricsSeen(role=role, metrics=Metrics.model_validate(doc), time=time.time())
         except (ValueError, ValidationError) as exc:
+            metrics.callback_error("invalid_body")
             raise HTTPException(
                 422, detail=f"not a job callback or metrics report: {exc}"
             ) from None
