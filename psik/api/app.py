@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from certified.asgi import client_identity
+from certified.docs import offline_docs
 from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
@@ -223,7 +224,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(title="psik-api", version="1", lifespan=lifespan)
+    app = FastAPI(title="psik-api", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    offline_docs(app)
     app.state.settings = settings
     app.state.service = service
     app.state.psik = psik
