@@ -1,10 +1,13 @@
 """Swagger UI for a service's `/docs`, served from the service itself (no CDN).
 
 The machines the suite runs on often have no route to the internet, and FastAPI's
-default `/docs` page loads Swagger UI from a CDN. `offline_docs` serves the assets the
-`swagger-ui-bundle` package ships, under `/docs/assets/`."""
+default `/docs` page loads Swagger UI from a CDN. `offline_docs` serves the Swagger UI 5
+assets the `fastapi-offline` package ships (only its files are used), under
+`/docs/assets/`. Swagger UI 5 is needed: FastAPI's schemas are OpenAPI 3.1."""
 
 from __future__ import annotations
+
+from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
@@ -16,9 +19,8 @@ ASSETS = "/docs/assets"
 
 def offline_docs(app: FastAPI) -> None:
     """Add `/docs` (Swagger UI from local assets) to an app made with `docs_url=None`."""
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="swagger-ui-assets")
+    assets = files("fastapi_offline") / "static"
+    app.mount(ASSETS, StaticFiles(directory=str(assets)), name="swagger-ui-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -27,7 +29,7 @@ def offline_docs(app: FastAPI) -> None:
             title=f"{app.title} - API",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+            swagger_favicon_url=f"{ASSETS}/favicon.png",
             oauth2_redirect_url="/docs/oauth2-redirect",
         )
 
