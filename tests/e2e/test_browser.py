@@ -132,9 +132,7 @@ def test_page_and_docs_direct_with_p256_certificates(spawn, tmp_path):
     )
     home = tmp_path / "home"
     nss_import(home, pki.server / "CA.crt", p12)
-    profile = tmp_path / "chromium-profile"
-    for url in (suite.url, suite.psik_url):
-        auto_select_certificate(profile, url, "client CA")
+    auto_select_certificate(tmp_path / "chromium-profile", [suite.url, suite.psik_url], "client CA")
     with browser_page(tmp_path, home=home) as page:
         seen = record_requests(page)
         page.goto(f"{suite.url}/")
@@ -144,3 +142,17 @@ def test_page_and_docs_direct_with_p256_certificates(spawn, tmp_path):
         check_docs(page, suite.url, "lclstream-api", tmp_path)
         only_from(seen, suite.url, suite.psik_url)
     assert Certified(pki.client).identity == "cn:client"
+
+
+def test_chromium_refuses_an_ed25519_server_which_is_why_p256_exists(pki, spawn, tmp_path):
+    from playwright.sync_api import Error as PlaywrightError
+
+    from tests.support.servers import start_certified_server
+
+    _proc, url = start_certified_server(spawn, pki.server)  # ed25519 identities
+    # (NSS cannot even store an ed25519 CA; the handshake fails before any trust check.)
+    with (
+        browser_page(tmp_path) as page,
+        pytest.raises(PlaywrightError, match="ERR_SSL_VERSION_OR_CIPHER_MISMATCH"),
+    ):
+        page.goto(f"{url}/")

@@ -68,9 +68,10 @@ def nss_import(home: Path, ca_pem: Path, p12: Path | None = None) -> None:
         run(pk12util, "-i", str(p12), "-d", f"sql:{db}", "-W", "")
 
 
-def auto_select_certificate(user_data: Path, url_pattern: str, issuer_cn: str) -> None:
-    """The `AutoSelectCertificateForUrls` content setting in a fresh profile: Chromium
-    sends the certificate issued by `issuer_cn` to `url_pattern` without asking."""
+def auto_select_certificate(user_data: Path, urls: list[str], issuer_cn: str) -> None:
+    """The `AutoSelectCertificateForUrls` content setting in a fresh profile (what the
+    policy of that name sets): Chromium sends the client certificate issued by
+    `issuer_cn` to each of `urls` without asking."""
     prefs = user_data / "Default" / "Preferences"
     prefs.parent.mkdir(parents=True, exist_ok=True)
     setting = {"filters": [{"ISSUER": {"CN": issuer_cn}}]}
@@ -79,7 +80,7 @@ def auto_select_certificate(user_data: Path, url_pattern: str, issuer_cn: str) -
             "content_settings": {
                 "exceptions": {
                     "auto_select_certificate": {
-                        f"{url_pattern},*": {"setting": setting, "last_modified": "0"}
+                        f"{url},*": {"setting": setting, "last_modified": "0"} for url in urls
                     }
                 }
             }
