@@ -186,7 +186,8 @@ def serve(
 
     target = base_url(server)
     identity = Certified(certified)
-    identity.resolve(target)  # an unknown nickname fails here, before binding
+    # An unknown nickname, a missing identity or a readable key fails here, before binding.
+    identity.ssl_context(False, pinned=identity.resolve(target)[1])
     sock = bind(address, port)
     real_port = sock.getsockname()[1]
     guard = Guard(secrets.token_urlsafe(24), real_port)

@@ -52,27 +52,36 @@ def only_from(urls: list[str], *origins: str) -> None:
     assert urls and not strays, f"requests outside the services: {strays}"
 
 
+def wait_state(page, tid: str, states: tuple[str, ...], timeout_s: float) -> None:
+    """Wait until the page shows transfer `tid` in one of `states`; fail saying what the
+    page showed instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            "([id, states]) => states.includes("
+            "document.querySelector(`tr[data-id='${id}']`)?.dataset.state)",
+            arg=[tid, list(states)],
+            timeout=timeout_s * 1000,
+        )
+    except PlaywrightTimeout:
+        shown = page.locator(f'tr[data-id="{tid}"]').get_attribute("data-state")
+        status = page.locator("#status").inner_text()
+        raise AssertionError(f"{tid} shown as {shown!r}, not {states} (status: {status})") from None
+
+
 def check_page_follows_a_transfer(page, base: str, tid: str, shots: Path) -> None:
     """The list shows the live transfer; cancelling it from the page updates its state;
     its detail view shows the transition log and the jobs' log tails."""
     page.goto(f"{base}/")
     row = page.locator(f'#transfers tr[data-id="{tid}"]')
     row.wait_for(timeout=30_000)
-    page.wait_for_function(
-        "id => ['streaming'].includes(document.querySelector(`tr[data-id='${id}']`)"
-        "?.dataset.state)",
-        arg=tid,
-        timeout=60_000,
-    )
+    wait_state(page, tid, ("provisioning", "streaming"), 60)
     assert row.locator("meter").count() == 1  # buffer fill, from live metrics
-    page.screenshot(path=str(shots / "list-streaming.png"), full_page=True)
+    page.screenshot(path=str(shots / "list-live.png"), full_page=True)
     page.on("dialog", lambda d: d.accept())
     row.locator("button.cancel").click()
-    page.wait_for_function(
-        "id => document.querySelector(`tr[data-id='${id}']`)?.dataset.state === 'canceled'",
-        arg=tid,
-        timeout=60_000,
-    )
+    wait_state(page, tid, ("canceled",), 60)
     assert row.locator("button.cancel").count() == 0
     page.screenshot(path=str(shots / "list-canceled.png"), full_page=True)
     row.locator("a").click()

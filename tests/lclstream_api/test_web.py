@@ -56,6 +56,27 @@ def test_page_and_json_show_the_callers_transfers_operators_see_all(suite, pki):
         assert mine.delete(f"/transfers/{a}").json()["state"] == "canceled"
 
 
+def test_a_cross_site_simple_post_cannot_create_a_transfer(suite):
+    """A browser holding a client certificate sends it to any page's requests; a foreign
+    page may POST text/plain without a CORS preflight. The service reads only JSON."""
+    import json
+
+    body = json.dumps({"config": pipeline(10)})
+    with suite.client() as mine:
+        resp = mine.post("/transfers", content=body, headers={"content-type": "text/plain"})
+        assert resp.status_code == 422
+        assert mine.get("/transfers").json()["total"] == 0
+
+
+def test_ui_says_when_the_server_is_unreachable(pki, spawn, free_port):
+    pki.add_service(pki.client, "gone", f"https://127.0.0.1:{free_port()}")
+    _proc, url = start_ui(spawn, pki.client, server="gone")
+    with httpx.Client(timeout=60, follow_redirects=True) as browser:
+        resp = browser.get(url)
+    assert resp.status_code == 502
+    assert resp.text.startswith("lclstream ui: https://gone unreachable:")
+
+
 def test_a_transfer_id_is_escaped_in_the_page(suite):
     with suite.client() as mine:
         page = mine.get('/web/transfers/"><b onclick=x>').text
