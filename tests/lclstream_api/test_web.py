@@ -153,3 +153,23 @@ def test_ui_refuses_non_loopback_and_unknown_servers(pki, tmp_path):
     unknown = ui("--server", "nosuch")
     assert unknown.returncode == 1 and "unknown service nickname 'nosuch'" in unknown.stderr
     assert "Traceback" not in wide.stderr + name.stderr + unknown.stderr
+
+
+def test_guard_rules_without_a_server():
+    from lclstream_api.client.api import ServerError
+    from lclstream_api.client.ui import Guard, check_loopback
+
+    assert check_loopback("127.0.0.2") == "127.0.0.2" and check_loopback("::1") == "::1"
+    for host in ("10.0.0.1", "0.0.0.0", "::", "example.org"):
+        with pytest.raises(ServerError):
+            check_loopback(host)
+    g = Guard("s3cret", 8080)
+    ok = {"host": "[::1]:8080", "cookie": "a=b; lclstream_ui_8080=s3cret"}
+    assert g.check("DELETE", {**ok, "origin": "http://[::1]:8080"}) is None
+    assert "wrong token" in g.check("GET", {**ok, "cookie": "lclstream_ui_8080=s3cre"})
+    assert "wrong token" in g.check("GET", {**ok, "cookie": "lclstream_ui_9090=s3cret"})
+    assert "not this proxy" in g.check("GET", {**ok, "host": "[::1]:9090"})
+    assert "cross-site" in g.check("POST", {**ok, "origin": "null"})
+    # A read is not refused by origin: SameSite=Strict keeps the cookie off cross-site
+    # requests, and the same-origin policy keeps the answer from a foreign page.
+    assert g.check("GET", {**ok, "origin": "http://evil.example"}) is None
