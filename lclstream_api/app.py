@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from certified.asgi import MAX_QUERY_INT, Identity, client_identity
+from certified.docs import offline_docs
 from certified.metrics import add_metrics_route
 from certified.webhooks import HEADER, verify
 from nngstream.models import Metrics
@@ -40,6 +41,7 @@ from .service import LimitExceeded, NoPorts, Service
 from .settings import ApiSettings
 from .store import Store
 from .validate import ConfigProblems, native_config
+from .web import mount_web
 
 log = logging.getLogger("lclstream_api")
 
@@ -85,8 +87,12 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
             service.stop()
             store.close()
 
-    app = FastAPI(title="lclstream-api", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="lclstream-api", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = service
+    offline_docs(app)
+    mount_web(app, settings.operators)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -263,6 +263,24 @@ def validate(config: Path = typer.Argument(...)) -> None:
     typer.echo(f"{config}: valid")
 
 
+@app.command()
+def ui(
+    server: str = SERVER,
+    certified: Path | None = CERTIFIED,
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="0: any free port"),
+    address: str = typer.Option("127.0.0.1", "--address", help="a loopback address only"),
+) -> None:
+    """Serve SERVER's web page to your browser on a loopback port, as your identity."""
+    from .ui import check_loopback, serve
+
+    try:
+        check_loopback(address)
+    except ServerError as exc:
+        fail("lclstream", str(exc), 2)
+    serve(server, certified, address, port, typer.echo)
+    _say("lclstream ui: stopped")
+
+
 def main() -> None:
     run_typer(app, "lclstream", (ServerError,))
 

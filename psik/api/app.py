@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from certified.asgi import MAX_QUERY_INT, Identity
+from certified.docs import offline_docs
 from certified.metrics import add_metrics_route
 from certified.webhooks import Destinations
 
@@ -221,7 +222,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(title="psik-api", version="1", lifespan=lifespan)
+    app = FastAPI(title="psik-api", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    offline_docs(app)
     app.state.settings = settings
     app.state.service = service
     app.state.psik = psik
