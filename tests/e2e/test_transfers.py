@@ -157,7 +157,11 @@ def check_complete(suite: Suite, events: int, buffers: int) -> None:
     assert len(doc["urls"]) == buffers
     assert {j["state"] for j in doc["jobs"].values()} == {"completed"}
     assert len(doc["jobs"]) == buffers + 1
-    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+    # draining is skipped when the buffers' completion is seen before the producer's
+    assert [t["new"] for t in doc["transitions"]] in (
+        ["streaming", "draining", "completed"],
+        ["streaming", "completed"],
+    )
     assert suite.leased(summary["transfer"]) == []  # ports released
 
 
@@ -268,7 +272,11 @@ def test_kill_9_and_restart_of_the_service_mid_stream(suite):
     with suite.client() as client:
         doc = client.get(f"/transfers/{summary['transfer']}").json()
     assert doc["state"] == "completed"
-    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+    # draining is skipped when the buffers' completion is seen before the producer's
+    assert [t["new"] for t in doc["transitions"]] in (
+        ["streaming", "draining", "completed"],
+        ["streaming", "completed"],
+    )
 
 
 def test_lost_callbacks_reconciler_completes(pki, spawn, tmp_path):
