@@ -18,7 +18,8 @@ from certified.cliutil import fail, run_typer
 from nngstream.models import Delivery, Proto
 
 from ..models import TransferState
-from .api import ServerError, TransferClient
+from .api import Client
+from .errors import ClientError, ServerError
 
 app = typer.Typer(
     name="lclstream",
@@ -34,8 +35,8 @@ def _say(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
-def _client(server: str, certified: Path | None) -> TransferClient:
-    return TransferClient(server, certified)
+def _client(server: str, certified: Path | None) -> Client:
+    return Client(server, certified)
 
 
 def _load_config(path: Path) -> dict[str, Any]:
@@ -128,17 +129,8 @@ def get(
 
     cons = receive(t.urls, dest, consumers or len(t.urls), protocol, delivery, stop, progress)
     seconds = time.monotonic() - t0
-    final = t
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            final = client.get(t.id)
-        except ServerError as exc:  # the service restarting: its reconciler catches up
-            _say(f"lclstream: {exc}; retrying")
-        else:
-            if not final.state.live:
-                break
-        time.sleep(0.5)
+    # the service may be restarting: its reconciler catches up
+    final = client.wait(t.id, on_retry=lambda exc: _say(f"lclstream: {exc}; retrying")) or t
     acc = account([c.out_dir for c in cons])
     ends = {c.url: c.report.end for c in cons if c.report.end is not None}
     sent = sum(e.recvd for e in ends.values())
@@ -264,7 +256,7 @@ def validate(config: Path = typer.Argument(...)) -> None:
 
 
 def main() -> None:
-    run_typer(app, "lclstream", (ServerError,))
+    run_typer(app, "lclstream", (ClientError,))
 
 
 if __name__ == "__main__":
