@@ -79,7 +79,7 @@ class Pull:
         for url in self.urls:
             try:
                 check_url(url, self.protocol)
-            except NngstreamError as exc:
+            except (NngstreamError, ValueError) as exc:
                 raise ClientError(f"pull: {exc}") from None
         self.decoder = decoder or decoder_for(config)
         self.dial_timeout = dial_timeout
