@@ -1,0 +1,234 @@
+"""The Python client's two hot paths against their baselines, measured in the same run.
+
+Batches: lclstreamer's own output (`mpirun -n 2`, synthetic 2x352x384 float32 frames with
+Bragg peaks on a Poisson background, batches of 16, HDF5 with bitshuffle/LZ4).
+
+1. cache replay: `Cache.replay` (read, sha256 check, decode every batch) against
+   reading the same files with h5py directly (`h5py.File(path)`, every dataset read);
+   also the sha256 alone over the same bytes (what verification costs).
+2. pull decode: `pull([url], config=...)` against a bare loop over the same buffer: a
+   pynng Pull0 socket, stop at the end message, read every dataset with h5py, (a) from
+   `io.BytesIO(message)` (what users write today) and (b) from an HDF5 core-driver file
+   image (the fastest bare loop we know). Each round: a fresh `nngstream` buffer, the
+   consumer dials, `nngstream push` sends the files; rate = message bytes from the first
+   message to the end.
+
+Rounds alternate the ways; the median is printed. Prints figures only.
+
+    .venv/bin/python tests/bench/bench_client.py [--rounds 3] [--events 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401
+import pynng
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lclstream_api.client import decoder_for, pull  # noqa: E402
+from lclstream_api.client.cache import Cache  # noqa: E402
+
+CONTROL_PREFIX = b"\x00NNGSTREAM\x00"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_batches(root: Path, events: int) -> tuple[dict, list[Path]]:
+    cfg = {
+        "source_identifier": "synthetic:bench-client",
+        "skip_incomplete_events": True,
+        "event_source": {"type": "synthetic", "number_of_events": events, "seed": 1,
+                         "detectors": {"det": {"shape": [2, 352, 384], "peaks": 30}}},
+        "data_sources": {"frames": {"type": "detector", "source": "det"},
+                         "index": {"type": "event_index"}},
+        "processing_pipeline": {"type": "batch", "batch_size": 16},
+        "data_serializer": {"type": "hdf5", "compression": "bitshuffle_lz4",
+                            "fields": {"frames": "/data/frames", "index": "/data/index"}},
+    }  # fmt: skip
+    path = root / "cfg.yaml"
+    handlers = [{"type": "file", "directory": str(root / "batches"), "prefix": "b"}]
+    path.write_text(yaml.safe_dump({**cfg, "data_handlers": handlers}))
+    subprocess.run([str(BIN / "mpirun"), "-n", "2", str(BIN / "lclstreamer"), "-c", str(path),
+                    "--no-progress"], check=True, capture_output=True)  # fmt: skip
+    return cfg, sorted((root / "batches").glob("*.h5"))
+
+
+def read_h5_file(path: Path) -> int:
+    n = 0
+    with h5py.File(path, "r") as f:
+        for name in ("/data/frames", "/data/index"):
+            n += f[name][()].nbytes
+    return n
+
+
+def bench_cache(cfg: dict, files: list[Path], root: Path, rounds: int) -> None:
+    dec = decoder_for(cfg)
+    cache = Cache(root / "cache")
+    w = cache.writer("b" * 64, server="bench", version="bench", config=cfg, serializer="hdf5")
+    for f in files:
+        data = f.read_bytes()
+        w.add(data, dec(memoryview(data)))
+    entry = w.commit("bench")
+    stored = [entry.path / r.file for r in entry.manifest.batches]
+    total = sum(p.stat().st_size for p in stored)
+    rates: dict[str, list[float]] = {"h5py files": [], "cache replay": [], "sha256 only": []}
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for p in stored:
+            read_h5_file(p)
+        rates["h5py files"].append(total / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for _batch in cache.replay(entry, dec):
+            pass
+        rates["cache replay"].append(total / (time.perf_counter() - t))
+        t = time.perf_counter()
+        for p in stored:
+            hashlib.sha256(p.read_bytes()).hexdigest()
+        rates["sha256 only"].append(total / (time.perf_counter() - t))
+    med = {k: statistics.median(v) / 1e6 for k, v in rates.items()}
+    print(f"cache replay: {len(stored)} batches, {total / 1e6:.0f} MB stored (median of "
+          f"{rounds} rounds, MB/s of stored bytes)")  # fmt: skip
+    for k, v in med.items():
+        print(f"  {k:<14} {v:8.0f} MB/s")
+    print(
+        f"  replay / h5py files = {med['cache replay'] / med['h5py files']:.2f}x "
+        "(target >= 0.9x; replay includes the sha256 check of every batch)"
+    )
+
+
+def start_buffer(in_port: int, out_port: int) -> subprocess.Popen:
+    p = subprocess.Popen([str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}",
+                          f"tcp://127.0.0.1:{out_port}", "--producers", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", out_port), 0.2).close()
+            return p
+        except OSError:
+            if time.monotonic() > deadline:
+                p.kill()
+                raise
+            time.sleep(0.05)
+
+
+def bare_loop(url: str, image: bool) -> tuple[int, float]:
+    """A user's hand-written consumer: bytes received and seconds from the first message."""
+    from h5py import h5f, h5p
+
+    sock = pynng.Pull0(recv_max_size=0)
+    sock.dial(url, block=True)
+    total, t0 = 0, None
+    try:
+        while True:
+            msg = sock.recv()
+            if t0 is None:
+                t0 = time.perf_counter()
+            if msg.startswith(CONTROL_PREFIX):
+                break
+            total += len(msg)
+            if image:
+                fapl = h5p.create(h5p.FILE_ACCESS)
+                fapl.set_fapl_core(backing_store=False)
+                fapl.set_file_image(msg)
+                f = h5py.File(h5f.open(f"img{total}".encode(), h5f.ACC_RDONLY, fapl=fapl))
+            else:
+                f = h5py.File(io.BytesIO(msg), "r")
+            with f:
+                f["/data/frames"][()]
+                f["/data/index"][()]
+    finally:
+        sock.close()
+    return total, time.perf_counter() - t0
+
+
+def client_pull(url: str, cfg: dict) -> tuple[int, float]:
+    t0 = None
+    with pull([url], config=cfg) as p:
+        for _batch in p:
+            if t0 is None:
+                t0 = time.perf_counter()
+    return p.received.bytes, time.perf_counter() - t0
+
+
+def one_pull_round(way: str, cfg: dict, files: list[Path]) -> float:
+    i, o = free_port(), free_port()
+    buf = start_buffer(i, o)
+    url = f"tcp://127.0.0.1:{o}"
+    out: list = []
+
+    def consume() -> None:
+        if way == "pull()":
+            out.append(client_pull(url, cfg))
+        else:
+            out.append(bare_loop(url, image=way.endswith("image")))
+
+    t = threading.Thread(target=consume)
+    t.start()
+    time.sleep(0.3)  # the consumer dials before the producer starts
+    subprocess.run([str(BIN / "nngstream"), "push", *map(str, files), "--to",
+                    f"tcp://127.0.0.1:{i}"], check=True, capture_output=True)  # fmt: skip
+    t.join(300)
+    buf.wait(60)
+    nbytes, secs = out[0]
+    return nbytes / secs
+
+
+def bench_pull(cfg: dict, files: list[Path], rounds: int) -> None:
+    ways = ["bare BytesIO", "bare file image", "pull()"]
+    rates: dict[str, list[float]] = {w: [] for w in ways}
+    for _ in range(rounds):
+        for w in ways:
+            rates[w].append(one_pull_round(w, cfg, files))
+    med = {k: statistics.median(v) / 1e6 for k, v in rates.items()}
+    total = sum(f.stat().st_size for f in files)
+    print(f"pull decode: {len(files)} batches, {total / 1e6:.0f} MB over one nngstream buffer "
+          f"(median of {rounds} rounds, MB/s of message bytes)")  # fmt: skip
+    for k, v in med.items():
+        print(f"  {k:<16} {v:8.0f} MB/s")
+    print(
+        f"  pull() / bare BytesIO loop    = {med['pull()'] / med['bare BytesIO']:.2f}x "
+        "(target >= 0.9x)"
+    )
+    print(f"  pull() / bare file-image loop = {med['pull()'] / med['bare file image']:.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--events", type=int, default=512)
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, Python {platform.python_version()}, h5py {h5py.__version__}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cfg, files = make_batches(root, args.events)
+        bench_cache(cfg, files, root, args.rounds)
+        bench_pull(cfg, files, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
