@@ -118,7 +118,7 @@ class Cache:
     """One cache directory: find, write, replay, verify and remove entries."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else default_dir()
+        self.root = Path(root).expanduser() if root is not None else default_dir()
 
     # -- reading ------------------------------------------------------------------------
     def manifest(self, path: Path) -> Manifest:
