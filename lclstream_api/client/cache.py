@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .decode import Batch, Decoder
-from .errors import CacheError
+from .errors import CacheError, DecodeError
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -166,25 +166,32 @@ class Cache:
         return self.root / found[0]
 
     def replay(self, entry: Entry, decoder: Decoder) -> Iterator[Batch]:
-        """The entry's batches, each checked against its sha256 before it is decoded (the
-        next file is read and hashed in a second thread while this one is decoded)."""
+        """The entry's batches, each checked against its sha256 before it is yielded.
+        A second thread reads and hashes each file (hashing releases the GIL) while this
+        one decodes it: from the file itself when the decoder can (HDF5), so replay costs
+        what reading the files costs, plus a hash running beside it."""
         records = entry.manifest.batches
-        if not records:
-            return
+        from_file = getattr(decoder, "from_file", None)
         with ThreadPoolExecutor(1, thread_name_prefix="cache-read") as pool:
-            nxt = pool.submit(read_checked, entry.path, records[0])
-            for i in range(len(records)):
-                data = nxt.result()
-                if i + 1 < len(records):
-                    nxt = pool.submit(read_checked, entry.path, records[i + 1])
-                yield decoder(memoryview(data))
+            for rec in records:
+                check = pool.submit(read_checked, entry.path, rec, from_file is None)
+                if from_file is None:
+                    yield decoder(memoryview(check.result()))
+                    continue
+                try:
+                    batch = from_file(entry.path / rec.file)
+                except DecodeError:
+                    check.result()  # a corrupted file: say so (CacheError) first
+                    raise
+                check.result()
+                yield batch
 
     def verify(self, entry: Entry) -> list[str]:
         """Every problem of an entry (missing, resized or corrupted batch), one line each."""
         problems = []
         for rec in entry.manifest.batches:
             try:
-                read_checked(entry.path, rec)
+                read_checked(entry.path, rec, keep=False)
             except CacheError as exc:
                 problems.append(str(exc))
         return problems
@@ -261,19 +268,24 @@ class Writer:
             shutil.rmtree(self.tmp)
 
 
-def read_checked(root: Path, rec: BatchRecord) -> bytearray:
-    """The batch file's bytes after checking size and sha256 (CacheError naming it)."""
+def read_checked(root: Path, rec: BatchRecord, keep: bool = True) -> bytearray | None:
+    """The batch file's bytes (None unless `keep`: then it is hashed in small pieces)
+    after checking its size and sha256 (CacheError naming the file)."""
     path = root / rec.file
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size != rec.bytes:
                 raise CacheError(f"{path}: {size} bytes, the manifest says {rec.bytes}")
-            data = bytearray(size)
-            f.readinto(data)
+            if keep:
+                data = bytearray(size)
+                f.readinto(data)
+                digest = hashlib.sha256(data).hexdigest()
+            else:
+                data, digest = None, hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as exc:
         raise CacheError(f"{path}: cannot read: {exc.strerror}") from None
-    if hashlib.sha256(data).hexdigest() != rec.sha256:
+    if digest != rec.sha256:
         raise CacheError(f"{path}: corrupted (sha256 differs from the manifest)")
     return data
 

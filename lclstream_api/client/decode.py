@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -99,23 +100,35 @@ class HDF5Decoder:
 
     def __call__(self, message: memoryview) -> Batch:
         with self._open(message) as f:
-            attrs = f.attrs
-            if self.fields is not None:
-                fields = {name: self._read(f, path) for name, path in self.fields.items()}
-            else:
-                paths: list[str] = []
-                f.visititems(lambda p, o: paths.append("/" + p) if hasattr(o, "dtype") else None)
-                fields = {p: self._read(f, p) for p in paths}
-            n = attrs.get("n_events")
-            if n is None:
-                n = len(next(iter(fields.values()))) if fields else 0
-            return Batch(
-                fields,
-                n_events=int(n),
-                rank=_int(attrs.get("rank")),
-                seq=_int(attrs.get("seq")),
-                first_event=_int(attrs.get("first_event")),
-            )
+            return self._batch(f)
+
+    def from_file(self, path: Path) -> Batch:
+        """The batch in an HDF5 file on disk (read by the HDF5 library, no image copy)."""
+        try:
+            f = self._h5py.File(path, "r")
+        except OSError as exc:
+            raise DecodeError(f"{path}: not an HDF5 batch: {exc}") from None
+        with f:
+            return self._batch(f)
+
+    def _batch(self, f: Any) -> Batch:
+        attrs = f.attrs
+        if self.fields is not None:
+            fields = {name: self._read(f, path) for name, path in self.fields.items()}
+        else:
+            paths: list[str] = []
+            f.visititems(lambda p, o: paths.append("/" + p) if hasattr(o, "dtype") else None)
+            fields = {p: self._read(f, p) for p in paths}
+        n = attrs.get("n_events")
+        if n is None:
+            n = len(next(iter(fields.values()))) if fields else 0
+        return Batch(
+            fields,
+            n_events=int(n),
+            rank=_int(attrs.get("rank")),
+            seq=_int(attrs.get("seq")),
+            first_event=_int(attrs.get("first_event")),
+        )
 
 
 class NumpyDecoder:
