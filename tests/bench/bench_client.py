@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lclstream_api.client import decoder_for, pull  # noqa: E402
 from lclstream_api.client.cache import Cache  # noqa: E402
+from tests.support.suite import pipeline  # noqa: E402
 
 CONTROL_PREFIX = b"\x00NNGSTREAM\x00"
 BIN = Path(sys.executable).parent
@@ -55,17 +56,7 @@ def free_port() -> int:
 
 
 def make_batches(root: Path, events: int) -> tuple[dict, list[Path]]:
-    cfg = {
-        "source_identifier": "synthetic:bench-client",
-        "skip_incomplete_events": True,
-        "event_source": {"type": "synthetic", "number_of_events": events, "seed": 1,
-                         "detectors": {"det": {"shape": [2, 352, 384], "peaks": 30}}},
-        "data_sources": {"frames": {"type": "detector", "source": "det"},
-                         "index": {"type": "event_index"}},
-        "processing_pipeline": {"type": "batch", "batch_size": 16},
-        "data_serializer": {"type": "hdf5", "compression": "bitshuffle_lz4",
-                            "fields": {"frames": "/data/frames", "index": "/data/index"}},
-    }  # fmt: skip
+    cfg = pipeline(events, shape=(2, 352, 384), batch_size=16)
     path = root / "cfg.yaml"
     handlers = [{"type": "file", "directory": str(root / "batches"), "prefix": "b"}]
     path.write_text(yaml.safe_dump({**cfg, "data_handlers": handlers}))

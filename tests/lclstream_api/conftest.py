@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.suite import pipeline
+
 
 def source_config(serializer: dict, events: int = 24) -> dict:
-    return {
-        "source_identifier": "synthetic:client-tests",
-        "skip_incomplete_events": True,
-        "event_source": {"type": "synthetic", "number_of_events": events, "seed": 11,
-                         "detectors": {"det": {"shape": [2, 16, 16]}}},
-        "data_sources": {"frames": {"type": "detector", "source": "det"},
-                         "index": {"type": "event_index"}},
-        "processing_pipeline": {"type": "batch", "batch_size": 4},
-        "data_serializer": serializer,
-    }  # fmt: skip
+    return pipeline(events, shape=(2, 16, 16), serializer=serializer)
 
 
 SERIALIZERS = {

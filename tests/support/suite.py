@@ -17,9 +17,18 @@ from .ports import free_port
 from .servers import start_lclstream_api, start_psik_api
 
 
-def pipeline(events: int, rate_hz: float | None = None, path: str | None = None) -> dict:
+def pipeline(
+    events: int,
+    rate_hz: float | None = None,
+    path: str | None = None,
+    *,
+    shape: tuple[int, ...] = (2, 64, 64),
+    batch_size: int = 4,
+    serializer: dict | None = None,
+) -> dict:
+    """A deterministic synthetic run (frames and event index), HDF5 batches by default."""
     source: dict = {"type": "synthetic", "number_of_events": events, "seed": 3,
-                    "detectors": {"det": {"shape": [2, 64, 64]}}}  # fmt: skip
+                    "detectors": {"det": {"shape": list(shape)}}}  # fmt: skip
     if rate_hz:
         source["rate_limit_hz"] = rate_hz
     if path:
@@ -30,9 +39,10 @@ def pipeline(events: int, rate_hz: float | None = None, path: str | None = None)
         "event_source": source,
         "data_sources": {"frames": {"type": "detector", "source": "det"},
                          "index": {"type": "event_index"}},
-        "processing_pipeline": {"type": "batch", "batch_size": 4},
-        "data_serializer": {"type": "hdf5", "compression": "bitshuffle_lz4",
-                            "fields": {"frames": "/data/frames", "index": "/data/index"}},
+        "processing_pipeline": {"type": "batch", "batch_size": batch_size},
+        "data_serializer": serializer or {
+            "type": "hdf5", "compression": "bitshuffle_lz4",
+            "fields": {"frames": "/data/frames", "index": "/data/index"}},
     }  # fmt: skip
 
 
