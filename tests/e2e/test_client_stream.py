@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import subprocess
 import tarfile
 from pathlib import Path
@@ -114,11 +115,13 @@ def test_a_failed_transfer_raises_with_the_reason(suite):
     cfg = pipeline(10)
     cfg["event_source"] = {"type": "hdf5", "files": ["/nonexistent/run7.h5"],
                            "datasets": {"det": "/data"}}  # fmt: skip
+    cache = suite.root / "cache"
     with pytest.raises(TransferFailed) as err:
-        for _ in stream(cfg, certified=suite.pki.client, producers=2):
+        for _ in stream(cfg, certified=suite.pki.client, producers=2, cache=cache):
             pass
     assert "failed" in str(err.value) and "/nonexistent/run7.h5" in str(err.value)
     assert err.value.detail.state.value == "failed"
+    assert list(cache.iterdir()) == []  # no entry, no temporary directory left
 
 
 def test_pull_joins_a_transfer_that_stream_started(suite):
@@ -139,7 +142,7 @@ def test_pull_joins_a_transfer_that_stream_started(suite):
     assert s.cache_entry is None  # only part of the dataset came here: not cached
 
 
-def test_cache_replays_without_the_server(suite):
+def test_cache_replays_without_the_server(suite, caplog):
     cfg = pipeline(32)
     cache = suite.root / "cache"
     first = stream(cfg, certified=suite.pki.client, producers=2, cache=cache)
@@ -148,8 +151,10 @@ def test_cache_replays_without_the_server(suite):
     assert first.cache_entry is not None and first.cache_entry.manifest.events == 32
     before = suite.requests_from("cn:client")
 
-    again = stream(cfg, certified=suite.pki.client, producers=2, cache=cache)
+    with caplog.at_level(logging.INFO, logger="lclstream.client"):
+        again = stream(cfg, certified=suite.pki.client, producers=2, cache=cache)
     assert again.from_cache and again.transfer is None
+    assert "from the cache" in caplog.text and "no request to the server" in caplog.text
     got2 = by_event(again)
     assert_same(got2, got1)
     # the CLI finds the same entry (same key) and writes it out, again without a request
