@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
 
 from certified import Certified
 from certified.keys import load_certificate, load_private_key
-from tests.e2e.test_transfers import Suite, pipeline
 from tests.support.browser import (
     auto_select_certificate,
     browser_page,
@@ -24,6 +23,7 @@ from tests.support.browser import (
     start_ui,
 )
 from tests.support.pki import make_pki
+from tests.support.suite import Suite, pipeline
 
 pytestmark = pytest.mark.timeout(300)
 LIVE_BODY = {"options": {"producers": 1, "idle_timeout": 600}}

@@ -9,8 +9,8 @@ import signal
 import httpx
 import pytest
 
-from tests.e2e.test_transfers import Suite, pipeline
 from tests.support.browser import start_ui
+from tests.support.suite import Suite, pipeline
 
 pytestmark = pytest.mark.timeout(240)
 SLOW = {"options": {"producers": 1, "idle_timeout": 600}}
