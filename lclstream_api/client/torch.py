@@ -18,8 +18,8 @@ Two modes:
   ranks and workers (batch i of the manifest's (rank, seq) order goes to consumer
   i mod (world_size * num_workers)).
 
-Items are per-event samples (`per_event=True`): dict field -> numpy row, views into the
-decoded batch (no copy), which DataLoader's default collate stacks into tensors; or
+Items are per-event samples (`per_event=True`): dict field -> numpy array (the event's
+row, 0-d for a scalar field), views into the decoded batch (no copy), which DataLoader's default collate stacks into tensors; or
 whole `Batch`es (`per_event=False`, use `DataLoader(batch_size=None)`). `transform` is
 applied to each item in the consumer process.
 """
@@ -124,8 +124,9 @@ class StreamDataset(IterableDataset):
             return
         if not fill:
             raise CacheError(f"cache {cache}: no entry {key} for this dataset (fill=False)")
-        with Stream(native, server, certified=self.certified, cache=cache,
-                    dial_timeout=dial_timeout, wait_timeout=wait_timeout, **options) as s:  # fmt: skip
+        fetch = Stream(native, server, certified=self.certified, cache=cache,
+                       dial_timeout=dial_timeout, wait_timeout=wait_timeout, **options)  # fmt: skip
+        with fetch as s:
             for _ in s:  # the whole transfer, stored batch by batch as it arrives
                 pass
         if s.cache_entry is None:
@@ -230,7 +231,8 @@ class StreamDataset(IterableDataset):
         batches = self._replay() if self.cache_entry is not None else self._live()
         for batch in batches:
             if self.per_event:
-                for event in batch.events():
+                for i in range(batch.n_events):  # 0-d arrays, not numpy scalars: collate
+                    event = {name: arr[i, ...] for name, arr in batch.items()}  # keeps uint64
                     yield self.transform(event) if self.transform else event
             else:
                 yield self.transform(batch) if self.transform else batch
