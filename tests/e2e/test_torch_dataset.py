@@ -23,9 +23,30 @@ from tests.support.suite import Suite, pipeline
 pytestmark = pytest.mark.timeout(300)
 
 
+TORCH = "'lclstream-suite[torch]' (torch==2.13.0, the CPU wheel)"
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """A multiprocessing context for the DataLoader workers of a live dataset in this
+    pytest process: NNG aborts a forked child whose parent opened NNG sockets ("nng is not
+    fork-reentrant safe"), and earlier tests here did. A forkserver (a clean process,
+    started once, with the modules preloaded so workers start at once). Default fork,
+    from a process that never opened NNG, is covered by the two-rank test."""
+    import multiprocessing
+
+    require_module("torch", TORCH)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["lclstream_api.client.torch", __name__])
+    from torch.utils.data import DataLoader
+
+    list(DataLoader(range(2), num_workers=1, multiprocessing_context=ctx))  # server up now
+    return ctx
+
+
 @pytest.fixture(autouse=True)
 def _torch():
-    require_module("torch", "'lclstream-suite[torch]' (torch==2.13.0, the CPU wheel)")
+    require_module("torch", TORCH)
 
 
 @pytest.fixture
@@ -55,17 +76,17 @@ def test_importing_the_client_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_dataloader_with_two_workers_sees_each_event_once(suite):
+def test_dataloader_with_two_workers_sees_each_event_once(suite, fresh):
     from torch.utils.data import DataLoader
 
     from lclstream_api.client import ClientError
     from lclstream_api.client.torch import StreamDataset
 
-    cfg = pipeline(64, rate_hz=40)
+    cfg = pipeline(96, rate_hz=16)  # seconds: both workers are there before the end
     want = source_events(cfg, suite.root)
     ds = StreamDataset(cfg, certified=suite.pki.client, producers=2, transform=tag_worker)
     created = [r for r in suite.requests_from("cn:client") if r.startswith("POST")]
-    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    batches = list(DataLoader(ds, batch_size=4, multiprocessing_context=fresh, num_workers=2))
     assert {tuple(b["frames"].shape[1:]) for b in batches} == {(2, 64, 64)}
     workers = {w for b in batches for w in b["worker"].tolist()}
     assert workers == {0, 1}, "both workers consumed batches of the transfer"
@@ -82,7 +103,7 @@ def test_dataloader_with_two_workers_sees_each_event_once(suite):
     ds.close()
 
 
-def test_whole_batches_and_a_bare_url_consumer(suite):
+def test_whole_batches_and_a_bare_url_consumer(suite, fresh):
     """per_event=False yields Batches (DataLoader(batch_size=None) turns arrays into
     tensors); a consumer joining by URLs alone shares the transfer."""
     import threading
@@ -92,19 +113,19 @@ def test_whole_batches_and_a_bare_url_consumer(suite):
 
     from lclstream_api.client.torch import StreamDataset
 
-    cfg = pipeline(48, rate_hz=40)
+    cfg = pipeline(64, rate_hz=16)
     ds = StreamDataset(cfg, certified=suite.pki.client, producers=2, per_event=False)
     bare = StreamDataset.join(ds.source.urls, config=cfg, per_event=False)
     other: list = []
     t = threading.Thread(target=lambda: other.extend(bare))
     t.start()
-    mine = list(DataLoader(ds, batch_size=None, num_workers=1))
+    mine = list(DataLoader(ds, batch_size=None, multiprocessing_context=fresh, num_workers=1))
     t.join(120)
     assert mine and other, "both consumers received batches"
     assert all(isinstance(b["frames"], torch.Tensor) and b["frames"].shape[1:] == (2, 64, 64)
                for b in mine)  # fmt: skip
     idx = [int(i) for b in mine for i in b["index"]] + [int(i) for b in other for i in b["index"]]
-    assert sorted(idx) == list(range(48))
+    assert sorted(idx) == list(range(64))
 
 
 RANK = textwrap.dedent(
@@ -206,7 +227,7 @@ def test_epoch_mode_replays_the_cache_sharded_without_the_server(suite):
     assert suite.requests_from("cn:client") == before  # no request reached the server
 
 
-def test_a_failed_transfer_raises_through_the_dataloader(suite):
+def test_a_failed_transfer_raises_through_the_dataloader(suite, fresh):
     from torch.utils.data import DataLoader
 
     from lclstream_api.client import TransferFailed
@@ -217,18 +238,18 @@ def test_a_failed_transfer_raises_through_the_dataloader(suite):
                            "datasets": {"det": "/data"}}  # fmt: skip
     ds = StreamDataset(cfg, certified=suite.pki.client, producers=2)
     with pytest.raises(TransferFailed, match="failed: .*/nonexistent/run7.h5"):
-        for _ in DataLoader(ds, batch_size=4, num_workers=2):
+        for _ in DataLoader(ds, batch_size=4, multiprocessing_context=fresh, num_workers=2):
             pass
 
 
-def test_closing_or_dropping_the_dataset_cancels_the_transfer(suite):
+def test_closing_or_dropping_the_dataset_cancels_the_transfer(suite, fresh):
     from torch.utils.data import DataLoader
 
     from lclstream_api.client.torch import StreamDataset
 
     cfg = pipeline(4000, rate_hz=50)
     ds = StreamDataset(cfg, certified=suite.pki.client, producers=2)
-    it = iter(DataLoader(ds, batch_size=4, num_workers=2))
+    it = iter(DataLoader(ds, batch_size=4, multiprocessing_context=fresh, num_workers=2))
     first = next(it)
     assert first["frames"].shape == (4, 2, 64, 64)
     del it  # the workers stop; the transfer goes on until its owner closes
