@@ -185,8 +185,8 @@ class StreamDataset(IterableDataset):
         if dist.get_rank() == src:
             try:
                 ds = cls(config, server, **kw)
-            except ClientError as exc:
-                box = [{"error": str(exc)}]
+            except Exception as exc:  # the other ranks must not wait forever: tell them
+                box = [{"error": f"{type(exc).__name__}: {exc}"}]
                 dist.broadcast_object_list(box, src=src)
                 raise
             box = [ds.source.model_dump(mode="json") if ds.source is not None else {}]
@@ -197,7 +197,7 @@ class StreamDataset(IterableDataset):
         if "error" in got:
             raise ClientError(f"rank {src} could not start the dataset: {got['error']}")
         if not got:  # epoch mode: rank src filled the cache
-            return cls(config, server, fill=False, **kw)
+            return cls(config, server, **{**kw, "fill": False})
         keep = ("certified", "per_event", "transform", "dial_timeout", "wait_timeout")
         return cls.join(Source.model_validate(got), **{k: v for k, v in kw.items() if k in keep})
 
