@@ -19,9 +19,14 @@ Two modes:
   i mod (world_size * num_workers)).
 
 Items are per-event samples (`per_event=True`): dict field -> numpy array (the event's
-row, 0-d for a scalar field), views into the decoded batch (no copy), which DataLoader's default collate stacks into tensors; or
-whole `Batch`es (`per_event=False`, use `DataLoader(batch_size=None)`). `transform` is
-applied to each item in the consumer process.
+row, 0-d for a scalar field), views into the decoded batch (no copy), which DataLoader's
+default collate stacks into tensors; or whole `Batch`es (`per_event=False`, use
+`DataLoader(batch_size=None)`). `transform` is applied to each item in the consumer
+process.
+
+NNG aborts a forked child whose parent opened NNG sockets: a live dataset's DataLoader
+workers are forked safely from a process that only built the dataset (HTTPS calls only);
+otherwise give the DataLoader `multiprocessing_context="forkserver"` (or "spawn").
 """
 
 from __future__ import annotations
