@@ -296,3 +296,44 @@ def test_the_documented_training_loop_runs(suite):
     assert [r for r in suite.requests_from("cn:client") if r.startswith("POST")] == [
         "POST /transfers"
     ]
+
+
+def buffer_pid(out_url: str) -> int:
+    """The pid of the nngstream buffer serving `out_url` (started by this test's suite)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"nngstream") for a in args[:2]) and out_url.encode() in args:
+            return int(proc.name)
+    raise AssertionError(f"no nngstream process serves {out_url}")
+
+
+def test_a_broken_stream_raises_through_the_dataloader(suite, fresh):
+    """The buffer dies (SIGKILL) mid-stream: no end message reaches the workers, which
+    raise; DataLoader re-raises in the loop (TransferFailed once the service marks the
+    transfer failed, else the StreamBroken message)."""
+    import os
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    from lclstream_api.client import TransferFailed
+    from lclstream_api.client.torch import StreamDataset
+
+    cfg = pipeline(4000, rate_hz=50)
+    ds = StreamDataset(cfg, certified=suite.pki.client, producers=2)
+    it = iter(DataLoader(ds, batch_size=4, multiprocessing_context=fresh, num_workers=2))
+    assert next(it)["frames"].shape == (4, 2, 64, 64)
+    os.kill(buffer_pid(ds.source.urls[0]), signal.SIGKILL)
+    with pytest.raises((TransferFailed, RuntimeError)) as err:
+        for _ in it:
+            pass
+    assert "stream broken" in str(err.value) or "failed" in str(err.value), err.value
+    del it
+    ds.close()
