@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nngstream.models import Delivery, Proto
@@ -69,7 +69,7 @@ class Source(BaseModel):
 
     transfer: str | None = None
     server: str = "lclstream"
-    urls: list[str]
+    urls: list[str] = Field(min_length=1)
     config: dict[str, Any] | None = None
     protocol: Proto = Proto.NNG
     delivery: Delivery = Delivery.AT_MOST_ONCE
@@ -161,10 +161,16 @@ class StreamDataset(IterableDataset):
         if isinstance(source, Source):
             src = source
         elif isinstance(source, Mapping):
-            src = Source.model_validate(source)
+            try:
+                src = Source.model_validate(source)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                where = ".".join(map(str, e["loc"]))
+                raise ClientError(f"StreamDataset.join: source.{where}: {e['msg']}") from None
         else:
             native = transfer_config(config)[0] if config is not None else None
-            src = Source(urls=list(source), config=native)
+            urls = [source] if isinstance(source, str) else list(source)
+            src = Source(urls=urls, config=native)
         self = cls.__new__(cls)
         IterableDataset.__init__(self)
         self.certified = Path(certified) if certified is not None else None

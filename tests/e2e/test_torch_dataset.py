@@ -41,7 +41,10 @@ def fresh():
     from torch.utils.data import DataLoader
 
     list(DataLoader(range(2), num_workers=1, multiprocessing_context=ctx))  # server up now
-    return ctx
+    yield ctx
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # the server process this fixture started
 
 
 @pytest.fixture(autouse=True)
