@@ -42,9 +42,19 @@ def fresh():
 
     list(DataLoader(range(2), num_workers=1, multiprocessing_context=ctx))  # server up now
     yield ctx
+    import os
+    import signal
+    import threading
     from multiprocessing import forkserver
 
-    forkserver._forkserver._stop()  # the server process this fixture started
+    server = forkserver._forkserver  # the server process this fixture started
+    pid = server._forkserver_pid
+    stop = threading.Thread(target=server._stop, daemon=True)
+    stop.start()
+    stop.join(30)
+    if stop.is_alive() and pid is not None:  # still serving a worker: end it by its pid
+        os.kill(pid, signal.SIGKILL)
+        stop.join(10)
 
 
 @pytest.fixture(autouse=True)
@@ -338,5 +348,6 @@ def test_a_broken_stream_raises_through_the_dataloader(suite, fresh):
         for _ in it:
             pass
     assert "stream broken" in str(err.value) or "failed" in str(err.value), err.value
-    del it
+    del err, it  # the traceback holds the iterator: drop both, so its workers shut down
+    gc.collect()
     ds.close()
