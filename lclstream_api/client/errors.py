@@ -21,8 +21,11 @@ class StreamBroken(ClientError):
     """A buffer went away without its end message; `received` says what arrived."""
 
     def __init__(self, message: str, received: dict[str, Any]) -> None:
-        self.received = received
+        self.message, self.received = message, received
         super().__init__(f"{message} (received: {received})")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps the type across DataLoader workers
+        return type(self), (self.message, self.received)
 
 
 class TransferFailed(ClientError):
@@ -31,6 +34,9 @@ class TransferFailed(ClientError):
     def __init__(self, message: str, detail: Any = None) -> None:
         self.detail = detail
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.detail)
 
 
 class CacheError(ClientError):
