@@ -35,6 +35,13 @@ class FieldPlace:
     dtype: np.dtype
     shape: tuple[int, ...]
 
+    def array(self, buf: memoryview) -> np.ndarray | None:
+        """The field's array in `buf`, a view (None when it holds no bytes)."""
+        count = int(np.prod(self.shape, dtype=np.int64))
+        if count == 0:
+            return None
+        return np.frombuffer(buf, self.dtype, count, self.offset).reshape(self.shape)
+
 
 @dataclass(frozen=True)
 class ImageLayout:
@@ -52,16 +59,36 @@ class ImageLayout:
         buf = file.claim(self.size)
         for offset, data in self.fixed:
             buf[offset : offset + len(data)] = data
-        # the attributes are int64 in the machine's byte order, as h5py writes them
-        buf[self.seq_at : self.seq_at + 8] = np.int64(batch.seq).tobytes()
-        buf[self.first_at : self.first_at + 8] = np.int64(batch.first_event).tobytes()
+        self.set_attributes(buf, batch.seq, batch.first_event)
         for place in self.fields:
-            count = int(np.prod(place.shape, dtype=np.int64))
-            if count == 0:
+            out = place.array(buf)
+            if out is not None:
+                for i, row in enumerate(batch.columns[place.name].rows):
+                    out[i] = row
+
+    def set_attributes(self, buf: memoryview, seq: int, first_event: int) -> None:
+        """Write `seq` and `first_event` (int64 in the machine's byte order, as h5py
+        writes them) into the image in `buf`."""
+        buf[self.seq_at : self.seq_at + 8] = np.int64(seq).tobytes()
+        buf[self.first_at : self.first_at + 8] = np.int64(first_event).tobytes()
+
+    def matches(self, image: memoryview, batch: Batch) -> bool:
+        """Whether `image` (the one this layout was taken from, for `batch`) has this
+        layout's fixed bytes and, where its fields are, the batch's first and last rows."""
+        if len(image) != self.size:
+            return False
+        if any(image[at : at + len(data)] != data for at, data in self.fixed):
+            return False
+        for place in self.fields:
+            out = place.array(image)
+            if out is None:
                 continue
-            out = np.frombuffer(buf, place.dtype, count, place.offset).reshape(place.shape)
-            for i, row in enumerate(batch.columns[place.name].rows):
-                out[i] = row
+            rows = batch.columns[place.name].rows
+            for i in {0, len(rows) - 1}:
+                want = np.asarray(rows[i], dtype=place.dtype)
+                if out[i].tobytes() != want.tobytes():
+                    return False
+        return True
 
 
 def find_layout(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,8 +69,9 @@ class HDF5Serializer:
     image of each batch size; the next ones are made from its layout (h5layout): the
     same bytes with each batch's rows and `seq`/`first_event` written in place, which is
     the file h5py would write, without HDF5's per-file and per-object cost. The layout
-    is checked once by reading an image made from it back with h5py; if that fails,
-    h5py writes every image.
+    is checked once, on the image it was taken from (its fixed bytes, the rows where it
+    puts them, the attributes read back by h5py); if that fails, h5py writes every
+    image.
     """
 
     suffix = ".h5"
@@ -91,7 +90,7 @@ class HDF5Serializer:
         self._key: tuple[Any, ...] | None = None
         self._layout: ImageLayout | None = None
         self.in_place = 0
-        """Images made from a layout (the rest h5py wrote)."""
+        """Images made from a layout (h5py wrote the others)."""
 
     def _write(self, f: Any, batch: Batch, seq: int, first_event: int) -> None:
         attrs = f.attrs
@@ -126,68 +125,64 @@ class HDF5Serializer:
             else:
                 f.create_dataset(path, data=col.stack())
 
-    def _layout_for(self, batch: Batch) -> ImageLayout | None:
-        """The layout to make `batch`'s image from, learnt from it when its sizes are new;
-        None when h5py must write it (compression, strings, a layout that failed)."""
+    def _layout_key(self, batch: Batch) -> tuple[Any, ...] | None:
+        """What an image's layout depends on (batch size, fields' shapes and dtypes);
+        None when the batch has no fixed layout (compression, strings)."""
         if self.filters:
             return None
-        cols = batch.columns
-        key = (batch.n_events, *((cols[name].shape, cols[name].dtype) for name in self.fields))
-        if key != self._key:
-            numeric = all(cols[name].dtype.kind != "O" for name in self.fields)
-            self._layout = self._learn(batch) if numeric else None
-            self._key = key
-        return self._layout
+        cols = [batch.columns[name] for name in self.fields]
+        if any(col.dtype.kind == "O" for col in cols):
+            return None
+        return (batch.n_events, *((col.shape, col.dtype) for col in cols))
+
+    def _by_h5py(self, batch: Batch, seq: int, first_event: int) -> None:
+        """Write the image of `batch` into the memory file with h5py."""
+        self.file.reset()
+        self.file.reserve(_estimate(batch))
+        with self._h5py.File(self.file, "w") as f:
+            self._write(f, batch, seq, first_event)
 
     def _learn(self, batch: Batch) -> ImageLayout | None:
-        """The layout of the image h5py writes for `batch`, if an image made from it reads
-        back as `batch` (attributes and every dataset)."""
+        """Write `batch`'s image with h5py and take its layout, if the layout reproduces
+        it and the image reads back with the attribute values the layout writes; the
+        memory file holds the batch's image either way."""
         h5py = self._h5py
-        scratch = MemoryFile(_estimate(batch))
-        n = batch.n_events
-        with h5py.File(scratch, "w") as f:
-            self._write(f, batch, SEQ_MARK, FIRST_MARK)
+        self._by_h5py(batch, SEQ_MARK, FIRST_MARK)
+        with h5py.File(self.file, "r") as f:
             places = {
-                name: (
-                    f[path].id.get_offset(),
-                    batch.columns[name].dtype,
-                    (n, *batch.columns[name].shape),
-                )
+                name: (f[path].id.get_offset(), f[path].dtype, f[path].shape)
                 for name, path in self.fields.items()
             }
-        layout = find_layout(scratch.view(), places)
-        return layout if layout is not None and self._reads_back(layout, batch) else None
-
-    def _reads_back(self, layout: ImageLayout, batch: Batch) -> bool:
-        """Whether an image made from `layout` (with seq and first_event different from
-        each other and from the batch's) reads back with h5py as the batch."""
-        probe = dataclasses.replace(batch, seq=batch.seq + 7, first_event=batch.first_event + 11)
-        layout.render(self.file, probe)
-        try:
-            with self._h5py.File(io.BytesIO(self.file.view()), "r") as f:
-                attrs = f.attrs
-                got = (int(attrs["seq"]), int(attrs["first_event"]), int(attrs["n_events"]))
-                if got != (probe.seq, probe.first_event, probe.n_events):
-                    return False
-                for name, path in self.fields.items():
-                    want = np.ascontiguousarray(batch.columns[name].stack())
-                    if f[path][()].tobytes() != want.tobytes():
-                        return False
-        except (OSError, KeyError, ValueError, TypeError):  # h5py's ways to refuse an image
-            return False
-        return True
+        image = self.file.view()
+        layout = find_layout(image, places)
+        if layout is not None and layout.matches(image, batch):
+            # values that tell seq from first_event and from the markers
+            layout.set_attributes(image, batch.seq + 7, batch.first_event + 11)
+            del image  # h5py reads the file: let go of the view first
+            try:
+                with h5py.File(self.file, "r") as f:
+                    got = [int(f.attrs[k]) for k in ("seq", "first_event", "n_events")]
+            except (OSError, KeyError, ValueError):  # h5py refuses the image
+                got = []
+            if got == [batch.seq + 7, batch.first_event + 11, batch.n_events]:
+                layout.set_attributes(self.file.view(), batch.seq, batch.first_event)
+                return layout
+        self._by_h5py(batch, batch.seq, batch.first_event)
+        return None
 
     def __call__(self, batches: Iterator[Batch]) -> Iterator[memoryview]:
         for batch in batches:
-            layout = self._layout_for(batch)
-            if layout is not None:
-                layout.render(self.file, batch)
+            key = self._layout_key(batch)
+            if key is None:
+                self._by_h5py(batch, batch.seq, batch.first_event)
+            elif key != self._key:
+                self._key = key
+                self._layout = self._learn(batch)
+            elif self._layout is not None:
+                self._layout.render(self.file, batch)
                 self.in_place += 1
-            else:
-                self.file.reset()
-                self.file.reserve(_estimate(batch))
-                with self._h5py.File(self.file, "w") as f:
-                    self._write(f, batch, batch.seq, batch.first_event)
+            else:  # this layout failed its check
+                self._by_h5py(batch, batch.seq, batch.first_event)
             yield self.file.view()
 
 
