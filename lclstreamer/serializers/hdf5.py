@@ -68,8 +68,8 @@ class HDF5Serializer:
     When nothing is compressed and every field is numeric, h5py writes only the first
     image of each batch size; the next ones are made from its layout (h5layout): the
     same bytes with each batch's rows and `seq`/`first_event` written in place, which is
-    the file h5py would write, without HDF5's per-file and per-object cost. The layout
-    is checked once, on the image it was taken from (its fixed bytes, the rows where it
+    the file h5py would write, without HDF5's per-file and per-object cost. Each layout
+    is checked when it is taken, on the image it was taken from (its fixed bytes, the rows where it
     puts them, the attributes read back by h5py); if that fails, h5py writes every
     image.
     """
