@@ -69,6 +69,13 @@ class MemoryFile(io.RawIOBase):
                 new[: self._size] = self._buf[: self._size]
                 self._buf = new
 
+    def claim(self, size: int) -> memoryview:
+        """Make the file `size` bytes long, its contents left as they are (the caller
+        writes every byte), and return a writable view of them (valid like `view()`)."""
+        self.reserve(size)
+        self._size = self._pos = size
+        return memoryview(self._buf)[:size]
+
     def _reserve(self, size: int) -> None:
         if size > len(self._buf):
             grown = max(size, len(self._buf) + (len(self._buf) >> 1))

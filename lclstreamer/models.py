@@ -610,7 +610,7 @@ _ZFP_LEVELS: dict[str, tuple[int, int] | None] = {
 
 
 class HDF5Serializer(Model):
-    """One in-memory HDF5 file per batch; datasets have shape (B, ...), one chunk per event."""
+    """One in-memory HDF5 file per batch; datasets (B, ...), chunked by event if compressed."""
 
     type: Literal["hdf5"]
     fields: dict[str, str] = Field(

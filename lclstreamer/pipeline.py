@@ -40,6 +40,7 @@ class FieldColumn:
                 )
             self.shape, self.dtype = arr.shape, arr.dtype
         self.batch_size = batch_size
+        self._strings = self.dtype.kind == "O"
         self._rows: list[Any] = []
         self._buffer: np.ndarray | None = None
         self._stacked: np.ndarray | None = None
@@ -54,16 +55,19 @@ class FieldColumn:
 
     def add(self, value: Any, index: int) -> None:
         """Keep `value`, or raise DataError if it does not fit the field."""
-        if self.dtype.kind == "O":
+        if self._strings:
             if not isinstance(value, str):
                 self._mismatch(np.asarray(value), index)
         else:
-            arr = value if isinstance(value, np.ndarray | np.generic) else np.asarray(value)
-            if arr.shape != self.shape or (
-                arr.dtype != self.dtype and not np.can_cast(arr.dtype, self.dtype, "same_kind")
+            if type(value) is not np.ndarray and not isinstance(value, np.generic):
+                value = np.asarray(value)
+            dtype = value.dtype
+            if value.shape != self.shape or (
+                dtype is not self.dtype
+                and dtype != self.dtype
+                and not np.can_cast(dtype, self.dtype, "same_kind")
             ):
-                self._mismatch(arr, index)
-            value = arr
+                self._mismatch(value, index)
         self._rows.append(value)
 
     def stack(self) -> np.ndarray:
@@ -110,9 +114,10 @@ class BatchPipeline:
                 indices.clear()
                 for column in columns.values():
                     column.clear()
+            index = event.index
             for name, value in event.data.items():
-                columns[name].add(value, event.index)
-            indices.append(event.index)
+                columns[name].add(value, index)
+            indices.append(index)
             fill += 1
             if fill == size:
                 yield Batch(seq, first, fill, dict(columns), indices)

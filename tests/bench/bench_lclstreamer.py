@@ -5,7 +5,8 @@ Synthetic epix10k2M-sized float32 events (16 x 352 x 384, 8.65 MB), batches of
 with BENCH_COMPRESSIONS=none,zfp) into the `null` handler. Baselines, in this
 process: the same arrays written straight into an in-memory h5py file per batch
 by a minimal loop (BytesIO, the obvious way), and the same loop writing into
-lclstreamer's reusable MemoryFile. The engine runs under `mpirun -n 1` and
+lclstreamer's reusable MemoryFile; both write the serializer's layout (one chunk per
+event when compressed, contiguous when not). The engine runs under `mpirun -n 1` and
 `mpirun -n 2`; its rate comes from its own summary (streaming time, after the
 set-up that builds the synthetic frame pool). The four measurements are
 interleaved REPEATS times; each figure is the best of its runs. Prints a
@@ -90,7 +91,7 @@ def baseline(arrays: list[np.ndarray], compression: str, reuse: bool) -> float:
                 "/entry_1/data_1/data",
                 shape=(len(batch), *SHAPE),
                 dtype=np.float32,
-                chunks=(1, *SHAPE),
+                chunks=(1, *SHAPE) if filters else None,  # the serializer's layout
                 **filters,
             )
             for j, a in enumerate(batch):

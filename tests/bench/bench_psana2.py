@@ -2,9 +2,11 @@
 
 psana's own xtcwriter + smdwriter write one run of EVENTS events (xppcspad area detector,
 xpphsd digitizer raw + fex segments). Both sides read, per event: the timestamp,
-xppcspad calib, xpphsd raw array0Pgp and fex arrayFex (segments stacked). lclstreamer
-batches them (BATCH events), serializes HDF5 and hands the messages to the `null`
-handler; the bare loop only reads. Serial: `files=` (psana's single-file reader) under
+xppcspad calib, xpphsd raw array0Pgp and fex arrayFex (segments stacked). Both
+materialize every array: psana computes calib, and the digitizer segments are stacked
+into new arrays (np.stack), on both sides. lclstreamer then batches them (BATCH
+events), copies them into one HDF5 image per batch and hands it to the `null` handler;
+the bare loop keeps nothing. Serial: `files=` (psana's single-file reader) under
 `mpirun -n 1`. MPI: `exp=/run=/dir=` under `mpirun -n 4` (psana2's own partition:
 smd0, event builder, 2 big-data ranks). Rates count the streaming loop only (after
 DataSource and first-run set-up): events per wall second of the slowest rank, and

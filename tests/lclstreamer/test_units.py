@@ -315,16 +315,16 @@ def test_schema_command():
 
 
 @pytest.mark.parametrize(
-    "compression, level, filters",
+    "compression, level, filters, chunks",
     [
-        ("none", None, []),
-        ("gzip", 7, [1]),
-        ("gzip_with_shuffle", None, [2, 1]),
-        ("bitshuffle_lz4", None, [32008]),
-        ("bitshuffle_zstd", 5, [32008]),
+        ("none", None, [], None),  # uncompressed arrays are contiguous
+        ("gzip", 7, [1], (1, 2, 3)),  # compressed: one chunk per event
+        ("gzip_with_shuffle", None, [2, 1], (1, 2, 3)),
+        ("bitshuffle_lz4", None, [32008], (1, 2, 3)),
+        ("bitshuffle_zstd", 5, [32008], (1, 2, 3)),
     ],
 )
-def test_hdf5_serializer_round_trip(compression, level, filters):
+def test_hdf5_serializer_round_trip(compression, level, filters, chunks):
     from lclstreamer.serializers.hdf5 import HDF5Serializer
 
     from .helpers import read_message
@@ -350,6 +350,6 @@ def test_hdf5_serializer_round_trip(compression, level, filters):
         "source_identifier": "src-id",
     }
     assert last["/x/a"].shape == (2, 2, 3) and last["/x/a"][:, 0, 0].tolist() == [3.0, 4.0]
-    assert last["filters"]["/x/a"] == ((1, 2, 3), filters)
+    assert last["filters"]["/x/a"] == (chunks, filters)
     assert last["/s"].tolist() == [3.0, 4.0] and last["filters"]["/s"][1] == []
     assert [v.decode() for v in last["/t"]] == ["x", "x"]
