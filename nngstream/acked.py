@@ -26,6 +26,7 @@ NNG 1.x, which pynng bundles).
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -48,21 +49,22 @@ from .models import (
     encode_control,
     is_control,
 )
-from .nngio import POLL_MS, _attach_or_close, _nng_error, body, new_message
+from .nngio import POLL_MS, STAMP_SIZE, _attach_or_close, _nng_error, body, new_message
 from .routing import RoundRobin
 
 MAX_CREDIT = 2
 log = logging.getLogger("nngstream")
 
 
+_STAMP = struct.Struct(">QQ")  # the inlet's stamp in the NNG header (nng_msg_header_append_u64)
+
+
 def _stamped(msg: object) -> tuple[int, int]:
-    """(producer connection id, sequence) of a message stamped by the inlet."""
-    seq = ffi.new("uint64_t *")
-    if lib.nng_msg_header_len(msg) < 8:
+    """(producer connection id, sequence) of a message stamped by the inlet (kept in the
+    NNG header, so it survives the spill)."""
+    if lib.nng_msg_header_len(msg) != STAMP_SIZE:
         raise NngstreamError("acked delivery needs messages received on an NNG IN")
-    lib.nng_msg_header_trim_u64(msg, seq)
-    lib.nng_msg_header_append_u64(msg, seq[0])
-    return lib.nng_pipe_id(lib.nng_msg_get_pipe(msg)), seq[0]
+    return _STAMP.unpack(ffi.buffer(lib.nng_msg_header(msg), STAMP_SIZE))
 
 
 @dataclass

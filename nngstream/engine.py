@@ -24,7 +24,7 @@ from .errors import NngstreamError
 from .lifecycle import Event, Observation, State, next_event, transition
 from .metrics import RateMeter, snapshot
 from .models import BufferSettings, Delivery, Metrics, Proto
-from .nngio import NngInlet, NngOutlet
+from .nngio import STAMP_SIZE, NngInlet, NngOutlet
 from .pump import Pump
 from .sides import Inlet, Outlet
 from .sizes import format_size
@@ -97,7 +97,8 @@ class Buffer:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
             if s.spill is not None:
-                self._spill = Spill(s.spill, s.spill_max_bytes)
+                stamp = STAMP_SIZE if s.delivery is Delivery.ACKED else 0
+                self._spill = Spill(s.spill, s.spill_max_bytes, stamp_size=stamp)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
             if s.ready_file is not None:

@@ -176,8 +176,6 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
-        if self.spill is not None and self.delivery is Delivery.ACKED:
-            raise ValueError("--spill cannot be combined with --delivery acked (not supported)")
         if self.route_by is not None and self.delivery is not Delivery.ACKED:
             raise ValueError(
                 "--route-by needs --delivery acked (the outlet that chooses each consumer)"

@@ -118,6 +118,9 @@ class _PipeCounter:
         self._on_change()
 
 
+STAMP_SIZE = 16  # acked delivery: producer pipe id and sequence, big-endian u64s (NNG header)
+
+
 class NngInlet:
     """Producers' side: an NNG Pull0 socket. Messages and bytes per producer connection
     come from NNG's pipe statistics (`per_producer`), at no cost per message."""
@@ -169,11 +172,12 @@ class NngInlet:
             msg = msg_p[0]
             size = lib.nng_msg_len(msg)
             if size and (end := _control(msg, size)) is None:
-                if self._stamp:  # the sequence travels in the message's NNG header
+                if self._stamp:  # producer and sequence travel in the message's NNG header
                     pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
                     seq = self._seqs.get(pid, 0)
                     self._seqs[pid] = seq + 1
                     lib.nng_msg_header_clear(msg)
+                    lib.nng_msg_header_append_u64(msg, pid)
                     lib.nng_msg_header_append_u64(msg, seq)
                 return msg, size
             if size:
@@ -211,6 +215,22 @@ class NngInlet:
     @staticmethod
     def body(item: object) -> memoryview:
         return body(item)
+
+    def stamp(self, item: object) -> bytes:
+        """The message's stamp (acked delivery: producer and sequence), b"" without."""
+        if not self._stamp:
+            return b""
+        return bytes(ffi.buffer(lib.nng_msg_header(item), STAMP_SIZE))
+
+    def restamp(self, item: object, stamp: bytes) -> None:
+        """Put back a stamp taken with `stamp` (a message read back from the spill)."""
+        if stamp:
+            lib.nng_msg_header_clear(item)
+            lib.nng_msg_header_append(item, stamp, len(stamp))
+
+    @property
+    def stamp_size(self) -> int:
+        return STAMP_SIZE if self._stamp else 0
 
     def close(self) -> None:
         self.sock.close()

@@ -43,7 +43,6 @@ def urls(free_port):
         (("--cb-secret-file", "/nonexistent/key"), ("--cb-secret-file", "No such file")),
         (("--delivery", "acked", "--out-proto", "zmq"), ("--delivery acked needs NNG",)),
         (("--spill", "/tmp", "--when-full", "drop-oldest"), ("--spill keeps every message",)),
-        (("--spill", "/tmp", "--delivery", "acked"), ("--spill cannot be combined",)),
         (("--spill-max-bytes", "1Q"), ("--spill-max-bytes", "unknown unit")),
         (("--end-timeout", "0"), ("--end-timeout",)),
     ],
