@@ -74,6 +74,7 @@ class _Consumer:
     unacked: deque[object] = field(default_factory=deque)  # originals, oldest first
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
+    groups: int = 1  # keyed routing: groups its job has (from its credit message)
 
 
 class AckedNngOutlet:
@@ -99,6 +100,7 @@ class AckedNngOutlet:
         self._gone: set[int] = set()  # pipes that have left (ids are never reused)
         self._again: deque[object] = deque()  # taken back from consumers that left
         self._policy = RoundRobin()
+        self._assembled = False  # keyed routing: a job's announced groups were all connected
         self._on_change = on_change
         self.redelivered = 0
         self.acked = 0
@@ -188,10 +190,16 @@ class AckedNngOutlet:
         return [self._consumers[p] for p in sorted(self._consumers) if not self._consumers[p].ended]
 
     def _keyed_target(self, key: int) -> _Consumer | None:
-        """(under cond) The group of `key` if it has credit now, else None."""
+        """(under cond) The group of `key` if it has credit now, else None. Until the
+        groups a consumer job announced (`Credit.groups`) are all connected, None: keys
+        are spread over the whole job, not over its first ranks to connect."""
         groups = self._groups()
         if not groups:
             return None
+        if not self._assembled:
+            if len(groups) < max(c.groups for c in groups) or any(not c.credit for c in groups):
+                return None
+            self._assembled = True
         c = group_for(key, groups)
         return c if len(c.unacked) < c.credit else None
 
@@ -311,6 +319,7 @@ class AckedNngOutlet:
                     c = self._consumers[pipe_id] = _Consumer(pipe_id)
                 if isinstance(ctl, Credit):
                     c.credit = min(ctl.credit, MAX_CREDIT)
+                    c.groups = ctl.groups or 1
                 else:
                     for _ in range(min(ctl.n, len(c.unacked))):
                         lib.nng_msg_free(c.unacked.popleft())
@@ -332,7 +341,16 @@ class AckedConsumer:
     at `ack()`). `end` is the end message once the stream ended; a lost connection
     without it raises StreamBroken."""
 
-    def __init__(self, url: str, *, credit: int = MAX_CREDIT, dial_timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        credit: int = MAX_CREDIT,
+        dial_timeout: float = 10.0,
+        groups: int | None = None,
+    ):
+        """`groups`: keyed routing, the consumer groups of this job (MPI ranks); the buffer
+        waits for all of them before routing keys."""
         self.url = url
         self.sock = pynng.Pair1(recv_timeout=POLL_MS, recv_max_size=0)
         self._live = 0
@@ -340,7 +358,7 @@ class AckedConsumer:
         self.sock.add_post_pipe_connect_cb(self._added)
         self.sock.add_post_pipe_remove_cb(self._removed)
         _attach_or_close(self.sock, url, True, dial_timeout, "OUT")
-        self.sock.send(encode_control(Credit(credit=credit)))
+        self.sock.send(encode_control(Credit(credit=credit, groups=groups)))
         self.end: EndOfStream | None = None
         self.info: Info | None = None  # keyed routing: this group's expected count
         self.duplicates = 0

@@ -270,6 +270,12 @@ class Credit(BaseModel):
 
     type: Literal["credit"] = "credit"
     credit: int = Field(ge=1)
+    groups: int | None = Field(
+        default=None,
+        ge=1,
+        description="keyed routing: this consumer is one of `groups` groups of one job; the"
+        " buffer routes keyed messages only once that many groups are connected",
+    )
 
 
 class Ack(BaseModel):

@@ -75,7 +75,7 @@ def load_dark(path: Path, frame_shape: tuple[int, int]) -> np.ndarray:
     return dark.astype(np.float32)
 
 
-def consume(settings: StemSettings, rank: int) -> RankResult:
+def consume(settings: StemSettings, rank: int, ranks: int = 1) -> RankResult:
     """This rank's share of the stream, counted (see the module doc)."""
     s = settings
     dark = load_dark(s.dark, s.frame_shape)
@@ -101,7 +101,7 @@ def consume(settings: StemSettings, rank: int) -> RankResult:
         if counter is None and samples:
             counter = _start_counting(samples, dark, s, res)
 
-    consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout)
+    consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
             res.messages += 1
@@ -199,7 +199,7 @@ def merge(
 def run(settings: StemSettings, comm: Comm) -> dict[str, int | float | str] | None:
     """Consume on every rank, gather to rank 0, write the file there; rank 0 returns
     the accounting (other ranks None)."""
-    res = consume(settings, comm.rank)
+    res = consume(settings, comm.rank, comm.size)
     gathered = comm.gather(res)
     if comm.rank != 0 or gathered is None:
         return None

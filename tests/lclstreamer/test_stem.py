@@ -30,7 +30,7 @@ from lclstreamer.stem.wire import decode
 from tests.support.ci import require_module
 from tests.support.waiting import wait_until
 
-from ..nngstream.helpers import metrics_lines
+from ..nngstream.helpers import final_metrics, metrics_lines
 from .helpers import BIN, EXAMPLES, MPIRUN, run_cli, write_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -180,16 +180,28 @@ def _producer_config(tmp_path, in_url: str, **source) -> tuple:
     return cfg, write_config(tmp_path / "producers.yaml", data)
 
 
-def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extra: str):
-    """The aggregator and the 2-rank consumer job, both consumer ranks connected."""
+def _start_aggregator(spawn, in_port: int, out_port: int, *extra: str):
     buf = spawn(
         [str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}",
          "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
-         "--metrics-interval", "0.5"],
+         "--metrics-interval", "0.5", *extra],
         name="aggregator",
     )  # fmt: skip
     buf.wait_port(in_port)
     buf.wait_port(out_port)
+    return buf
+
+
+def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extra: str):
+    """The aggregator and the 2-rank consumer job, both consumer ranks connected."""
+    buf = _start_aggregator(spawn, in_port, out_port)
+    cons, out = _start_consumers(tmp_path, spawn, out_port, cfg_path, *consumer_extra)
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
+    return buf, cons, out
+
+
+def _start_consumers(tmp_path, spawn, out_port, cfg_path, *consumer_extra: str):
+    """The 2-rank consumer job (`mpirun -n 2 stem-count count`)."""
     dark = tmp_path / "dark.npy"
     got = subprocess.run(
         [str(BIN / "stem-count"), "dark", str(cfg_path), "-o", str(dark)],
@@ -203,8 +215,7 @@ def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extr
          str(SHAPE[1]), "--dark", str(dark), "-o", str(out), *consumer_extra],
         name="consumers",
     )  # fmt: skip
-    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
-    return buf, cons, out
+    return cons, out
 
 
 @pytest.mark.mpi
@@ -263,6 +274,41 @@ def test_four_producers_one_aggregator_two_consumer_ranks(tmp_path, spawn, free_
         ).data[0, 0]
         a, b = set(np.asarray(arr.data[fr, 0]).tolist()), set(np.asarray(theirs).tolist())
         assert len(a & b) >= 0.99 * len(a | b), f"frame {fr}"
+
+
+@pytest.mark.mpi
+def test_no_consumer_job_spills_and_a_late_job_counts_every_frame(tmp_path, spawn, free_port):
+    """Fallback to disk: no consumer group connected while the scan is taken, so the
+    aggregator spills (`--spill`, memory bound far below the scan); a consumer job that
+    arrives after the producers have finished gets every sector and counts every frame."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf = _start_aggregator(
+        spawn, in_port, out_port, "--spill", str(tmp_path / "spill"), "--max-bytes", "1MiB"
+    )
+    prod = run_cli(["-c", str(cfg_path)], ranks=4, timeout=180)  # never blocked: it ends
+    assert prod.code == 0, prod.stderr
+    n = SCAN[0] * SCAN[1]
+    lost = sum(is_lost(cfg, f, s) for f in range(n) for s in range(SECTORS))
+    wait_until(lambda: metrics_lines(buf)[-1]["recvd"] == SECTORS * n - lost, 30, "all received")
+    held = metrics_lines(buf)[-1]
+    assert held["consumers"] == 0 and held["spill_held"] > 0.9 * held["recvd"], held
+
+    cons, out = _start_consumers(tmp_path, spawn, out_port, cfg_path)
+    assert cons.wait(120) == 0, cons.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(cons.stdout().strip().splitlines()[-1])
+    assert acc["messages"] == acc["messages_expected"] == SECTORS * n - lost
+    assert acc["frames_double"] == 0 and acc["duplicates"] == 0 and acc["lost_max"] == 0
+    per_frame = {f: sum(is_lost(cfg, f, s) for s in range(SECTORS)) for f in range(n)}
+    assert acc["frames_complete"] == sum(v == 0 for v in per_frame.values())
+    assert acc["frames_incomplete"] == sum(0 < v < SECTORS for v in per_frame.values())
+    with h5py.File(out) as f:
+        counted_by = f["stream_accounting/counted_by"][()]
+    # the job announced its 2 ranks: keys were spread over both, not all to the first
+    assert set(counted_by[counted_by >= 0].tolist()) == {0, 1}
+    m = final_metrics(buf)
+    assert m["spilled"] > 0 and m["spill_held"] == 0 and m["sent"] == SECTORS * n - lost
 
 
 def test_example_config_is_valid():

@@ -49,8 +49,8 @@ def test_routing_key_refuses_bad_headers(data, why):
         routing_key(data, "frame_number")
 
 
-def _consume(url: str, out: dict, name: str) -> None:
-    cons = AckedConsumer(url)
+def _consume(url: str, out: dict, name: str, groups: int | None = None) -> None:
+    cons = AckedConsumer(url, groups=groups)
     frames: list[int] = []
     try:
         for _producer, _seq, payload in cons.messages(lambda: len(frames)):
@@ -177,3 +177,34 @@ def _produce_slowly(url: str, sector: int, frames: int) -> None:
         for frame in range(frames):
             sock.send(_message(frame, sector))
             time.sleep(0.002)
+
+
+def test_keys_wait_for_every_group_a_job_announced(spawn, free_port):
+    """A consumer job of 2 groups says so in its credit (`groups`): keys are not routed
+    while only its first group is connected, then they are spread over both."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        "--producers", str(SECTORS), "--metrics-interval", "0.2",
+    )  # fmt: skip
+    url, out = f"tcp://127.0.0.1:{out_port}", {}
+    first = threading.Thread(target=_consume, args=(url, out, "first", 2))
+    first.start()
+    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "1 group")
+    producers = [
+        threading.Thread(target=_produce, args=(f"tcp://127.0.0.1:{in_port}", s, []))
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    wait_until(lambda: metrics_lines(buf)[-1]["recvd"] == FRAMES * SECTORS, 30, "all received")
+    time.sleep(0.5)  # the first group alone: nothing routed (checked below by the shares)
+    assert metrics_lines(buf)[-1]["sent"] == 0
+    second = threading.Thread(target=_consume, args=(url, out, "second", 2))
+    second.start()
+    for t in [*producers, first, second]:
+        t.join(60)
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    shares = {name: sorted(set(frames)) for name, (frames, _, _) in out.items()}
+    assert sorted(len(v) for v in shares.values()) == [FRAMES // 2] * 2
+    assert set(shares["first"]).isdisjoint(shares["second"])
