@@ -87,9 +87,7 @@ def test_spill_needs_block():
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("proto, delivery", [("nng", "at-most-once"), ("zmq", "at-most-once"),
                                              ("nng", "acked")])  # fmt: skip
-def test_spill_three_times_max_bytes_without_consumer(
-    spawn, free_port, tmp_path, proto, delivery
-):
+def test_spill_three_times_max_bytes_without_consumer(spawn, free_port, tmp_path, proto, delivery):
     in_port, out_port = free_port(), free_port()
     spill_dir = tmp_path / "spill"
     buf = start_buffer(
