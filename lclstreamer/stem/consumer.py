@@ -62,6 +62,7 @@ class RankResult(BaseModel):
     thresholds: Thresholds | None = None
     stream_end: bool = False
     lost_max: int = 0
+    stream_messages: int | None = None  # data messages the buffer received (end message)
     seconds: float = 0.0
 
 
@@ -119,6 +120,8 @@ def consume(settings: StemSettings, rank: int, ranks: int = 1) -> RankResult:
         consumer.close()
     res.stream_end = consumer.end is not None
     res.lost_max = consumer.end.lost_max if consumer.end is not None else 0
+    if consumer.end is not None:
+        res.stream_messages = consumer.end.recvd - consumer.end.dropped
     res.expected = consumer.info.expected if consumer.info is not None else None
     res.duplicates = consumer.duplicates + asm.duplicates
     if res.expected is not None and res.expected != res.messages:
@@ -191,6 +194,7 @@ def merge(
         "ranks": len(results),
         "ranks_without_end": sum(not r.stream_end for r in results),
         "lost_max": max((r.lost_max for r in results), default=0),
+        "stream_messages": max((r.stream_messages or 0 for r in results), default=0),
         "electrons": int(sum(len(e) for e in events)),
     }
     return events, status, counted_by, ths, acc
