@@ -86,7 +86,7 @@ def _stamped(msg: object) -> tuple[int, int]:
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # originals, oldest first
+    unacked: deque[object] = field(default_factory=deque)  # originals (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
     groups: int = 1  # keyed routing: groups its job has (from its credit message)
@@ -105,10 +105,17 @@ class AckedNngOutlet:
         dial_timeout: float,
         on_change: Callable[[], None],
         route_by: str | None = None,
+        keep: bool = True,
     ) -> None:
+        """`keep`: hold each message until it is acknowledged and redeliver it if its
+        consumer leaves first (`--delivery acked`); without, a message is freed once sent
+        and what a consumer that left had not acknowledged is counted in `lost_max`
+        (keyed routing at at-most-once delivery)."""
         if dial:
             raise NngstreamError("--delivery acked cannot be combined with --dial-out")
         self.route_by = route_by  # keyed routing: the header field that picks the group
+        self.keep = keep
+        self.lost = 0  # keep=False: messages unacknowledged by consumers that left
         self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
@@ -138,9 +145,9 @@ class AckedNngOutlet:
 
     @property
     def lost_max(self) -> int:
-        # nothing handed out is forgotten before it is acknowledged; keyed messages
-        # without a key never reach a consumer and are counted here
-        return self.unroutable
+        # with `keep`, nothing handed out is forgotten before it is acknowledged; keyed
+        # messages without a key never reach a consumer and are counted here
+        return self.unroutable + self.lost
 
     def begin_end(self) -> None:
         pass
@@ -284,7 +291,8 @@ class AckedNngOutlet:
             self._again.clear()
             for c in self._consumers.values():
                 for item in c.unacked:
-                    lib.nng_msg_free(item)
+                    if item is not None:
+                        lib.nng_msg_free(item)
             self._consumers.clear()
 
     # -- internals (under self._cond unless said otherwise) ---------------------------
@@ -311,8 +319,16 @@ class AckedNngOutlet:
         return False
 
     def _deliver(self, c: _Consumer, item: object) -> None:
-        """Send a copy of `item` with its envelope; keep the original until acked."""
+        """Send a copy of `item` with its envelope; keep the original until acked (without
+        `keep`, send `item` itself, its envelope put in front)."""
         producer, seq = _stamped(item)
+        if not self.keep:
+            envelope = ENVELOPE.pack(producer, seq)
+            if lib.nng_msg_insert(item, envelope, len(envelope)):
+                raise MemoryError("cannot grow an NNG message by its envelope")
+            c.unacked.append(None)
+            self._send_to(c.pipe_id, item, 0)
+            return
         size = lib.nng_msg_len(item)
         out, view = new_message(ENVELOPE.size + size)
         ENVELOPE.pack_into(view, 0, producer, seq)
@@ -341,7 +357,9 @@ class AckedNngOutlet:
         with self._cond:
             self._gone.add(pipe.id)
             c = self._consumers.pop(pipe.id, None)
-            if c is not None and c.unacked:
+            if c is not None and c.unacked and not self.keep:
+                self.lost += len(c.unacked)  # sent and freed: it may have processed some
+            elif c is not None and c.unacked:
                 self.redelivered += len(c.unacked)
                 self._again.extendleft(reversed(c.unacked))
             self._cond.notify_all()
@@ -375,7 +393,8 @@ class AckedNngOutlet:
                     c.groups = ctl.groups or 1
                 else:
                     for _ in range(min(ctl.n, len(c.unacked))):
-                        lib.nng_msg_free(c.unacked.popleft())
+                        if (item := c.unacked.popleft()) is not None:
+                            lib.nng_msg_free(item)
                         self.acked += 1
                         c.acked += 1
                 self._cond.notify_all()

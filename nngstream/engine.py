@@ -97,7 +97,7 @@ class Buffer:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
             if s.spill is not None:
-                stamp = STAMP_SIZE if s.delivery is Delivery.ACKED else 0
+                stamp = STAMP_SIZE if s.delivery is Delivery.ACKED or s.route_by else 0
                 self._spill = Spill(s.spill, s.spill_max_bytes, stamp_size=stamp)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
@@ -148,7 +148,7 @@ class Buffer:
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED, **kw)
+        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED or bool(s.route_by), **kw)
 
     def _open_outlet(self) -> Outlet:
         s = self.settings
@@ -156,8 +156,9 @@ class Buffer:
         if s.out_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqOutlet(self._ctx, s.out_url, **kw)
-        if s.delivery is Delivery.ACKED:
-            return AckedNngOutlet(s.out_url, route_by=s.route_by, **kw)
+        if s.delivery is Delivery.ACKED or s.route_by is not None:
+            keep = s.delivery is Delivery.ACKED
+            return AckedNngOutlet(s.out_url, route_by=s.route_by, keep=keep, **kw)
         return NngOutlet(s.out_url, **kw)
 
     def _write_ready_file(self) -> None:

@@ -132,7 +132,7 @@ class BufferSettings(BaseModel):
     route_by: str | None = Field(
         default=None,
         description="keyed routing: the integer field of each message's msgpack header whose"
-        " value picks the consumer group (key mod groups connected); needs --delivery acked",
+        " value picks the consumer group (key mod groups connected); NNG on both sides",
     )
 
     @field_validator("max_bytes", "spill_max_bytes", mode="before")
@@ -176,9 +176,12 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
-        if self.route_by is not None and self.delivery is not Delivery.ACKED:
+        if self.route_by is not None and (
+            self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
+        ):
             raise ValueError(
-                "--route-by needs --delivery acked (the outlet that chooses each consumer)"
+                "--route-by needs NNG on both sides (--in-proto nng --out-proto nng) and a"
+                " listening OUT (no --dial-out)"
             )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(

@@ -113,10 +113,61 @@ def test_keys_meet_on_one_group_and_groups_learn_their_counts(spawn, free_port):
         assert end is not None and end.recvd == FRAMES * SECTORS + len(bad)
 
 
-def test_route_by_needs_acked_delivery(spawn, free_port):
-    buf = start_buffer(spawn, free_port(), free_port(), "--route-by", "frame_number", wait=False)
+def test_route_by_needs_nng(spawn, free_port):
+    buf = start_buffer(
+        spawn, free_port(), free_port(), "--route-by", "frame_number", "--out-proto", "zmq",
+        wait=False,
+    )  # fmt: skip
     assert wait_exit(buf, 30) == 2
-    assert "--route-by needs --delivery acked" in buf.stderr()
+    assert "--route-by needs NNG on both sides" in buf.stderr()
+
+
+def test_at_most_once_keyed_routing_counts_what_a_group_took_with_it(spawn, free_port, tmp_path):
+    """Keyed routing without --delivery acked: a group stopped (SIGSTOP) then killed takes
+    the messages it had not acknowledged with it; the buffer counts them in lost_max, an
+    upper bound of what the survivor and the victim together are missing."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, "--route-by", "frame_number", "--producers", str(SECTORS),
+        "--metrics-interval", "0.2",
+    )  # fmt: skip
+    url = f"tcp://127.0.0.1:{out_port}"
+    saved = tmp_path / "victim"
+    victim = spawn(
+        ["nngstream", "pull", url, "--delivery", "acked", "--out", str(saved)], name="victim"
+    )
+    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "victim")
+    out: dict = {}
+    survivor = threading.Thread(target=_consume, args=(url, out, "survivor"))
+    survivor.start()
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 30, "2 consumers")
+    frames = 400
+    producers = [
+        threading.Thread(target=_produce_slowly, args=(f"tcp://127.0.0.1:{in_port}", s, frames))
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    victim.signal(signal.SIGSTOP)
+    time.sleep(1.0)  # the stream goes on until the victim's credit is used up
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    for t in producers:
+        t.join(120)
+    survivor.join(120)
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    m = final_metrics(buf)
+    assert m["recvd"] == frames * SECTORS and m["redelivered"] == 0
+    victim_pairs = {
+        (routing_key(p.read_bytes(), "frame_number"), routing_key(p.read_bytes(), "sector"))
+        for p in saved.iterdir()
+    }
+    survivor_frames, info, end = out["survivor"]
+    assert end is not None and end.lost_max == m["lost_max"]
+    missing = frames * SECTORS - len(victim_pairs) - len(survivor_frames)
+    assert missing > 0 and m["lost_max"] >= missing
+    assert "may have been lost" in buf.stderr()
 
 
 def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_path):
