@@ -148,7 +148,8 @@ class Buffer:
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED or bool(s.route_by), **kw)
+        stamp = s.delivery is Delivery.ACKED or bool(s.route_by)
+        return NngInlet(s.in_url, stamp=stamp, acked=s.in_delivery is Delivery.ACKED, **kw)
 
     def _open_outlet(self) -> Outlet:
         s = self.settings

@@ -102,6 +102,11 @@ class BufferSettings(BaseModel):
         " all have left (e.g. the MPI rank count); default: when all that came have left",
     )
     dial_in: bool = False
+    in_delivery: Delivery = Field(
+        default=Delivery.AT_MOST_ONCE,
+        description="with dial_in: `acked` when IN_URL is the OUT of a buffer with"
+        " --delivery acked or --route-by (this buffer is then one of its consumers)",
+    )
     dial_out: bool = False
     linger: float = Field(
         default=5.0,
@@ -176,6 +181,10 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
+        if self.in_delivery is Delivery.ACKED and (
+            not self.dial_in or self.in_proto is not Proto.NNG
+        ):
+            raise ValueError("--in-delivery acked needs --dial-in and --in-proto nng")
         if self.route_by is not None and (
             self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
         ):

@@ -44,6 +44,7 @@ def urls(free_port):
         (("--delivery", "acked", "--out-proto", "zmq"), ("--delivery acked needs NNG",)),
         (("--spill", "/tmp", "--when-full", "drop-oldest"), ("--spill keeps every message",)),
         (("--spill-max-bytes", "1Q"), ("--spill-max-bytes", "unknown unit")),
+        (("--in-delivery", "acked"), ("--in-delivery acked needs --dial-in",)),
         (("--end-timeout", "0"), ("--end-timeout",)),
     ],
 )

@@ -259,3 +259,63 @@ def test_keys_wait_for_every_group_a_job_announced(spawn, free_port):
     shares = {name: sorted(set(frames)) for name, (frames, _, _) in out.items()}
     assert sorted(len(v) for v in shares.values()) == [FRAMES // 2] * 2
     assert set(shares["first"]).isdisjoint(shares["second"])
+
+
+def test_chain_aggregator_to_two_site_buffers_keeps_keys_together(spawn, free_port, tmp_path):
+    """An aggregator with keyed routing, two per-site buffers dialing its OUT as its
+    consumer groups (`--dial-in --in-delivery acked`), one consumer per site: every
+    message arrives once, every frame's sectors at one site, and each buffer ends."""
+    in_port, out_port = free_port(), free_port()
+    agg = start_buffer(
+        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        "--producers", str(SECTORS), "--metrics-interval", "0.2", name="aggregator",
+    )  # fmt: skip
+    sites, pulls = [], []
+    for i in range(2):
+        site_out = free_port()
+        site = spawn(
+            ["nngstream", f"tcp://127.0.0.1:{out_port}", f"tcp://127.0.0.1:{site_out}",
+             "--dial-in", "--in-delivery", "acked", "--metrics-interval", "0.2"],
+            name=f"site{i}",
+        )  # fmt: skip
+        site.wait_port(site_out)
+        sites.append(site)
+        pulls.append(
+            spawn(
+                [
+                    "nngstream",
+                    "pull",
+                    f"tcp://127.0.0.1:{site_out}",
+                    "--out",
+                    str(tmp_path / f"site{i}"),
+                ],
+                name=f"pull{i}",
+            )  # fmt: skip
+        )
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(agg)), 30, "2 sites")
+    producers = [
+        threading.Thread(target=_produce, args=(f"tcp://127.0.0.1:{in_port}", s, []))
+        for s in range(SECTORS)
+    ]
+    for t in producers:
+        t.start()
+    for t in producers:
+        t.join(60)
+    assert wait_exit(agg, 60) == 0, agg.stderr()
+    for proc in [*sites, *pulls]:
+        assert wait_exit(proc, 60) == 0, proc.stderr()
+    where: dict[int, set[int]] = defaultdict(set)
+    seen: Counter = Counter()
+    for i in range(2):
+        for p in (tmp_path / f"site{i}").iterdir():
+            data = p.read_bytes()
+            frame, sector = routing_key(data, "frame_number"), routing_key(data, "sector")
+            assert data.endswith(b"\x07" * 4096)  # the payload, envelope removed
+            seen[(frame, sector)] += 1
+            where[frame].add(i)
+    assert seen == Counter({(f, s): 1 for f in range(FRAMES) for s in range(SECTORS)})
+    assert all(len(v) == 1 for v in where.values()), "a frame reached two sites"
+    assert {i for v in where.values() for i in v} == {0, 1}
+    for site in sites:
+        m = final_metrics(site)
+        assert m["state"] == "done" and m["recvd"] == m["sent"] > 0
