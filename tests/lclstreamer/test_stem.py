@@ -246,12 +246,20 @@ def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, 
     prod = spawn([MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)], name="prod")
     wait_until(lambda: metrics_lines(buf)[-1]["sent"] > 200, 60, "mid-scan")
     victim.send_signal(signal.SIGSTOP)  # its frames' keys hold the stream: still mid-scan
+
+    def stalled() -> bool:  # nothing more handed to the job for 3 metrics lines
+        lines = metrics_lines(buf)
+        return len(lines) > 3 and len({m["sent"] for m in lines[-3:]}) == 1
+
+    wait_until(stalled, 60, "the stream held by the stopped rank")
     n = SCAN[0] * SCAN[1]
     lost = sum(is_lost(cfg, f, s) for f in range(n) for s in range(SECTORS))
-    sent_before = metrics_lines(buf)[-1]["sent"]
-    assert sent_before < SECTORS * n - lost
+    assert metrics_lines(buf)[-1]["sent"] < SECTORS * n - lost
     victim.send_signal(signal.SIGKILL)
     assert first.wait(60) != 0  # mpirun ends the job when a rank dies
+    # rank 0 may take a few more keys between the victim's end and its own
+    wait_until(lambda: metrics_lines(buf)[-1]["consumers"] == 0, 30, "the job gone")
+    sent_before = metrics_lines(buf)[-1]["sent"]  # what the first job could have taken
     assert prod.wait(120) == 0, prod.stderr()
 
     second, out = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second")
