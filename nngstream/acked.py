@@ -357,6 +357,8 @@ class AckedNngOutlet:
         with self._cond:
             self._gone.add(pipe.id)
             c = self._consumers.pop(pipe.id, None)
+            if not self._consumers:
+                self._assembled = False  # the next job's groups are waited for again
             if c is not None and c.unacked and not self.keep:
                 self.lost += len(c.unacked)  # sent and freed: it may have processed some
             elif c is not None and c.unacked:

@@ -276,6 +276,8 @@ def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, 
     assert f"{not_here} of the stream's {SECTORS * n - lost} message(s) not received" in (
         second.stderr()
     )
+    with h5py.File(out) as f:  # the second job's 2 ranks were waited for: both counted
+        assert set(f["stream_accounting/counted_by"][()].tolist()) >= {0, 1}
 
 
 @pytest.mark.mpi
