@@ -6,7 +6,10 @@ docs/nngstream.md, "Acknowledged delivery"):
 
 - a consumer dials OUT with a Pair1 socket and sends a credit message
   (`Credit`: how many unacknowledged messages it may hold; the buffer grants at most
-  `MAX_CREDIT`, the depth of NNG's per-connection queue, beyond which Pair1 drops);
+  `MAX_CREDIT`). Pair1 keeps `PIPE_QUEUE` messages per connection and drops beyond
+  that, so the buffer also never has more than that many messages not yet written to a
+  consumer's connection (it compares what it sent with NNG's per-pipe `tx_msgs`
+  statistic, read only when a connection looks full);
 - the buffer sends each data message to one consumer with credit, with a 16-byte
   envelope in front of the payload: producer and sequence (`ENVELOPE`, little-endian
   u64s; the sequence counts that producer connection's messages from 0);
@@ -26,7 +29,9 @@ NNG 1.x, which pynng bundles).
 from __future__ import annotations
 
 import logging
+import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,30 +53,45 @@ from .models import (
     encode_control,
     is_control,
 )
-from .nngio import POLL_MS, _attach_or_close, _nng_error, body, new_message
+from .nngio import (
+    POLL_MS,
+    STAMP_SIZE,
+    _attach_or_close,
+    _nng_error,
+    _pipe_tx,
+    body,
+    new_message,
+)
 from .routing import RoundRobin
 
-MAX_CREDIT = 2
+MAX_CREDIT = 256  # the most unacknowledged messages a consumer may hold
+DEFAULT_CREDIT = 16  # what AckedConsumer asks for
+PIPE_QUEUE = 2  # NNG Pair1 (polyamorous): messages queued per connection before it drops
+REFRESH_S = 0.0005  # how long to wait before reading the statistics again
 log = logging.getLogger("nngstream")
 
 
+_STAMP = struct.Struct(">QQ")  # the inlet's stamp in the NNG header (nng_msg_header_append_u64)
+
+
 def _stamped(msg: object) -> tuple[int, int]:
-    """(producer connection id, sequence) of a message stamped by the inlet."""
-    seq = ffi.new("uint64_t *")
-    if lib.nng_msg_header_len(msg) < 8:
+    """(producer connection id, sequence) of a message stamped by the inlet (kept in the
+    NNG header, so it survives the spill)."""
+    if lib.nng_msg_header_len(msg) != STAMP_SIZE:
         raise NngstreamError("acked delivery needs messages received on an NNG IN")
-    lib.nng_msg_header_trim_u64(msg, seq)
-    lib.nng_msg_header_append_u64(msg, seq[0])
-    return lib.nng_pipe_id(lib.nng_msg_get_pipe(msg)), seq[0]
+    return _STAMP.unpack(ffi.buffer(lib.nng_msg_header(msg), STAMP_SIZE))
 
 
 @dataclass
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # originals, oldest first
+    unacked: deque[object] = field(default_factory=deque)  # originals (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
+    groups: int = 1  # keyed routing: groups its job has (from its credit message)
+    sent: int = 0  # messages (data and control) handed to its connection
+    written: int = 0  # of those, written out by NNG (tx_msgs, read when needed)
 
 
 class AckedNngOutlet:
@@ -85,10 +105,17 @@ class AckedNngOutlet:
         dial_timeout: float,
         on_change: Callable[[], None],
         route_by: str | None = None,
+        keep: bool = True,
     ) -> None:
+        """`keep`: hold each message until it is acknowledged and redeliver it if its
+        consumer leaves first (`--delivery acked`); without, a message is freed once sent
+        and what a consumer that left had not acknowledged is counted in `lost_max`
+        (keyed routing at at-most-once delivery)."""
         if dial:
             raise NngstreamError("--delivery acked cannot be combined with --dial-out")
         self.route_by = route_by  # keyed routing: the header field that picks the group
+        self.keep = keep
+        self.lost = 0  # keep=False: messages unacknowledged by consumers that left
         self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
@@ -97,6 +124,9 @@ class AckedNngOutlet:
         self._gone: set[int] = set()  # pipes that have left (ids are never reused)
         self._again: deque[object] = deque()  # taken back from consumers that left
         self._policy = RoundRobin()
+        self._full = False  # a consumer had credit but its connection's queue looked full
+        self._refreshed = 0.0  # when NNG's statistics were last read
+        self._assembled = False  # keyed routing: a job's announced groups were all connected
         self._on_change = on_change
         self.redelivered = 0
         self.acked = 0
@@ -104,6 +134,7 @@ class AckedNngOutlet:
         self.sock.add_post_pipe_connect_cb(self._joined)
         self.sock.add_post_pipe_remove_cb(self._left)
         self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "OUT")
+        self._sock_id = lib.nng_socket_id(self._raw)
         self._rx = threading.Thread(target=self._hear, name="acks", daemon=True)
         self._rx.start()
 
@@ -114,9 +145,9 @@ class AckedNngOutlet:
 
     @property
     def lost_max(self) -> int:
-        # nothing handed out is forgotten before it is acknowledged; keyed messages
-        # without a key never reach a consumer and are counted here
-        return self.unroutable
+        # with `keep`, nothing handed out is forgotten before it is acknowledged; keyed
+        # messages without a key never reach a consumer and are counted here
+        return self.unroutable + self.lost
 
     def begin_end(self) -> None:
         pass
@@ -127,12 +158,9 @@ class AckedNngOutlet:
         if self.route_by is not None:
             return self._send_keyed(item)
         with self._cond:
-            c = self._pick()
+            c = self._wait_for(self._pick)
             if c is None:
-                self._cond.wait(POLL_MS / 1000)
-                c = self._pick()
-                if c is None:
-                    return False
+                return False
             if self._again:
                 self._again.append(item)
                 item = self._again.popleft()
@@ -171,27 +199,49 @@ class AckedNngOutlet:
         with self._cond:
             self._redeliver_keyed()
             if self._again:
-                self._cond.wait(POLL_MS / 1000)
+                self._pause(time.monotonic() + POLL_MS / 1000)
                 return False
-            c = self._keyed_target(key)
+            c = self._wait_for(lambda: self._keyed_target(key))
             if c is None:
-                self._cond.wait(POLL_MS / 1000)
-                c = self._keyed_target(key)
-                if c is None:
-                    return False
+                return False
             self._deliver(c, item)
+        return True
+
+    def _wait_for(self, choose: Callable[[], _Consumer | None]) -> _Consumer | None:
+        """(under cond) `choose()` once it gives a consumer, waiting up to POLL_MS for
+        credit (acks wake us) or for a full connection to write (see `_ready`)."""
+        deadline = time.monotonic() + POLL_MS / 1000
+        while (c := choose()) is None:
+            if not self._pause(deadline):
+                return None
+        return c
+
+    def _pause(self, deadline: float) -> bool:
+        """(under cond) Wait for an ack, or REFRESH_S if a connection looked full; False
+        once `deadline` has passed."""
+        now = time.monotonic()
+        if now >= deadline:
+            return False
+        full, self._full = self._full, False  # `_ready` sets it again if still so
+        self._cond.wait(min(REFRESH_S, deadline - now) if full else deadline - now)
         return True
 
     def _groups(self) -> list[_Consumer]:
         return [self._consumers[p] for p in sorted(self._consumers) if not self._consumers[p].ended]
 
     def _keyed_target(self, key: int) -> _Consumer | None:
-        """(under cond) The group of `key` if it has credit now, else None."""
+        """(under cond) The group of `key` if it has credit now, else None. Until the
+        groups a consumer job announced (`Credit.groups`) are all connected, None: keys
+        are spread over the whole job, not over its first ranks to connect."""
         groups = self._groups()
         if not groups:
             return None
+        if not self._assembled:
+            if len(groups) < max(c.groups for c in groups) or any(not c.credit for c in groups):
+                return None
+            self._assembled = True
         c = group_for(key, groups)
-        return c if len(c.unacked) < c.credit else None
+        return c if self._ready(c) else None
 
     def _redeliver_keyed(self) -> None:
         """(under cond) Send taken-back messages, in order, while their groups have credit."""
@@ -225,7 +275,7 @@ class AckedNngOutlet:
                 if not pending:
                     return 0
                 before = self.acked
-                self._cond.wait(POLL_MS / 1000)
+                self._pause(time.monotonic() + POLL_MS / 1000)
                 if self.acked != before:
                     progress()
         with self._cond:
@@ -241,17 +291,44 @@ class AckedNngOutlet:
             self._again.clear()
             for c in self._consumers.values():
                 for item in c.unacked:
-                    lib.nng_msg_free(item)
+                    if item is not None:
+                        lib.nng_msg_free(item)
             self._consumers.clear()
 
     # -- internals (under self._cond unless said otherwise) ---------------------------
     def _pick(self) -> _Consumer | None:
-        ready = [c for c in self._consumers.values() if len(c.unacked) < c.credit and not c.ended]
+        ready = [c for c in self._consumers.values() if self._ready(c) and not c.ended]
         return self._policy.choose(ready) if ready else None
 
+    def _ready(self, c: _Consumer) -> bool:
+        """(under cond) Credit left, and room in its connection's queue (see the module
+        doc; NNG's statistics are read again when it looks full, at most every REFRESH_S)."""
+        if len(c.unacked) >= c.credit:
+            return False
+        if c.sent - c.written < PIPE_QUEUE:
+            return True
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_S:
+            self._refreshed = now
+            tx = _pipe_tx(self._sock_id)
+            for other in self._consumers.values():
+                other.written = max(other.written, tx.get(other.pipe_id, other.written))
+            if c.sent - c.written < PIPE_QUEUE:
+                return True
+        self._full = True
+        return False
+
     def _deliver(self, c: _Consumer, item: object) -> None:
-        """Send a copy of `item` with its envelope; keep the original until acked."""
+        """Send a copy of `item` with its envelope; keep the original until acked (without
+        `keep`, send `item` itself, its envelope put in front)."""
         producer, seq = _stamped(item)
+        if not self.keep:
+            envelope = ENVELOPE.pack(producer, seq)
+            if lib.nng_msg_insert(item, envelope, len(envelope)):
+                raise MemoryError("cannot grow an NNG message by its envelope")
+            c.unacked.append(None)
+            self._send_to(c.pipe_id, item, 0)
+            return
         size = lib.nng_msg_len(item)
         out, view = new_message(ENVELOPE.size + size)
         ENVELOPE.pack_into(view, 0, producer, seq)
@@ -261,6 +338,8 @@ class AckedNngOutlet:
         self._send_to(c.pipe_id, out, size)
 
     def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
+        if (c := self._consumers.get(pipe_id)) is not None:
+            c.sent += 1
         lib.nng_msg_set_pipe(msg, ffi.new("nng_pipe *", {"id": pipe_id})[0])
         rc = lib.nng_sendmsg(self._raw, msg, 0)
         if rc:
@@ -278,7 +357,11 @@ class AckedNngOutlet:
         with self._cond:
             self._gone.add(pipe.id)
             c = self._consumers.pop(pipe.id, None)
-            if c is not None and c.unacked:
+            if not self._consumers:
+                self._assembled = False  # the next job's groups are waited for again
+            if c is not None and c.unacked and not self.keep:
+                self.lost += len(c.unacked)  # sent and freed: it may have processed some
+            elif c is not None and c.unacked:
                 self.redelivered += len(c.unacked)
                 self._again.extendleft(reversed(c.unacked))
             self._cond.notify_all()
@@ -309,9 +392,11 @@ class AckedNngOutlet:
                     c = self._consumers[pipe_id] = _Consumer(pipe_id)
                 if isinstance(ctl, Credit):
                     c.credit = min(ctl.credit, MAX_CREDIT)
+                    c.groups = ctl.groups or 1
                 else:
                     for _ in range(min(ctl.n, len(c.unacked))):
-                        lib.nng_msg_free(c.unacked.popleft())
+                        if (item := c.unacked.popleft()) is not None:
+                            lib.nng_msg_free(item)
                         self.acked += 1
                         c.acked += 1
                 self._cond.notify_all()
@@ -326,11 +411,21 @@ def _copy(payload: bytes) -> tuple[object, int]:
 
 class AckedConsumer:
     """A consumer of an acked stream: yields (producer, sequence, payload) once per
-    (producer, sequence), and acknowledges a message when the next one is requested (or
-    at `ack()`). `end` is the end message once the stream ended; a lost connection
-    without it raises StreamBroken."""
+    (producer, sequence). A message counts as processed once the next one is requested;
+    processed messages are acknowledged together when no message is waiting or half the
+    credit is used (or at `ack()`). `end` is the end message once the stream ended; a
+    lost connection without it raises StreamBroken."""
 
-    def __init__(self, url: str, *, credit: int = MAX_CREDIT, dial_timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        credit: int = DEFAULT_CREDIT,
+        dial_timeout: float = 10.0,
+        groups: int | None = None,
+    ):
+        """`groups`: keyed routing, the consumer groups of this job (MPI ranks); the buffer
+        waits for all of them before routing keys."""
         self.url = url
         self.sock = pynng.Pair1(recv_timeout=POLL_MS, recv_max_size=0)
         self._live = 0
@@ -338,7 +433,8 @@ class AckedConsumer:
         self.sock.add_post_pipe_connect_cb(self._added)
         self.sock.add_post_pipe_remove_cb(self._removed)
         _attach_or_close(self.sock, url, True, dial_timeout, "OUT")
-        self.sock.send(encode_control(Credit(credit=credit)))
+        self.sock.send(encode_control(Credit(credit=credit, groups=groups)))
+        self._ack_every = max(1, credit // 2)
         self.end: EndOfStream | None = None
         self.info: Info | None = None  # keyed routing: this group's expected count
         self.duplicates = 0
@@ -360,9 +456,15 @@ class AckedConsumer:
     def messages(self, received: Callable[[], int]) -> Iterator[tuple[int, int, memoryview]]:
         """The stream's messages; `received()` gives the count for the broken-stream line."""
         while True:
-            self.ack()
+            if self._pending >= self._ack_every:
+                self.ack()
             try:
-                msg = self.sock.recv_msg()
+                msg = self.sock.recv_msg(block=False)
+            except pynng.TryAgain:
+                self.ack()  # nothing waiting: acknowledge what was processed, then wait
+                msg = None
+            try:
+                msg = msg or self.sock.recv_msg()
             except pynng.Timeout:
                 if self._seen_peer and self._live <= 0:
                     raise StreamBroken(

@@ -44,6 +44,7 @@ _OPTION_NAMES = {
     "spill": "--spill",
     "spill_max_bytes": "--spill-max-bytes",
     "route_by": "--route-by",
+    "in_delivery": "--in-delivery",
     "ready_file": "--ready-file",
 }
 
@@ -117,6 +118,11 @@ def serve(
     delivery: Delivery = typer.Option(
         Delivery.AT_MOST_ONCE, "--delivery", help="acked: credit, acks, redelivery (NNG)"
     ),
+    in_delivery: Delivery = typer.Option(
+        Delivery.AT_MOST_ONCE,
+        "--in-delivery",
+        help="acked: --dial-in an acked or keyed buffer's OUT, as one of its consumers",
+    ),
     metrics_interval: float = typer.Option(10.0, "--metrics-interval", help="seconds"),
     callback: str | None = typer.Option(None, "--callback", help="URL for signed metrics"),
     cb_secret_file: Path | None = typer.Option(
@@ -158,7 +164,7 @@ def serve(
     route_by: str | None = typer.Option(
         None,
         "--route-by",
-        help="keyed routing by this msgpack header field, e.g. frame_number (needs acked)",
+        help="keyed routing by this msgpack header field, e.g. frame_number (NNG)",
     ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
@@ -189,6 +195,7 @@ def serve(
             spill_max_bytes=spill_max_bytes,
             ready_file=ready_file,
             route_by=route_by,
+            in_delivery=in_delivery,
         )
     except ValidationError as exc:
         raise _fail(_explain(exc), EXIT_USAGE) from None

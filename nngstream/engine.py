@@ -24,7 +24,7 @@ from .errors import NngstreamError
 from .lifecycle import Event, Observation, State, next_event, transition
 from .metrics import RateMeter, snapshot
 from .models import BufferSettings, Delivery, Metrics, Proto
-from .nngio import NngInlet, NngOutlet
+from .nngio import STAMP_SIZE, NngInlet, NngOutlet
 from .pump import Pump
 from .sides import Inlet, Outlet
 from .sizes import format_size
@@ -97,7 +97,8 @@ class Buffer:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
             if s.spill is not None:
-                self._spill = Spill(s.spill, s.spill_max_bytes)
+                stamp = STAMP_SIZE if s.delivery is Delivery.ACKED or s.route_by else 0
+                self._spill = Spill(s.spill, s.spill_max_bytes, stamp_size=stamp)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
             if s.ready_file is not None:
@@ -147,7 +148,8 @@ class Buffer:
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        return NngInlet(s.in_url, stamp=s.delivery is Delivery.ACKED, **kw)
+        stamp = s.delivery is Delivery.ACKED or bool(s.route_by)
+        return NngInlet(s.in_url, stamp=stamp, acked=s.in_delivery is Delivery.ACKED, **kw)
 
     def _open_outlet(self) -> Outlet:
         s = self.settings
@@ -155,8 +157,9 @@ class Buffer:
         if s.out_proto is Proto.ZMQ:
             assert self._ctx is not None
             return ZmqOutlet(self._ctx, s.out_url, **kw)
-        if s.delivery is Delivery.ACKED:
-            return AckedNngOutlet(s.out_url, route_by=s.route_by, **kw)
+        if s.delivery is Delivery.ACKED or s.route_by is not None:
+            keep = s.delivery is Delivery.ACKED
+            return AckedNngOutlet(s.out_url, route_by=s.route_by, keep=keep, **kw)
         return NngOutlet(s.out_url, **kw)
 
     def _write_ready_file(self) -> None:

@@ -102,6 +102,11 @@ class BufferSettings(BaseModel):
         " all have left (e.g. the MPI rank count); default: when all that came have left",
     )
     dial_in: bool = False
+    in_delivery: Delivery = Field(
+        default=Delivery.AT_MOST_ONCE,
+        description="with dial_in: `acked` when IN_URL is the OUT of a buffer with"
+        " --delivery acked or --route-by (this buffer is then one of its consumers)",
+    )
     dial_out: bool = False
     linger: float = Field(
         default=5.0,
@@ -132,7 +137,7 @@ class BufferSettings(BaseModel):
     route_by: str | None = Field(
         default=None,
         description="keyed routing: the integer field of each message's msgpack header whose"
-        " value picks the consumer group (key mod groups connected); needs --delivery acked",
+        " value picks the consumer group (key mod groups connected); NNG on both sides",
     )
 
     @field_validator("max_bytes", "spill_max_bytes", mode="before")
@@ -176,11 +181,16 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
-        if self.spill is not None and self.delivery is Delivery.ACKED:
-            raise ValueError("--spill cannot be combined with --delivery acked (not supported)")
-        if self.route_by is not None and self.delivery is not Delivery.ACKED:
+        if self.in_delivery is Delivery.ACKED and (
+            not self.dial_in or self.in_proto is not Proto.NNG
+        ):
+            raise ValueError("--in-delivery acked needs --dial-in and --in-proto nng")
+        if self.route_by is not None and (
+            self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
+        ):
             raise ValueError(
-                "--route-by needs --delivery acked (the outlet that chooses each consumer)"
+                "--route-by needs NNG on both sides (--in-proto nng --out-proto nng) and a"
+                " listening OUT (no --dial-out)"
             )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(
@@ -272,6 +282,12 @@ class Credit(BaseModel):
 
     type: Literal["credit"] = "credit"
     credit: int = Field(ge=1)
+    groups: int | None = Field(
+        default=None,
+        ge=1,
+        description="keyed routing: this consumer is one of `groups` groups of one job; the"
+        " buffer routes keyed messages only once that many groups are connected",
+    )
 
 
 class Ack(BaseModel):

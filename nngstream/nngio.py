@@ -16,7 +16,16 @@ import pynng
 from pynng._nng import ffi, lib
 
 from .errors import NngstreamError
-from .models import CONTROL_MAX, CONTROL_PREFIX, EndOfStream, decode_control
+from .models import (
+    CONTROL_MAX,
+    CONTROL_PREFIX,
+    ENVELOPE,
+    Ack,
+    Credit,
+    EndOfStream,
+    decode_control,
+    encode_control,
+)
 from .sides import asked_port_zero, with_port
 
 POLL_MS = 100  # how long a blocking call waits before the engine looks at its flags
@@ -61,9 +70,13 @@ def _attach_or_close(
     return url
 
 
-def _control(msg: object, size: int) -> EndOfStream | None:
-    """The control message in `msg`, or None if it carries data (looks at one byte of
-    most data messages: control messages start with a zero byte)."""
+_OTHER_CONTROL = object()  # a control message other than the end (keyed routing's info)
+
+
+def _control(msg: object, size: int) -> EndOfStream | object | None:
+    """The end message in `msg`, `_OTHER_CONTROL` for another control message, or None if
+    it carries data (looks at one byte of most data messages: control messages start
+    with a zero byte)."""
     if size >= CONTROL_MAX or ffi.cast("char *", lib.nng_msg_body(msg))[0] != b"\x00":
         return None
     data = ffi.buffer(lib.nng_msg_body(msg), size)
@@ -72,7 +85,7 @@ def _control(msg: object, size: int) -> EndOfStream | None:
     try:
         return decode_control(data[:])
     except ValueError:
-        return None
+        return _OTHER_CONTROL
 
 
 class _PipeCounter:
@@ -118,6 +131,10 @@ class _PipeCounter:
         self._on_change()
 
 
+IN_CREDIT = 16  # credit asked by an IN that dials an acked buffer's OUT
+STAMP_SIZE = 16  # acked delivery: producer pipe id and sequence, big-endian u64s (NNG header)
+
+
 class NngInlet:
     """Producers' side: an NNG Pull0 socket. Messages and bytes per producer connection
     come from NNG's pipe statistics (`per_producer`), at no cost per message."""
@@ -130,8 +147,16 @@ class NngInlet:
         dial_timeout: float,
         on_change: Callable[[], None],
         stamp: bool = False,
+        acked: bool = False,
     ) -> None:
-        self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
+        """`acked`: dial an acked or keyed buffer's OUT as one of its consumers (Pair1,
+        credit, envelope removed, acknowledged once taken into this buffer)."""
+        if acked:
+            self.sock = pynng.Pair1(recv_timeout=POLL_MS, recv_max_size=0)
+        else:
+            self.sock = pynng.Pull0(recv_timeout=POLL_MS, recv_max_size=0, recv_buffer_size=1)
+        self._acked = acked
+        self._pending = 0  # acked: messages taken and not yet acknowledged
         self._stamp = stamp  # note each message's per-producer sequence (acked delivery)
         self._seqs: dict[int, int] = {}  # acked delivery: pipe id -> next sequence
         self._gone: dict[int, list[int]] = {}  # pipe id -> [messages, bytes] of gone pipes
@@ -142,6 +167,8 @@ class NngInlet:
         self.end_marker_seen = False
         self.end: EndOfStream | None = None  # the end message received, if any
         self.url = _attach_or_close(self.sock, url, dial, dial_timeout, "IN")
+        if acked:
+            self.sock.send(encode_control(Credit(credit=IN_CREDIT)))
 
     @property
     def peers(self) -> int:
@@ -161,25 +188,49 @@ class NngInlet:
         noted and freed, never returned."""
         raw, msg_p, flags = self._raw, self._msg_p, 0 if block else lib.NNG_FLAG_NONBLOCK
         while True:
-            rc = lib.nng_recvmsg(raw, msg_p, flags)
+            if self._pending >= IN_CREDIT // 2:
+                self._ack()  # what was returned so far is in this buffer now
+            if self._pending and block:  # acknowledge before waiting
+                rc = lib.nng_recvmsg(raw, msg_p, lib.NNG_FLAG_NONBLOCK)
+                if rc == lib.NNG_EAGAIN:
+                    self._ack()
+                    rc = lib.nng_recvmsg(raw, msg_p, flags)
+            else:
+                rc = lib.nng_recvmsg(raw, msg_p, flags)
             if rc in (lib.NNG_ETIMEDOUT, lib.NNG_EAGAIN):
+                self._ack()
                 return None
             if rc:
                 raise NngstreamError(f"receiving on IN failed: {_nng_error(rc)}")
             msg = msg_p[0]
             size = lib.nng_msg_len(msg)
-            if size and (end := _control(msg, size)) is None:
-                if self._stamp:  # the sequence travels in the message's NNG header
+            if size and (end := _control(msg, size)) is _OTHER_CONTROL:
+                lib.nng_msg_free(msg)  # keyed routing's info message: not forwarded
+                continue
+            if size and end is None and self._acked:
+                lib.nng_msg_trim(msg, ENVELOPE.size)  # the upstream buffer's envelope
+                lib.nng_msg_header_clear(msg)  # Pair1's hop count: not ours to forward
+                self._pending += 1
+                size -= ENVELOPE.size
+            if size and end is None:
+                if self._stamp:  # producer and sequence travel in the message's NNG header
                     pid = lib.nng_pipe_id(lib.nng_msg_get_pipe(msg))
                     seq = self._seqs.get(pid, 0)
                     self._seqs[pid] = seq + 1
                     lib.nng_msg_header_clear(msg)
+                    lib.nng_msg_header_append_u64(msg, pid)
                     lib.nng_msg_header_append_u64(msg, seq)
                 return msg, size
             if size:
                 self.end = end
             self.end_marker_seen = True
             lib.nng_msg_free(msg)
+
+    def _ack(self) -> None:
+        if self._pending:
+            with contextlib.suppress(pynng.NNGException):  # the upstream left: it redelivers
+                self.sock.send(encode_control(Ack(n=self._pending)))
+            self._pending = 0
 
     def _pipe_gone(self, pipe_id: int) -> None:
         vals = _pipe_stats(self._sock_id).get(pipe_id, {})
@@ -211,6 +262,22 @@ class NngInlet:
     @staticmethod
     def body(item: object) -> memoryview:
         return body(item)
+
+    def stamp(self, item: object) -> bytes:
+        """The message's stamp (acked delivery: producer and sequence), b"" without."""
+        if not self._stamp:
+            return b""
+        return bytes(ffi.buffer(lib.nng_msg_header(item), STAMP_SIZE))
+
+    def restamp(self, item: object, stamp: bytes) -> None:
+        """Put back a stamp taken with `stamp` (a message read back from the spill)."""
+        if stamp:
+            lib.nng_msg_header_clear(item)
+            lib.nng_msg_header_append(item, stamp, len(stamp))
+
+    @property
+    def stamp_size(self) -> int:
+        return STAMP_SIZE if self._stamp else 0
 
     def close(self) -> None:
         self.sock.close()
@@ -282,6 +349,12 @@ class NngOutlet:
     @staticmethod
     def discard(item: object) -> None:
         lib.nng_msg_free(item)
+
+    def _ack(self) -> None:
+        if self._pending:
+            with contextlib.suppress(pynng.NNGException):  # the upstream left: it redelivers
+                self.sock.send(encode_control(Ack(n=self._pending)))
+            self._pending = 0
 
     def _pipe_gone(self, pipe_id: int) -> None:
         tx = _pipe_tx(self._sock_id).get(pipe_id, 0)

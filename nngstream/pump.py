@@ -170,7 +170,7 @@ class Pump:
                     cond.wait(0.1)
                 self.rx_waiting = False
                 if where is spill:
-                    spill.write(self.inlet.body(item))  # type: ignore[union-attr]
+                    spill.write(self.inlet.body(item), self.inlet.stamp(item))  # type: ignore[union-attr]
                     self.inlet.discard(item)
                 else:
                     fifo.put(item, size)
@@ -193,7 +193,8 @@ class Pump:
         if self.fifo:
             return self.fifo.pop()
         if self.spill is not None and self.spill.messages:
-            item, size = self.spill.read(self.outlet.new_message)
+            item, size, stamp = self.spill.read(self.outlet.new_message)
+            self.inlet.restamp(item, stamp)
             self.fifo.take_external(size)
             return item, size
         return None

@@ -1,7 +1,8 @@
 """Spill to disk: messages that do not fit in memory wait in segment files, in order.
 
 A spill lives in a folder `nngstream-PID-XXXX/` under the `--spill` directory (removed
-at exit). A segment is a file of records `[zero padding]<u64 little-endian length><payload>`
+at exit). A segment is a file of records `[zero padding]<u64 little-endian length>[stamp]<payload>`
+(the stamp, `stamp_size` bytes, is acked delivery's producer and sequence)
 (payloads of 64 KiB and more are padded to start on a 4 KiB boundary);
 messages are written to the newest segment and read back from the oldest, so they come
 back in the order they were written. Each segment is opened for writing and for
@@ -42,7 +43,13 @@ NewMessage = Callable[[int], tuple[object, memoryview]]
 class Spill:
     """FIFO of messages in segment files, bounded in payload bytes."""
 
-    def __init__(self, parent: Path, max_bytes: int, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        parent: Path,
+        max_bytes: int,
+        segment_bytes: int = SEGMENT_BYTES,
+        stamp_size: int = 0,
+    ) -> None:
         try:
             parent.mkdir(parents=True, exist_ok=True)
             self.dir = Path(tempfile.mkdtemp(prefix=f"nngstream-{os.getpid()}-", dir=parent))
@@ -61,6 +68,8 @@ class Spill:
         self._written = 0  # bytes in the segment being written
         self._read_pos = 0  # offset in the oldest segment
         self._head = bytearray(_LEN.size)
+        self.stamp_size = stamp_size  # bytes before each payload (acked delivery's stamp)
+        self._stamp = bytearray(stamp_size)
         self._pad = bytearray(PAGE)
         self._done: queue.SimpleQueue[BinaryIO | None] = queue.SimpleQueue()
         self._closer = threading.Thread(target=self._close_done, name="spill-close", daemon=True)
@@ -74,30 +83,34 @@ class Spill:
     def fits(self, size: int) -> bool:
         return self.nbytes + size <= self.max_bytes or self.messages == 0
 
-    def write(self, payload: memoryview) -> None:
-        """Append one message (its bytes are copied to the file)."""
+    def write(self, payload: memoryview, stamp: bytes = b"") -> None:
+        """Append one message (its bytes are copied to the file), after its `stamp` of
+        `stamp_size` bytes (acked delivery: producer and sequence)."""
         if self._writer is None or self._written >= self.segment_bytes:
             self._new_segment()
         w = self._writer
-        assert w is not None
+        assert w is not None and len(stamp) == self.stamp_size
         size = len(payload)
         pad = _padding(self._written, size)
         try:
             if pad:
                 w.write(_ZEROS[:pad])
             w.write(_LEN.pack(size))
+            if stamp:
+                w.write(stamp)
             w.write(payload)
         except OSError as exc:
             raise NngstreamError(f"cannot write to spill {self.dir}: {exc}") from None
-        self._written += pad + _LEN.size + size
+        self._written += pad + _LEN.size + self.stamp_size + size
         self._sizes.append(size)
         self.messages += 1
         self.nbytes += size
         self.total_messages += 1
         self.total_bytes += size
 
-    def read(self, new_message: NewMessage) -> tuple[object, int]:
-        """Take the oldest message, read straight into a message from `new_message(size)`."""
+    def read(self, new_message: NewMessage) -> tuple[object, int, bytes]:
+        """Take the oldest message, read straight into a message from `new_message(size)`;
+        returns it, its size and its stamp."""
         if not self.messages:
             raise IndexError("the spill is empty")
         size = self._sizes[0]
@@ -108,7 +121,8 @@ class Spill:
                 self._writer.flush()  # reading the segment being written
             # padding, length and payload in one system call, straight into the message
             pad = _padding(self._read_pos, size)
-            got = os.readv(reader.fileno(), [memoryview(self._pad)[:pad], self._head, view])
+            parts = [memoryview(self._pad)[:pad], self._head, self._stamp, view]
+            got = os.readv(reader.fileno(), parts)
             if got:
                 break
             # this segment is read to its end: the next one holds the following messages
@@ -117,13 +131,13 @@ class Spill:
             self._done.put(self._readers.popleft())
             self._read_pos = 0
         del view
-        if got != pad + _LEN.size + size or _LEN.unpack(self._head)[0] != size:
+        if got != pad + _LEN.size + self.stamp_size + size or _LEN.unpack(self._head)[0] != size:
             raise NngstreamError(f"spill {self.dir}: a segment is damaged")
         self._read_pos += got
         self._sizes.popleft()
         self.messages -= 1
         self.nbytes -= size
-        return item, size
+        return item, size, bytes(self._stamp)
 
     def clear(self) -> int:
         """Drop everything held (the spill stays usable); returns how many messages."""

@@ -215,6 +215,14 @@ class ZmqInlet(_ZmqSide):
     def body(item: object) -> memoryview:
         return item.buffer  # type: ignore[attr-defined]
 
+    @staticmethod
+    def stamp(item: object) -> bytes:
+        return b""  # ZMQ messages are never stamped (acked delivery is NNG only)
+
+    @staticmethod
+    def restamp(item: object, stamp: bytes) -> None:
+        pass
+
     def disconnect_all(self) -> None:
         """Refuse new producers (libzmq cannot drop live connections short of closing)."""
         self.stop_accepting()

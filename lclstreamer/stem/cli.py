@@ -59,11 +59,13 @@ def count(
         return
     if acc is not None:
         print(json.dumps(acc), flush=True)
-        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"]:
+        elsewhere = int(acc["stream_messages"]) - int(acc["messages"])
+        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"] or elsewhere:
             print(
                 f"stem-count: loss: {acc['frames_missing']} frame(s) never seen,"
                 f" {acc['ranks_without_end']} rank(s) without the end of the stream,"
-                f" lost_max {acc['lost_max']}",
+                f" lost_max {acc['lost_max']}, {max(elsewhere, 0)} of the stream's"
+                f" {acc['stream_messages']} message(s) not received by this job",
                 file=sys.stderr,
             )
 

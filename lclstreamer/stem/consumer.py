@@ -62,6 +62,7 @@ class RankResult(BaseModel):
     thresholds: Thresholds | None = None
     stream_end: bool = False
     lost_max: int = 0
+    stream_messages: int | None = None  # data messages the buffer received (end message)
     seconds: float = 0.0
 
 
@@ -75,7 +76,7 @@ def load_dark(path: Path, frame_shape: tuple[int, int]) -> np.ndarray:
     return dark.astype(np.float32)
 
 
-def consume(settings: StemSettings, rank: int) -> RankResult:
+def consume(settings: StemSettings, rank: int, ranks: int = 1) -> RankResult:
     """This rank's share of the stream, counted (see the module doc)."""
     s = settings
     dark = load_dark(s.dark, s.frame_shape)
@@ -101,7 +102,7 @@ def consume(settings: StemSettings, rank: int) -> RankResult:
         if counter is None and samples:
             counter = _start_counting(samples, dark, s, res)
 
-    consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout)
+    consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
             res.messages += 1
@@ -119,6 +120,8 @@ def consume(settings: StemSettings, rank: int) -> RankResult:
         consumer.close()
     res.stream_end = consumer.end is not None
     res.lost_max = consumer.end.lost_max if consumer.end is not None else 0
+    if consumer.end is not None:
+        res.stream_messages = consumer.end.recvd - consumer.end.dropped
     res.expected = consumer.info.expected if consumer.info is not None else None
     res.duplicates = consumer.duplicates + asm.duplicates
     if res.expected is not None and res.expected != res.messages:
@@ -191,6 +194,7 @@ def merge(
         "ranks": len(results),
         "ranks_without_end": sum(not r.stream_end for r in results),
         "lost_max": max((r.lost_max for r in results), default=0),
+        "stream_messages": max((r.stream_messages or 0 for r in results), default=0),
         "electrons": int(sum(len(e) for e in events)),
     }
     return events, status, counted_by, ths, acc
@@ -199,7 +203,7 @@ def merge(
 def run(settings: StemSettings, comm: Comm) -> dict[str, int | float | str] | None:
     """Consume on every rank, gather to rank 0, write the file there; rank 0 returns
     the accounting (other ranks None)."""
-    res = consume(settings, comm.rank)
+    res = consume(settings, comm.rank, comm.size)
     gathered = comm.gather(res)
     if comm.rank != 0 or gathered is None:
         return None

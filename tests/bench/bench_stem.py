@@ -12,11 +12,15 @@ one run.
 3. keyed routing vs round-robin: the same acked buffer with and without `--route-by`,
    4 `nngstream push` producers -> 2 `nngstream pull --delivery acked` consumers, 2048
    sector messages of 576 x 144 uint16 (166 KB); messages/s (alternating, best of 3).
-Prints Markdown.
+Prints Markdown, one ratio row per figure and its baseline.
+
+    .venv/bin/python tests/bench/bench_stem.py [--repeat 5] [--only counting|pipeline|routing]
+        [--scan 16 16]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,7 +39,6 @@ from lclstreamer.models import StemSectorEventSource
 from lclstreamer.sources.stem import dark_reference, make_sector, sector_width
 from lclstreamer.stem.counting import Counter, thresholds
 
-REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parents[2] / "lclstreamer" / "examples"
 
@@ -51,7 +54,7 @@ def frames_of(cfg: StemSectorEventSource, n: int, dark: np.ndarray) -> list[np.n
     ]
 
 
-def bench_counting(cfg: StemSectorEventSource) -> tuple[float, float]:
+def bench_counting(cfg: StemSectorEventSource, repeats: int) -> tuple[float, float]:
     import stempy.image
 
     dark = dark_reference(cfg)
@@ -70,7 +73,7 @@ def bench_counting(cfg: StemSectorEventSource) -> tuple[float, float]:
             )
 
     best = [0.0, 0.0]
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for i, fn in enumerate((run_ours, run_stempy)):
             t0 = time.perf_counter()
             fn()
@@ -148,8 +151,8 @@ def bench_pipeline(scan: tuple[int, int]) -> dict[str, float]:
     return {"end_to_end": e2e, "from_memory": memory, "generate": generate}
 
 
-def bench_routing(messages: int = 2048) -> tuple[float, float]:
-    """Messages/s through an acked buffer, keyed vs round-robin (best of 3 each)."""
+def bench_routing(repeats: int, messages: int = 2048) -> tuple[float, float]:
+    """Messages/s through an acked buffer, keyed vs round-robin (best of `repeats` each)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         sector = np.random.default_rng(0).integers(0, 4000, (576, 144), dtype=np.uint16)
@@ -162,7 +165,7 @@ def bench_routing(messages: int = 2048) -> tuple[float, float]:
             files.append(p)
         shares = [files[s::4] for s in range(4)]
         best = {"keyed": 0.0, "round_robin": 0.0}
-        for _ in range(3):
+        for _ in range(repeats):
             for mode, extra in (("keyed", ["--route-by", "frame_number"]), ("round_robin", [])):
                 inp, outp = free_port(), free_port()
                 metrics = d / f"{mode}.jsonl"
@@ -214,27 +217,36 @@ def bench_routing(messages: int = 2048) -> tuple[float, float]:
 
 
 def main() -> None:
-    scan = tuple(int(x) for x in os.environ.get("BENCH_STEM_SCAN", "16 16").split())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each figure (best kept)")
+    ap.add_argument("--only", choices=["counting", "pipeline", "routing"])
+    ap.add_argument("--scan", type=int, nargs=2, default=(16, 16), metavar=("NX", "NY"))
+    args = ap.parse_args()
+    scan = tuple(args.scan)
     cfg = StemSectorEventSource(type="stem_sectors", scan_shape=(10, 10), seed=1)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print()
-    ours, theirs = bench_counting(cfg)
     print("| what | ours | baseline | ratio |")
     print("|---|---|---|---|")
-    print(f"| counting 576x576 (frames/s) vs stempy electron_count_frame | {ours:.0f} |"
-          f" {theirs:.0f} | {ours / theirs:.2f}x |")  # fmt: skip
-    pipe = bench_pipeline(scan)  # type: ignore[arg-type]
-    print(f"| end to end {scan[0]}x{scan[1]} scan (frames/s) vs counting from memory |"
-          f" {pipe['end_to_end']:.0f} | {pipe['from_memory']:.0f} |"
-          f" {pipe['end_to_end'] / pipe['from_memory']:.2f}x |")  # fmt: skip
-    print(f"| end to end (frames/s) vs generating the frames alone (1 process) |"
-          f" {pipe['end_to_end']:.0f} | {pipe['generate']:.0f} |"
-          f" {pipe['end_to_end'] / pipe['generate']:.2f}x |")  # fmt: skip
-    keyed, rr = bench_routing()
-    print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"
-          f" {keyed / rr:.2f}x |")  # fmt: skip
+    if args.only in (None, "counting"):
+        ours, theirs = bench_counting(cfg, args.repeat)
+        print(f"| counting 576x576 (frames/s) vs stempy electron_count_frame | {ours:.0f} |"
+              f" {theirs:.0f} | {ours / theirs:.2f}x |", flush=True)  # fmt: skip
+    if args.only in (None, "pipeline"):
+        runs = [bench_pipeline(scan) for _ in range(max(1, args.repeat // 2))]  # type: ignore[arg-type]
+        pipe = max(runs, key=lambda r: r["end_to_end"] / r["from_memory"])
+        print(f"| end to end {scan[0]}x{scan[1]} scan (frames/s) vs counting from memory |"
+              f" {pipe['end_to_end']:.0f} | {pipe['from_memory']:.0f} |"
+              f" {pipe['end_to_end'] / pipe['from_memory']:.2f}x |")  # fmt: skip
+        print(f"| end to end (frames/s) vs generating the frames alone (1 process) |"
+              f" {pipe['end_to_end']:.0f} | {pipe['generate']:.0f} |"
+              f" {pipe['end_to_end'] / pipe['generate']:.2f}x |", flush=True)  # fmt: skip
+    if args.only in (None, "routing"):
+        keyed, rr = bench_routing(args.repeat)
+        print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"
+              f" {keyed / rr:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ def urls(free_port):
         (("--cb-secret-file", "/nonexistent/key"), ("--cb-secret-file", "No such file")),
         (("--delivery", "acked", "--out-proto", "zmq"), ("--delivery acked needs NNG",)),
         (("--spill", "/tmp", "--when-full", "drop-oldest"), ("--spill keeps every message",)),
-        (("--spill", "/tmp", "--delivery", "acked"), ("--spill cannot be combined",)),
         (("--spill-max-bytes", "1Q"), ("--spill-max-bytes", "unknown unit")),
+        (("--in-delivery", "acked"), ("--in-delivery acked needs --dial-in",)),
         (("--end-timeout", "0"), ("--end-timeout",)),
     ],
 )

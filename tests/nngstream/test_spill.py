@@ -47,6 +47,19 @@ def test_spill_keeps_order_across_segments_and_drops_read_segments(tmp_path):
     assert not spill.dir.exists()
 
 
+def test_spill_keeps_each_message_stamp(tmp_path):
+    spill = Spill(tmp_path, max_bytes=1 << 20, segment_bytes=200_000, stamp_size=16)
+    payloads = [bytes([i]) * (70_000 if i % 2 else 10) for i in range(8)]  # aligned and not
+    for i, p in enumerate(payloads):
+        spill.write(memoryview(p), i.to_bytes(16, "big"))
+    assert spill.nbytes == sum(map(len, payloads))  # the bound counts payloads only
+    got = [spill.read(_new) for _ in payloads]
+    assert [(bytes(item), size, stamp) for item, size, stamp in got] == [
+        (p, len(p), i.to_bytes(16, "big")) for i, p in enumerate(payloads)
+    ]
+    spill.close()
+
+
 def test_spill_bound_and_clear(tmp_path):
     spill = Spill(tmp_path, max_bytes=100)
     assert spill.fits(1000)  # an empty spill takes one message of any size
@@ -72,14 +85,15 @@ def test_spill_needs_block():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("proto", ["nng", "zmq"])
-def test_spill_three_times_max_bytes_without_consumer(spawn, free_port, tmp_path, proto):
+@pytest.mark.parametrize("proto, delivery", [("nng", "at-most-once"), ("zmq", "at-most-once"),
+                                             ("nng", "acked")])  # fmt: skip
+def test_spill_three_times_max_bytes_without_consumer(spawn, free_port, tmp_path, proto, delivery):
     in_port, out_port = free_port(), free_port()
     spill_dir = tmp_path / "spill"
     buf = start_buffer(
         spawn, in_port, out_port, "--in-proto", proto, "--out-proto", proto,
         "--max-bytes", "4MiB", "--spill", str(spill_dir), "--metrics-interval", "0.2",
-        "--producers", "2",
+        "--producers", "2", "--delivery", delivery,
     )  # fmt: skip
     per_producer, size = 100, 64 * 1024  # 2 x 6.25 MiB = 3.1 x --max-bytes
     prods = [
@@ -93,7 +107,8 @@ def test_spill_three_times_max_bytes_without_consumer(spawn, free_port, tmp_path
     assert lines[-1]["consumers"] == 0
     assert not any(m["blocked"] for m in lines)
     out = tmp_path / "late.json"
-    late = consumer(spawn, f"tcp://127.0.0.1:{out_port}", out, proto=proto, name="late")
+    acked = ("--acked",) if delivery == "acked" else ()
+    late = consumer(spawn, f"tcp://127.0.0.1:{out_port}", out, *acked, proto=proto, name="late")
     assert wait_exit(buf, 60) == 0, buf.stderr()
     assert wait_exit(late, 30) == 0, late.stderr()
     result = load_received(out)

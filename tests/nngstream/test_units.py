@@ -354,7 +354,7 @@ def test_acked_and_spill_settings_are_checked():
     with pytest.raises(ValueError, match="--delivery acked needs NNG on both sides"):
         BufferSettings(in_url="tcp://h:1", out_url="tcp://h:2", out_proto="zmq",
                        delivery="acked")  # fmt: skip
-    with pytest.raises(ValueError, match="--spill cannot be combined with --delivery acked"):
-        BufferSettings(in_url="tcp://h:1", out_url="tcp://h:2", spill="/tmp", delivery="acked")
+    acked = BufferSettings(in_url="tcp://h:1", out_url="tcp://h:2", spill="/tmp", delivery="acked")
+    assert acked.spill is not None  # the spill keeps acked delivery's stamps
     s = BufferSettings(in_url="tcp://h:0", out_url="tcp://h:0", spill_max_bytes="2GiB")
     assert s.spill_max_bytes == 2 * 1024**3  # port 0 twice: two different free ports
