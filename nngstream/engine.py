@@ -19,6 +19,7 @@ from typing import TextIO
 import zmq
 
 from .acked import AckedNngOutlet
+from .bridge import BridgedInlet
 from .callback import CallbackPoster
 from .errors import NngstreamError
 from .lifecycle import Event, Observation, State, next_event, transition
@@ -101,6 +102,8 @@ class Buffer:
                 self._spill = Spill(s.spill, s.spill_max_bytes, stamp_size=stamp)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
+            if s.in_proto is not s.out_proto:
+                self._inlet = BridgedInlet(self._inlet, self._outlet, s.out_proto)
             if s.ready_file is not None:
                 self._write_ready_file()
         except BaseException:

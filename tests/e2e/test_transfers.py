@@ -47,13 +47,13 @@ def read_indexes(dest: Path) -> list[np.ndarray]:
     return out
 
 
-def check_complete(suite: Suite, events: int, buffers: int) -> None:
+def check_complete(suite: Suite, events: int, buffers: int, protocol: str = "nng") -> None:
     cfg = suite.root / "stream.yaml"
     cfg.write_text(yaml.safe_dump(pipeline(events)))
     dest = suite.root / "received"
     got = suite.lclstream(
         "get", str(cfg), "--producers", "2", "--buffers", str(buffers), "--consumers", "2",
-        "--out", str(dest),
+        "--out", str(dest), "--protocol", protocol,
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
     summary = json.loads(got.stdout)
@@ -83,6 +83,11 @@ def test_every_event_once_across_two_consumers(suite):
 
 def test_two_buffers(suite):
     check_complete(suite, events=96, buffers=2)
+
+
+def test_zmq_consumers(suite):
+    """`protocol: zmq`: the buffer takes NNG from the producers and serves ZMQ."""
+    check_complete(suite, events=96, buffers=1, protocol="zmq")
 
 
 def job_processes(jobs_root: Path) -> list[str]:
