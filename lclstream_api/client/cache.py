@@ -5,7 +5,10 @@ received). KEY is the sha256 of the canonical configuration, the server's identi
 resolved URL and pinned certificate) and the software version that wrote the batches.
 An entry is written in `ROOT/.tmp-KEY-*` and renamed into place only once the transfer
 completed and every batch arrived, so a KEY directory is always a whole dataset. Every
-batch has its sha256 in the manifest and is checked each time it is replayed.
+batch has a checksum in the manifest (XXH3-128: it detects corrupted and truncated
+files at ~10 GB/s, so checking every replay costs little beside decoding; the cache is
+the user's own directory, so tampering is not what it guards against) and is checked
+each time it is replayed.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import xxhash
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .decode import Batch, Decoder
 from .errors import CacheError, DecodeError
 
-FORMAT = 1
+FORMAT = 2  # 2: per-batch XXH3-128 checksums (1 had sha256)
 MANIFEST = "manifest.json"
 ENV = "LCLSTREAM_CACHE"
 
@@ -39,7 +43,7 @@ class BatchRecord(BaseModel):
 
     file: str  # relative to the entry
     bytes: int
-    sha256: str
+    xxh3_128: str
     rank: int | None = None
     seq: int | None = None
     n_events: int
@@ -48,7 +52,7 @@ class BatchRecord(BaseModel):
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: int = FORMAT
+    format: Literal[2] = FORMAT  # an older entry is refused with `cache rm` advice
     key: str
     created: float
     server: str
@@ -166,8 +170,8 @@ class Cache:
         return self.root / found[0]
 
     def replay(self, entry: Entry, decoder: Decoder) -> Iterator[Batch]:
-        """The entry's batches, each checked against its sha256 before it is yielded.
-        A second thread reads and hashes each file (hashing releases the GIL) while this
+        """The entry's batches, each checked against its checksum before it is yielded.
+        A second thread reads and checksums each file while this
         one decodes it: from the file itself when the decoder can (HDF5), so replay costs
         what reading the files costs, plus a hash running beside it."""
         records = entry.manifest.batches
@@ -236,10 +240,10 @@ class Writer:
         with self._lock:
             self._n += 1
             name = f"batches/{self._n:08d}.msg"
-        digest = hashlib.sha256(message).hexdigest()
+        digest = xxhash.xxh3_128_hexdigest(message)
         with open(self.tmp / name, "wb") as f:
             f.write(message)
-        rec = BatchRecord(file=name, bytes=len(message), sha256=digest, rank=batch.rank,
+        rec = BatchRecord(file=name, bytes=len(message), xxh3_128=digest, rank=batch.rank,
                           seq=batch.seq, n_events=batch.n_events)  # fmt: skip
         with self._lock:
             self.records.append(rec)
@@ -269,8 +273,8 @@ class Writer:
 
 
 def read_checked(root: Path, rec: BatchRecord, keep: bool = True) -> bytearray | None:
-    """The batch file's bytes (None unless `keep`: then it is hashed in small pieces)
-    after checking its size and sha256 (CacheError naming the file)."""
+    """The batch file's bytes (None unless `keep`: then it is checksummed in pieces)
+    after checking its size and checksum (CacheError naming the file)."""
     path = root / rec.file
     try:
         with open(path, "rb") as f:
@@ -280,14 +284,23 @@ def read_checked(root: Path, rec: BatchRecord, keep: bool = True) -> bytearray |
             if keep:
                 data = bytearray(size)
                 f.readinto(data)
-                digest = hashlib.sha256(data).hexdigest()
+                digest = xxhash.xxh3_128_hexdigest(data)
             else:
-                data, digest = None, hashlib.file_digest(f, "sha256").hexdigest()
+                data, digest = None, file_checksum(f)
     except OSError as exc:
         raise CacheError(f"{path}: cannot read: {exc.strerror}") from None
-    if digest != rec.sha256:
-        raise CacheError(f"{path}: corrupted (sha256 differs from the manifest)")
+    if digest != rec.xxh3_128:
+        raise CacheError(f"{path}: corrupted (checksum differs from the manifest)")
     return data
+
+
+def file_checksum(f: Any, piece: int = 1 << 22) -> str:
+    h = xxhash.xxh3_128()
+    buf = bytearray(piece)
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        h.update(view[:n])
+    return h.hexdigest()
 
 
 def entry_summary(entry: Entry) -> Mapping[str, Any]:

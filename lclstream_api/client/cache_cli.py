@@ -55,7 +55,7 @@ def rm(keys: list[str] = typer.Argument(..., help="keys (or unique prefixes)"),
 @app.command("verify")
 def verify(keys: list[str] = typer.Argument(None, help="keys or prefixes (default: all)"),
            cache: Path | None = DIR) -> None:  # fmt: skip
-    """Check every batch of the entries against its sha256; exit 1 naming each problem."""
+    """Check every batch of the entries against its checksum; exit 1 naming each problem."""
     store = Cache(cache)
     problems: list[str] = []
     paths = [store.find(k) for k in keys] if keys else [store.root / k for k in store.entry_keys()]

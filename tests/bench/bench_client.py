@@ -3,9 +3,9 @@
 Batches: lclstreamer's own output (`mpirun -n 2`, synthetic 2x352x384 float32 frames with
 Bragg peaks on a Poisson background, batches of 16, HDF5 with bitshuffle/LZ4).
 
-1. cache replay: `Cache.replay` (read, sha256 check, decode every batch) against
+1. cache replay: `Cache.replay` (read, checksum check, decode every batch) against
    reading the same files with h5py directly (`h5py.File(path)`, every dataset read);
-   also the sha256 alone over the same bytes (what verification costs).
+   also the checksum alone over the same bytes (what verification costs).
 2. pull decode: `pull([url], config=...)` against a bare loop over the same buffer: a
    pynng Pull0 socket, stop at the end message, read every dataset with h5py, (a) from
    `io.BytesIO(message)` (what users write today) and (b) from an HDF5 core-driver file
@@ -21,7 +21,6 @@ Rounds alternate the ways; the median is printed. Prints figures only.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import platform
@@ -42,7 +41,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lclstream_api.client import decoder_for, pull  # noqa: E402
-from lclstream_api.client.cache import Cache  # noqa: E402
+from lclstream_api.client.cache import Cache, file_checksum  # noqa: E402
 from tests.support.suite import pipeline  # noqa: E402
 
 CONTROL_PREFIX = b"\x00NNGSTREAM\x00"
@@ -73,9 +72,9 @@ def read_h5_file(path: Path) -> int:
     return n
 
 
-def sha256_file(path: Path) -> str:
+def checksum_file(path: Path) -> str:
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_checksum(f)
 
 
 def bench_cache(cfg: dict, files: list[Path], root: Path, rounds: int) -> None:
@@ -91,7 +90,7 @@ def bench_cache(cfg: dict, files: list[Path], root: Path, rounds: int) -> None:
     ways = {
         "h5py files": lambda: [read_h5_file(p) for p in stored],
         "cache replay": lambda: [None for _batch in cache.replay(entry, dec)],
-        "sha256 only": lambda: [sha256_file(p) for p in stored],
+        "checksum only": lambda: [checksum_file(p) for p in stored],
     }
     rates: dict[str, list[float]] = {k: [] for k in ways}
     cpu: dict[str, list[float]] = {k: [] for k in ways}
@@ -112,7 +111,7 @@ def bench_cache(cfg: dict, files: list[Path], root: Path, rounds: int) -> None:
     print(
         f"  replay / h5py files = {med['cache replay'] / med['h5py files']:.2f}x wall, "
         f"{cpu_gb['h5py files'] / cpu_gb['cache replay']:.2f}x by CPU time "
-        "(target >= 0.9x; replay includes the sha256 check of every batch)"
+        "(target >= 0.9x; replay includes the XXH3-128 check of every batch)"
     )
 
 

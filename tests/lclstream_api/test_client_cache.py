@@ -85,6 +85,27 @@ def test_broken_entries_are_named(tmp_path, made):
     assert removed.returncode == 0 and not good.path.exists()
 
 
+def test_a_flipped_byte_and_an_older_format_are_caught(tmp_path, made):
+    cache = Cache(tmp_path / "c")
+    entry = fill(cache, made["hdf5"]).commit("T1")
+    victim = entry.path / entry.manifest.batches[2].file
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, one bit: only the checksum can tell
+    victim.write_bytes(data)
+    with pytest.raises(CacheError, match=f"{victim}: corrupted"):
+        list(cache.replay(entry, decoder_for(made["hdf5"].config)))
+    got = cache_cmd("verify", "--cache", str(cache.root))
+    assert got.returncode == 1 and f"{victim}: corrupted" in got.stdout
+
+    old = json.loads((entry.path / MANIFEST).read_text())
+    old["format"] = 1  # written by an earlier lclstream (sha256 per batch)
+    for rec in old["batches"]:
+        rec["sha256"] = rec.pop("xxh3_128")
+    (entry.path / MANIFEST).write_text(json.dumps(old))
+    with pytest.raises(CacheError, match="truncated or invalid manifest .*cache rm"):
+        cache.load(entry.key)
+
+
 def test_unknown_and_ambiguous_keys(tmp_path, made):
     cache = Cache(tmp_path / "c")
     fill(cache, made["hdf5"], "ab" + "0" * 62).commit("T1")
