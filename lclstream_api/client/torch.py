@@ -24,13 +24,17 @@ default collate stacks into tensors; or whole `Batch`es (`per_event=False`, use
 `DataLoader(batch_size=None)`). `transform` is applied to each item in the consumer
 process.
 
-NNG aborts a forked child whose parent opened NNG sockets: a live dataset's DataLoader
-workers are forked safely from a process that only built the dataset (HTTPS calls only);
-otherwise give the DataLoader `multiprocessing_context="forkserver"` (or "spawn").
+NNG aborts a forked child that touches an NNG socket its parent opened (pynng closes
+sockets when they are garbage-collected, so a socket collected in the child is enough):
+DataLoader workers are forked safely from a process that only built the dataset (a live
+dataset makes HTTPS calls only; filling the cache finalizes its sockets before
+returning); a process that used `stream()`/`pull()` itself should give the DataLoader
+`multiprocessing_context="forkserver"` (or "spawn").
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -134,6 +138,10 @@ class StreamDataset(IterableDataset):
         with fetch as s:
             for _ in s:  # the whole transfer, stored batch by batch as it arrives
                 pass
+        # The NNG sockets of the fetch are closed; finalize any left in reference cycles
+        # now, here: collected in a forked DataLoader worker, pynng calls nng_close, and
+        # NNG aborts a forked child that calls it (seen as "Fatal Python error: Aborted").
+        gc.collect()
         if s.cache_entry is None:
             raise CacheError(
                 f"cache {cache}: transfer {s.transfer.id if s.transfer else '?'} completed "

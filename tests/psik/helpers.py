@@ -7,32 +7,12 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-import psutil
-
 from psik.jobdir import JobDir
+from tests.support.procs import job_processes  # noqa: F401  (re-exported for psik tests)
 from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 PSIK = [sys.executable, "-m", "psik.cli"]
-
-
-def job_processes(root: Path) -> list[psutil.Process]:
-    """Live processes of jobs under `root`: wrappers, and anything with $base inside root."""
-    root_s = str(root)
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            cmd = proc.info["cmdline"] or []
-            if "psik.wrapper" in cmd and any(root_s in part for part in cmd):
-                found.append(proc)
-                continue
-            if proc.environ().get("base", "").startswith(root_s):
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def final_state(job: JobDir, timeout: float) -> str:

@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
 from .ports import wait_for_port
 
 
@@ -103,12 +105,39 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def job_processes(root: Path) -> list[psutil.Process]:
+    """Live processes of psik jobs under `root`: wrappers, and anything with $base inside
+    root (job scripts and what they started)."""
+    root_s = str(root)
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = proc.info["cmdline"] or []
+            if "psik.wrapper" in cmd and any(root_s in part for part in cmd):
+                found.append(proc)
+                continue
+            if proc.environ().get("base", "").startswith(root_s):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 class ProcessSupervisor:
-    """Starts subprocesses for one test and stops all of them at teardown."""
+    """Starts subprocesses for one test and stops all of them at teardown, then kills
+    what is left of psik jobs under the job folders it was told about (`reap_jobs`):
+    job wrappers outlive psik-api on purpose, so stopping the service does not end them."""
 
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.procs: list[Proc] = []
+        self.job_roots: list[Path] = []
+
+    def reap_jobs(self, root: Path) -> None:
+        """At teardown, kill every process of a psik job under `root`."""
+        self.job_roots.append(root)
 
     def __call__(self, args: Sequence[str], *, name: str | None = None, **kw) -> Proc:
         name = name or f"proc{len(self.procs)}"
@@ -119,3 +148,7 @@ class ProcessSupervisor:
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+        for root in self.job_roots:
+            for proc in job_processes(root):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()

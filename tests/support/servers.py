@@ -94,6 +94,7 @@ def start_psik_api(
     if as_user is not None:
         argv = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--init-groups", *argv]
     proc = spawn(argv, name="psik-api", env=env)
+    spawn.reap_jobs(root / "jobs")
     proc.wait_port(port)
     return proc, url
 
