@@ -38,8 +38,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.psik.slurm import slurm_cluster  # noqa: F401  (fixture)
 from tests.support.ports import free_port
+from tests.support.slurm import slurm_cluster_in
 from tests.support.units import Manager
 from tests.support.users import require_user_admin, unix_users
 
@@ -131,7 +131,7 @@ def _logs(dep: Deployment) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployment(slurm_cluster) -> Iterator[Deployment]:  # noqa: F811
+def deployment() -> Iterator[Deployment]:
     require_user_admin()
     require_python = Path("/usr/bin/python3")
     assert require_python.exists(), "the guide's venv comes from the system's python3"
@@ -149,7 +149,7 @@ def deployment(slurm_cluster) -> Iterator[Deployment]:  # noqa: F811
         "PSIK_PORT": str(free_port()),
         "LCLSTREAM_PORT": str(free_port()),
         "BUFFER_PORTS": f"{low} {low + 99}",
-        "SLURM_CONF": str(slurm_cluster / "slurm.conf"),
+        "SLURM_CONF": f"{root}/slurm/slurm.conf",
         "SLURM_PARTITION": "debug",
         "SIGNER_USER": f"{TAG}sig",
         "PSIK_USER": f"{TAG}psik",
@@ -164,7 +164,7 @@ def deployment(slurm_cluster) -> Iterator[Deployment]:  # noqa: F811
     made_services = [u for u in service_users if _no_user(u)]
     assert made_services == service_users, f"accounts {service_users} exist already"
     try:
-        with unix_users(SCIENTIST) as users:
+        with slurm_cluster_in(root / "slurm"), unix_users(SCIENTIST) as users:
             pw = users[SCIENTIST]
             home = root / "home" / SCIENTIST
             home.mkdir(parents=True)

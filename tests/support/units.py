@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command")
     parser.add_argument("names", nargs="*")
     parser.add_argument("--now", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     manager = Manager(args.units, args.state, args.runtime_root)
     try:
         units = [manager.unit(n) for n in args.names]
