@@ -22,13 +22,14 @@ CLI (what a guide's `systemctl` calls become):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,15 +211,11 @@ class Manager:
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.send_signal(sig)
-    except psutil.Error:
-        pass
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
