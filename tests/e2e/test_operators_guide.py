@@ -37,11 +37,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.support.ports import free_port
 from tests.support.slurm import slurm_cluster_in
 from tests.support.units import Manager
 from tests.support.users import require_user_admin, unix_users
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -90,8 +92,9 @@ def run_operator(dep_env: dict[str, str], kind: str, timeout: float = 600) -> st
     return out.stdout
 
 
-def run_user(dep: Deployment, script: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `script` as the scientist, in their home, with the guide's user-side names."""
+def _as_user(dep: Deployment) -> dict:
+    """subprocess arguments running as the scientist, in their home, with the guide's
+    user-side names."""
     env = {
         "HOME": str(dep.home),
         "USER": SCIENTIST,
@@ -102,16 +105,21 @@ def run_user(dep: Deployment, script: str, timeout: float = 300) -> subprocess.C
         "RUNDIR": dep.env["RUNDIR"],
         "LCLSTREAM_URL": f"https://127.0.0.1:{dep.env['LCLSTREAM_PORT']}",
     }
+    return {"cwd": dep.home, "env": env, "user": dep.sci_uid, "group": dep.sci_gid,
+            "extra_groups": [], "text": True}  # fmt: skip
+
+
+def run_user(dep: Deployment, script: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `script` as the scientist; its output captured."""
     return subprocess.run(
-        ["bash", "-c", script],
-        cwd=dep.home,
-        env=env,
-        user=dep.sci_uid,
-        group=dep.sci_gid,
-        extra_groups=[],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        ["bash", "-c", script], capture_output=True, timeout=timeout, **_as_user(dep)
+    )
+
+
+def user_popen(dep: Deployment, script: str) -> subprocess.Popen:
+    """Start `script` as the scientist; its output piped."""
+    return subprocess.Popen(
+        ["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, **_as_user(dep)
     )
 
 
@@ -212,6 +220,9 @@ def test_guide_blocks_are_found():
 
 
 def test_a_user_streams_through_the_guides_deployment_and_a_restart_keeps_history(deployment):
+    """Deployed per the guide: the user's transfer (2 SLURM ranks, buffer local) completes
+    with every event; a second one spans the guide's restart and completes too; both stay
+    in the user's history with their transition logs."""
     dep = deployment
     state = Path(dep.env["STATE"])
     # the services run as their accounts, from the venv the guide made
@@ -241,21 +252,41 @@ def test_a_user_streams_through_the_guides_deployment_and_a_restart_keeps_histor
     log_before = run_user(dep, user_env + f"lclstream status {tid} --log")
     assert log_before.returncode == 0, log_before.stderr
 
-    run_operator(dep.env, "operators-guide-restart", timeout=180)
-    for name in ("signer", "psik-api", "lclstream-api"):
-        assert dep.units.main_pid(dep.units.unit(name)) is not None, _logs(dep)
+    # a second, slower transfer (60 events per rank at 2 Hz) spans the restart: its
+    # buffer is a local job in psik-api's (emulated) control group, so it survives only
+    # because of KillMode=process; lclstream-api resumes the transfer from SQLite.
+    slow = yaml.safe_load((dep.home / "stream.yaml").read_text())
+    slow["event_source"].update(number_of_events=120, rate_limit_hz=2.0)
+    (dep.home / "slow.yaml").write_text(yaml.safe_dump(slow))
+    get = user_popen(
+        dep, user_env + "exec lclstream get slow.yaml --producers 2 --backend slurm --out slow"
+    )
+    try:
+        streaming = user_env + "lclstream ls --state streaming"
+        wait_until(
+            lambda: "streaming" in run_user(dep, streaming).stdout,
+            120,
+            "the second transfer to stream",
+            interval=1.0,
+        )
+        run_operator(dep.env, "operators-guide-restart", timeout=180)
+        assert get.poll() is None, "the transfer ended before the restart did: test too fast"
+        for name in ("signer", "psik-api", "lclstream-api"):
+            assert dep.units.main_pid(dep.units.unit(name)) is not None, _logs(dep)
+        stdout, stderr = get.communicate(timeout=240)
+    finally:
+        if get.poll() is None:
+            get.kill()
+    assert get.returncode == 0, f"{stdout}\n{stderr}\n{_logs(dep)}"
+    again = json.loads(stdout)
+    assert again["state"] == "completed" and again["events"] == 120, again
+    assert again["lost"] == 0 and again["duplicates"] == 0, again
 
-    # the history survives: the same transfer, completed, the same transition log
+    # the history survives: both transfers listed, the first one's transition log unchanged
     ls = run_user(dep, user_env + "lclstream ls")
     assert ls.returncode == 0, ls.stderr
-    assert tid in ls.stdout and "completed" in ls.stdout, ls.stdout
+    rows = dict(line.split()[:2] for line in ls.stdout.splitlines())
+    assert rows == {tid: "completed", again["transfer"]: "completed"}, ls.stdout
     log_after = run_user(dep, user_env + f"lclstream status {tid} --log")
     assert log_after.returncode == 0, log_after.stderr
     assert log_after.stdout == log_before.stdout
-    # and the restarted services stream again
-    again = run_user(
-        dep,
-        user_env + "lclstream get stream.yaml --producers 2 --backend slurm --out again",
-    )
-    assert again.returncode == 0, f"{again.stdout}\n{again.stderr}\n{_logs(dep)}"
-    assert json.loads(again.stdout)["state"] == "completed"
