@@ -219,6 +219,34 @@ def test_guide_blocks_are_found():
     assert guide_blocks("operators-guide", sample) == ["echo a\n"]
 
 
+def guide_defaults() -> dict[str, str]:
+    """Step 0's names and their default values (`NAME=${NAME:-default}`)."""
+    pairs = re.findall(r"(\w+)=\$\{\1:-\"?([^}\"]*)\"?\}", guide_blocks("operators-guide")[0])
+    return dict(pairs)
+
+
+def test_services_files_use_the_guides_paths():
+    """One set of paths: every system path in services/ (units, example settings,
+    container files) is one of the guide's defaults, under one, or a folder above one."""
+    names = guide_defaults()
+    roots = [names[k] for k in ("VENV", "ETC", "STATE", "RUNDIR", "SLURM_CONF")]
+    assert roots == ["/opt/lclstream/venv", "/etc/lclstream", "/var/lib/lclstream",
+                     "/run/lclstream", "/etc/slurm/slurm.conf"]  # fmt: skip
+    host_files = {"/etc/passwd"}  # the signer container mounts the host's
+    path = re.compile(r"(?<![\w$}])/(?:etc|var|opt|run)(?:/[\w.+-]+)*")
+    stray = []
+    for file in sorted((REPO / "services").rglob("*")):
+        if not file.is_file():
+            continue
+        for found in path.findall(file.read_text()):
+            ok = found in host_files or any(
+                found == r or found.startswith(r + "/") or r.startswith(found + "/") for r in roots
+            )
+            if not ok:
+                stray.append(f"{file.relative_to(REPO)}: {found}")
+    assert not stray, "paths outside the guide's:\n" + "\n".join(stray)
+
+
 def test_a_user_streams_through_the_guides_deployment_and_a_restart_keeps_history(deployment):
     """Deployed per the guide: the user's transfer (2 SLURM ranks, buffer local) completes
     with every event; a second one spans the guide's restart and completes too; both stay
