@@ -39,6 +39,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.support.ci import require
 from tests.support.ports import free_port
 from tests.support.slurm import slurm_cluster_in
 from tests.support.units import Manager
@@ -51,6 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "operators.md"
 TAG = f"og{os.getpid() % 100000}"
 SCIENTIST = f"{TAG}sci"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # root's login PATH
 FENCE = re.compile(r"^```(\S+)[ \t]+(operators-guide\S*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
 
 
@@ -84,7 +86,7 @@ def run_operator(dep_env: dict[str, str], kind: str, timeout: float = 600) -> st
     if kind != "operators-guide":
         blocks = [guide_blocks("operators-guide")[0], *blocks]
     script = _systemctl_shim(dep_env) + "\n".join(blocks)
-    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **dep_env}
+    env = {"PATH": SYSTEM_PATH, **dep_env}
     out = subprocess.run(
         ["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -141,8 +143,16 @@ def _logs(dep: Deployment) -> str:
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
     require_user_admin()
-    require_python = Path("/usr/bin/python3")
-    assert require_python.exists(), "the guide's venv comes from the system's python3"
+    venv_ok = subprocess.run(
+        ["python3", "-c", "import ensurepip, sys; assert sys.version_info >= (3, 11)"],
+        env={"PATH": SYSTEM_PATH},
+        capture_output=True,
+    )
+    require(
+        venv_ok.returncode == 0,
+        "a system python3 >= 3.11 with venv/ensurepip (the guide's step 1)",
+        "apt-get install python3-venv",
+    )
     root = Path(tempfile.mkdtemp(prefix="operators-guide-", dir="/tmp"))
     root.chmod(0o755)  # services, users and SLURM jobs reach the venv and state through it
     low = random.randrange(30000, 60000, 100)
