@@ -307,7 +307,7 @@ def test_a_user_streams_through_the_guides_deployment_and_a_restart_keeps_histor
             "the second transfer to stream",
             interval=1.0,
         )
-        run_operator(dep.env, "operators-guide-restart", timeout=180)
+        print(run_operator(dep.env, "operators-guide-restart", timeout=180))
         assert get.poll() is None, "the transfer ended before the restart did: test too fast"
         for name in ("signer", "psik-api", "lclstream-api"):
             assert dep.units.main_pid(dep.units.unit(name)) is not None, _logs(dep)

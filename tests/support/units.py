@@ -202,8 +202,15 @@ class Manager:
         self._pidfile(unit).unlink(missing_ok=True)
         for name in unit.runtime_directories:
             _remove_tree(self.runtime_root / name)
+        what = f"{unit.name}: {unit.kill_signal.name} to main process {pid}"
         if alive:
-            print(f"{unit.name}: main process {pid} ignored {unit.kill_signal.name}; killed")
+            what += f", which ignored it for {unit.timeout_stop:g} s"
+        others = len(group) - 1
+        if unit.kill_mode == "process":
+            what += f"; left running: {others} other process(es) of the unit"
+        else:
+            what += f"; SIGKILL to the {others} other process(es) of the unit"
+        print(what)
 
     def logs(self, name: str) -> str:
         path = self.state_dir / f"{self.unit(name).name}.log"
