@@ -141,8 +141,8 @@ def test_example_service_settings_are_valid():
 
     example = Path(__file__).resolve().parents[2] / "services" / "psik-api" / "psik-api.yaml"
     settings = load_settings(example, {})
-    assert set(settings.psik.backends) == {"default", "batch"}
-    assert settings.psik.backends["batch"].queue_name == "milano"
+    assert set(settings.psik.backends) == {"default", "slurm"}
+    assert settings.psik.backends["slurm"].queue_name == "milano"
     assert settings.job_config().certified == settings.certified
 
 
