@@ -13,6 +13,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,mpi]'
 	$(BIN)/pip install -q -e '.[psana]' || echo "make: the psana extra did not install (it needs Debian libkrb5-dev, see .ci/run); the psana2 tests will skip" >&2
+	$(BIN)/pip install -q -e '.[torch]' || echo "make: the torch extra (torch==2.13.0, CPU wheel) did not install; the StreamDataset tests will skip" >&2
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,5 @@
-"""certified: ed25519 x.509 identities and mTLS for every HTTPS hop of the suite."""
+"""certified: x.509 identities (ed25519, or ECDSA P-256 for browsers) and mTLS for every
+HTTPS hop of the suite."""
 
 from .errors import CertifiedError
 from .identity import Certified

@@ -19,6 +19,7 @@ from .keys import (
 from .layout import Layout, check_name
 from .models import ServiceEntry, Signed, TrustItem
 from .pki import (
+    KeyType,
     ca_certificate,
     general_names,
     issue_certificate,
@@ -38,8 +39,10 @@ def init_identity(
     uris: list[str] = (),
     days: int = 365,
     overwrite: bool = False,
+    key_type: KeyType = "ed25519",
 ) -> Layout:
-    """Create a signing CA and an identity certificate signed by it in `root`."""
+    """Create a signing CA and an identity certificate signed by it in `root`, both with
+    `key_type` keys (P-256 for servers a browser reaches: browsers verify the CA too)."""
     lay = Layout(root)
     if not overwrite:
         for path in (lay.ca_key, lay.id_key):
@@ -47,7 +50,7 @@ def init_identity(
                 raise CertifiedError(f"{path} exists (use --overwrite to replace the identity)")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
-    ca_key, id_key = new_key(), new_key()
+    ca_key, id_key = new_key(key_type), new_key(key_type)
     ca_cert = ca_certificate(ca_key, name)
     id_cert = issue_certificate(
         ca_key,

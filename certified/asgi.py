@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 from cryptography import x509
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 
 from .pki import identity_of, pem
 from .revocation import RevocationList
@@ -79,6 +80,12 @@ def client_identity(request: Request) -> str:
     if not ident:
         raise HTTPException(status_code=401, detail="client certificate required")
     return ident
+
+
+#: a route parameter holding the caller's identity (`client_identity` as a dependency).
+Identity = Annotated[str, Depends(client_identity)]
+#: the largest integer a query parameter may carry (file offsets are signed 64-bit).
+MAX_QUERY_INT = 2**63 - 1
 
 
 class CertifiedMiddleware:

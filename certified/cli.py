@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from . import admin, exchange
-from .cliutil import run_typer
+from .cliutil import KeyTypeChoice, run_typer
 from .errors import CertifiedError
 from .identity import Certified
 from .keys import load_certificate
@@ -33,6 +33,13 @@ def _read_input(path: str) -> bytes:
         raise CertifiedError(f"{path}: {exc.strerror}") from None
 
 
+KeyTypeOpt = typer.Option(
+    KeyTypeChoice.ed25519,
+    "--key-type",
+    help="ed25519 (default), or p256 (ECDSA P-256) for what a web browser must reach",
+)
+
+
 @app.command()
 def init(
     name: str,
@@ -42,13 +49,22 @@ def init(
     days: int = typer.Option(365, "--days", min=1),
     config: Path | None = ConfigOpt,
     overwrite: bool = typer.Option(False, "--overwrite"),
+    key_type: KeyTypeChoice = KeyTypeOpt,
 ) -> None:
-    """Create a signing CA and an identity (ed25519) in the config directory."""
+    """Create a signing CA and an identity in the config directory (ed25519 keys, or
+    ECDSA P-256 with --key-type p256 for servers and clients that browsers talk to)."""
     root = find_config_dir(config, create=True)
     lay = admin.init_identity(
-        root, name, hosts=host, emails=email, uris=uri, days=days, overwrite=overwrite
+        root,
+        name,
+        hosts=host,
+        emails=email,
+        uris=uri,
+        days=days,
+        overwrite=overwrite,
+        key_type=key_type.value,
     )
-    typer.echo(f"created identity {name!r} in {lay.root}")
+    typer.echo(f"created {key_type.value} identity {name!r} in {lay.root}")
 
 
 FormatOpt = typer.Option(

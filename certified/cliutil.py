@@ -8,6 +8,7 @@ attribute (1 when it has none).
 
 from __future__ import annotations
 
+import enum
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -49,3 +50,10 @@ def run_typer(
     except (CertifiedError, *errors) as exc:
         fail(prog, str(exc), getattr(exc, "exit_code", EXIT_RUNTIME))
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+class KeyTypeChoice(enum.StrEnum):
+    """Key types a CLI offers (`certified.pki.KEY_TYPES`)."""
+
+    ed25519 = "ed25519"
+    p256 = "p256"

@@ -8,14 +8,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .errors import CertifiedError
+from .pki import PrivateKey, key_type_of
 
 
-def write_private_key(
-    path: Path, key: ed25519.Ed25519PrivateKey, *, overwrite: bool = False
-) -> None:
+def write_private_key(path: Path, key: PrivateKey, *, overwrite: bool = False) -> None:
     """Write a PEM PKCS#8 key, created with mode 0600 (never readable by others)."""
     data = key.private_bytes(
         serialization.Encoding.PEM,
@@ -57,8 +55,8 @@ def check_key_permissions(path: Path) -> None:
         )
 
 
-def load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
-    """Load an ed25519 private key after checking it is private to its owner."""
+def load_private_key(path: Path) -> PrivateKey:
+    """Load an ed25519 or P-256 private key after checking it is private to its owner."""
     check_key_permissions(path)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -66,8 +64,10 @@ def load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:
         raise CertifiedError(f"private key {path} is not readable by this user") from None
     except (ValueError, TypeError) as exc:
         raise CertifiedError(f"private key {path} is corrupt or encrypted: {exc}") from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise CertifiedError(f"private key {path} is not an ed25519 key")
+    try:
+        key_type_of(key)
+    except CertifiedError as exc:
+        raise CertifiedError(f"private key {path}: {exc}") from None
     return key
 
 

@@ -1,4 +1,5 @@
-"""Pydantic models: the trusted-service list entries and what `certified list` reports."""
+"""Pydantic models: the suite's strict base, the trusted-service list entries and what
+`certified list` reports."""
 
 from __future__ import annotations
 
@@ -8,20 +9,22 @@ from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ServiceEntry(BaseModel):
-    """A trusted service: nickname -> base URL + the pinned certificate (PEM)."""
+class Strict(BaseModel):
+    """Base of the suite's contract models: unknown keys are errors (`extra="forbid"`)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class ServiceEntry(Strict):
+    """A trusted service: nickname -> base URL + the pinned certificate (PEM)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     url: str = Field(pattern=r"^https://[^/\s]+(/.*)?$")
     cert: str
 
 
-class TrustItem(BaseModel):
+class TrustItem(Strict):
     """One line of `certified list`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: str  # "identity" | "ca" | "client" | "service"
     name: str
@@ -30,10 +33,8 @@ class TrustItem(BaseModel):
     not_after: dt.datetime
 
 
-class Signed(BaseModel):
+class Signed(Strict):
     """Output of `certified introduce`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     signed_cert: str
     ca_cert: str

@@ -1,4 +1,7 @@
-"""Pure x.509 construction on ed25519: CAs, leaf certificates, CSRs, CRLs, identities.
+"""Pure x.509 construction: CAs, leaf certificates, CSRs, CRLs, identities.
+
+Keys are ed25519 (the default) or ECDSA P-256 (what browsers accept); a CA of either
+type signs keys of either type.
 
 Nothing here touches the file system; see `keys.py` and `layout.py` for that.
 """
@@ -9,25 +12,49 @@ import datetime as dt
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import CertifiedError
 
-PublicKey = ed25519.Ed25519PublicKey
-PrivateKey = ed25519.Ed25519PrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+KeyType = Literal["ed25519", "p256"]
+KEY_TYPES: tuple[KeyType, ...] = ("ed25519", "p256")
+ACCEPTED = "only ed25519 or ECDSA P-256 keys are accepted"
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def new_key() -> PrivateKey:
-    """A fresh ed25519 private key."""
-    return ed25519.Ed25519PrivateKey.generate()
+def new_key(key_type: KeyType = "ed25519") -> PrivateKey:
+    """A fresh private key of `key_type` (ed25519, or ECDSA on NIST P-256)."""
+    if key_type == "p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise CertifiedError(f"unknown key type {key_type!r} (use one of {', '.join(KEY_TYPES)})")
+
+
+def key_type_of(key: PrivateKey | PublicKey) -> KeyType:
+    """`ed25519` or `p256`; any other key is refused with a clear error."""
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return "ed25519"
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) and isinstance(
+        key.curve, ec.SECP256R1
+    ):
+        return "p256"
+    raise CertifiedError(f"{ACCEPTED} (got {type(key).__name__})")
+
+
+def _digest(signing_key: PrivateKey) -> hashes.HashAlgorithm | None:
+    """The hash a signature by this key uses: none for ed25519, SHA-256 for P-256."""
+    return None if key_type_of(signing_key) == "ed25519" else hashes.SHA256()
 
 
 def subject_name(cn: str, *, uid: str | None = None) -> x509.Name:
@@ -89,7 +116,7 @@ def ca_certificate(key: PrivateKey, name: str, *, days: int = 3650) -> x509.Cert
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(_skid(pub), critical=False)
-        .sign(key, None)
+        .sign(key, _digest(key))
     )
 
 
@@ -105,8 +132,7 @@ def issue_certificate(
     not_before: dt.datetime | None = None,
 ) -> x509.Certificate:
     """A leaf certificate (serverAuth + clientAuth) for `public_key`, signed by the CA."""
-    if not isinstance(public_key, ed25519.Ed25519PublicKey):
-        raise CertifiedError("only ed25519 public keys are accepted")
+    key_type_of(public_key)
     start = not_before or (utcnow() - dt.timedelta(minutes=5))
     builder = (
         x509.CertificateBuilder()
@@ -132,7 +158,7 @@ def issue_certificate(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(ca_key, None)
+    return builder.sign(ca_key, _digest(ca_key))
 
 
 def make_csr(key: PrivateKey, subject: x509.Name, sans: Sequence[x509.GeneralName] = ()):
@@ -140,7 +166,7 @@ def make_csr(key: PrivateKey, subject: x509.Name, sans: Sequence[x509.GeneralNam
     builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    return builder.sign(key, None)
+    return builder.sign(key, _digest(key))
 
 
 def parse_csr(data: bytes) -> tuple[PublicKey, x509.Name, list[x509.GeneralName]]:
@@ -172,8 +198,7 @@ def parse_request(data: bytes) -> tuple[PublicKey, x509.Name, list[x509.GeneralN
     except x509.ExtensionNotFound:
         sans = []
     pub = obj.public_key()
-    if not isinstance(pub, ed25519.Ed25519PublicKey):
-        raise CertifiedError("only ed25519 public keys are accepted")
+    key_type_of(pub)
     return pub, obj.subject, sans
 
 
@@ -187,8 +212,13 @@ def identity_of(cert: x509.Certificate) -> str:
 
 
 def key_fingerprint(public_key: PublicKey) -> str:
-    """SHA-256 hex of the raw public key bytes."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    """SHA-256 hex of the raw public key bytes (ed25519) or uncompressed point (P-256)."""
+    if key_type_of(public_key) == "ed25519":
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    else:
+        raw = public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
     return hashlib.sha256(raw).hexdigest()
 
 
@@ -211,7 +241,7 @@ def build_crl(
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
         )
-    return builder.sign(ca_key, None)
+    return builder.sign(ca_key, _digest(ca_key))
 
 
 def pem(obj) -> str:

@@ -10,18 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from certified.asgi import client_identity
+from certified.asgi import MAX_QUERY_INT, Identity, client_identity
+from certified.docs import offline_docs
+from certified.metrics import add_metrics_route
 from certified.webhooks import HEADER, verify
 from nngstream.models import Metrics
 from psik.models import Callback
 
 from .launcher import JobLauncher, LaunchError, LocalLauncher, PsikApiLauncher
+from .metrics import ApiMetrics
 from .models import (
     JobSeen,
     MetricsSeen,
@@ -38,10 +41,9 @@ from .service import LimitExceeded, NoPorts, Service
 from .settings import ApiSettings
 from .store import Store
 from .validate import ConfigProblems, native_config
+from .web import mount_web
 
 log = logging.getLogger("lclstream_api")
-Identity = Annotated[str, Depends(client_identity)]
-MAX_QUERY_INT = 2**63 - 1
 
 
 def make_launcher(settings: ApiSettings) -> JobLauncher:
@@ -64,7 +66,8 @@ def _identity(settings: ApiSettings) -> str:
 
 def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> FastAPI:
     store = Store(settings.database)
-    service = Service(settings, launcher or make_launcher(settings), store)
+    metrics = ApiMetrics(store)
+    service = Service(settings, launcher or make_launcher(settings), store, metrics)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -84,8 +87,12 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
             service.stop()
             store.close()
 
-    app = FastAPI(title="lclstream-api", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="lclstream-api", version="1", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.service = service
+    offline_docs(app)
+    mount_web(app, settings.operators)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,6 +107,8 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
         if t is None or (t.owner != identity and identity not in settings.operators):
             raise HTTPException(404, detail=f"no transfer {transfer_id}")
         return t
+
+    add_metrics_route(app, metrics.registry, {*settings.operators, *settings.metrics_readers})
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -193,9 +202,11 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
         client_identity(request)
         t = store.get(transfer_id)
         if t is None or role not in t.roles:
+            metrics.callback_error("unknown_transfer")
             raise HTTPException(404, detail=f"no transfer {transfer_id} role {role}")
         body = await request.body()
         if not verify(t.secret, body, request.headers.get(HEADER)):
+            metrics.callback_error("bad_signature")
             raise HTTPException(403, detail=f"bad or missing {HEADER}")
         try:
             doc = json.loads(body)
@@ -212,6 +223,7 @@ def create_app(settings: ApiSettings, launcher: JobLauncher | None = None) -> Fa
             else:
                 ev = MetricsSeen(role=role, metrics=Metrics.model_validate(doc), time=time.time())
         except (ValueError, ValidationError) as exc:
+            metrics.callback_error("invalid_body")
             raise HTTPException(
                 422, detail=f"not a job callback or metrics report: {exc}"
             ) from None

@@ -35,7 +35,9 @@ def step(t: Transfer, ev: Event) -> tuple[Transfer, list[Action]]:
     if isinstance(ev, JobSeen):
         _job(t, ev)
     elif isinstance(ev, MetricsSeen):
-        t.metrics[ev.role] = ev.metrics
+        last = t.metrics.get(ev.role)
+        if last is None or ev.metrics.time >= last.time:  # a late report changes nothing
+            t.metrics[ev.role] = ev.metrics
         if t.state.live:
             _idle(t, ev.time)
     if not t.state.live:

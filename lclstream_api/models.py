@@ -7,14 +7,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from certified.models import Strict
 from nngstream.fifo import WhenFull
 from nngstream.models import Delivery, Metrics, Proto
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class TransferState(StrEnum):
@@ -30,7 +27,7 @@ class TransferState(StrEnum):
         return self in (self.PROVISIONING, self.STREAMING, self.DRAINING)
 
 
-class TransferOptions(_Strict):
+class TransferOptions(Strict):
     """What the service decides with the user for one transfer."""
 
     producers: Annotated[int, Field(ge=1, description="MPI ranks of the producer job")] = 2
@@ -46,7 +43,7 @@ class TransferOptions(_Strict):
     duration: Annotated[int, Field(ge=1, le=10080, description="job wall time, minutes")] = 60
 
 
-class TransferRequest(_Strict):
+class TransferRequest(Strict):
     """`POST /transfers`: an lclstreamer configuration without `data_handlers`."""
 
     config: dict[str, Any]
@@ -57,13 +54,13 @@ JobStateName = Literal["new", "queued", "active", "completed", "failed", "cancel
 JOB_RANK = {"new": 0, "queued": 1, "active": 2, "completed": 3, "failed": 3, "canceled": 3}
 
 
-class JobRef(_Strict):
+class JobRef(Strict):
     jobid: str
     state: JobStateName = "new"
     info: str = ""
 
 
-class Transition(_Strict):
+class Transition(Strict):
     time: float
     old: TransferState | None
     new: TransferState
@@ -71,7 +68,7 @@ class Transition(_Strict):
     reason: str = ""
 
 
-class Transfer(_Strict):
+class Transfer(Strict):
     """The record the state machine steps (persisted as is)."""
 
     id: str
@@ -93,7 +90,7 @@ class Transfer(_Strict):
 
 
 # -- events ------------------------------------------------------------------------------
-class JobSeen(_Strict):
+class JobSeen(Strict):
     """A job's state, from a callback, the reconciler or the service's own submission."""
 
     kind: Literal["job"] = "job"
@@ -105,7 +102,7 @@ class JobSeen(_Strict):
     time: float
 
 
-class MetricsSeen(_Strict):
+class MetricsSeen(Strict):
     kind: Literal["metrics"] = "metrics"
     role: str
     metrics: Metrics
@@ -113,20 +110,20 @@ class MetricsSeen(_Strict):
     time: float
 
 
-class CancelRequested(_Strict):
+class CancelRequested(Strict):
     kind: Literal["cancel"] = "cancel"
     source: str = "user"
     time: float
 
 
-class ProvisionFailed(_Strict):
+class ProvisionFailed(Strict):
     kind: Literal["provision_failed"] = "provision_failed"
     reason: str
     source: str = "service"
     time: float
 
 
-class Tick(_Strict):
+class Tick(Strict):
     kind: Literal["tick"] = "tick"
     source: str = "timer"
     time: float
@@ -136,7 +133,7 @@ Event = JobSeen | MetricsSeen | CancelRequested | ProvisionFailed | Tick
 
 
 # -- actions -----------------------------------------------------------------------------
-class CancelJobs(_Strict):
+class CancelJobs(Strict):
     """Cancel `jobids` now; `after_grace` (buffers, which end their stream with an end
     message once their producers are gone) only if still running after a grace period."""
 
@@ -145,7 +142,7 @@ class CancelJobs(_Strict):
     after_grace: list[str] = Field(default_factory=list)
 
 
-class ReleasePorts(_Strict):
+class ReleasePorts(Strict):
     kind: Literal["release_ports"] = "release_ports"
 
 
@@ -153,7 +150,7 @@ Action = CancelJobs | ReleasePorts
 
 
 # -- responses ---------------------------------------------------------------------------
-class TransferSummary(_Strict):
+class TransferSummary(Strict):
     id: str
     owner: str
     state: TransferState
@@ -172,7 +169,7 @@ class TransferDetail(TransferSummary):
     transitions: list[Transition]
 
 
-class TransferPage(_Strict):
+class TransferPage(Strict):
     total: int
     offset: int
     transfers: list[TransferSummary]

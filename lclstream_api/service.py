@@ -3,6 +3,7 @@ events under one lock, running the actions, and the reconciler that polls the jo
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shlex
@@ -18,11 +19,13 @@ from psik.models import JobSpec, ResourceSpec
 
 from .launcher import JobLauncher, LaunchError
 from .machine import step
+from .metrics import ApiMetrics
 from .models import (
     CancelJobs,
     CancelRequested,
     Event,
     JobSeen,
+    MetricsSeen,
     ProvisionFailed,
     ReleasePorts,
     Tick,
@@ -53,16 +56,26 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def _completed_now(old: Transfer, new: Transfer, role: str) -> bool:
+    """Whether `role`'s job became completed with this step (true once per job)."""
+    before, after = old.jobs.get(role), new.jobs.get(role)
+    was = before is not None and before.state == "completed"
+    return after is not None and after.state == "completed" and not was
+
+
 def producer_ranks(ranks: int, buffers: int) -> list[int]:
     """How many ranks dial each buffer (rank r dials buffer r mod K)."""
     return [len(range(k, ranks, buffers)) for k in range(buffers)]
 
 
 class Service:
-    def __init__(self, settings: ApiSettings, launcher: JobLauncher, store: Store) -> None:
+    def __init__(
+        self, settings: ApiSettings, launcher: JobLauncher, store: Store, metrics: ApiMetrics
+    ) -> None:
         self.settings = settings
         self.launcher = launcher
         self.store = store
+        self.metrics = metrics
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,6 +101,7 @@ class Service:
                 self.reconcile_once()
             except Exception:  # a pass that failed is logged; the next one tries again
                 log.exception("reconciler pass failed")
+                self.metrics.reconciler_error("pass")
             if self._stop.wait(self.settings.reconcile_interval):
                 return
 
@@ -105,6 +119,9 @@ class Service:
             new, actions = step(cur, event)
             if new != cur:
                 self.store.save(new)
+            if isinstance(event, MetricsSeen):
+                self.metrics.buffer_report(cur.metrics.get(event.role), event.metrics)
+            producer_done = _completed_now(cur, new, "producer")
             if new.state != cur.state:
                 log.info(
                     "transfer %s: %s -> %s (%s) %s",
@@ -128,7 +145,25 @@ class Service:
                     th.start()
             elif isinstance(action, ReleasePorts):
                 self.store.release(transfer_id)
+        if producer_done:
+            self._count_events(transfer_id, new.jobs["producer"].jobid)
         return new
+
+    def _count_events(self, transfer_id: str, jobid: str) -> None:
+        """Count the events of a completed producer job from its summary (the last JSON
+        line of its stdout, rank 0's report); a job without one is logged, not counted."""
+        for line in reversed(self._read_log(jobid, "stdout").splitlines()):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("events"), int):
+                skipped = doc.get("skipped")
+                self.metrics.producer_summary(
+                    doc["events"], skipped if isinstance(skipped, int) else 0
+                )
+                return
+        log.warning("transfer %s: producer job %s printed no summary", transfer_id, jobid)
 
     def _cancel(self, transfer_id: str, jobids: list[str]) -> None:
         for jobid in jobids:
@@ -156,18 +191,23 @@ class Service:
                 self._stop.wait(0.5)
         self._cancel(transfer_id, left)
 
-    def _why(self, ev: JobSeen, limit: int = 1 << 22) -> str:
-        """A failed job's info and the last line of its stderr (the program's own error)."""
+    def _read_log(self, jobid: str, stream: str, limit: int = 1 << 22) -> bytes:
+        """A job's log (its first `limit` bytes); what could not be read is logged."""
         chunks, offset = [], 0
         try:
             while offset < limit:
-                data, offset = self.launcher.log(ev.jobid, "stderr", offset)
+                data, offset = self.launcher.log(jobid, stream, offset)
                 if not data:
                     break
                 chunks.append(data)
         except LaunchError as exc:
-            log.warning("job %s: %s", ev.jobid, exc)
-        lines = [ln for ln in b"".join(chunks).decode(errors="replace").splitlines() if ln.strip()]
+            log.warning("job %s: %s", jobid, exc)
+        return b"".join(chunks)
+
+    def _why(self, ev: JobSeen) -> str:
+        """A failed job's info and the last line of its stderr (the program's own error)."""
+        text = self._read_log(ev.jobid, "stderr").decode(errors="replace")
+        lines = [ln for ln in text.splitlines() if ln.strip()]
         last = lines[-1].strip() if lines else ""
         return "; ".join(x for x in (ev.info, last) if x)
 
@@ -182,6 +222,7 @@ class Service:
                     state, info = self.launcher.state(job.jobid)
                 except LaunchError as exc:
                     log.warning("transfer %s: %s", tid, exc)
+                    self.metrics.reconciler_error("job_state")
                     continue
                 ev = JobSeen(
                     role=role,

@@ -70,6 +70,9 @@ class ApiSettings(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     #: identities that see (and may cancel) every transfer.
     operators: list[str] = Field(default_factory=list)
+    #: identities besides the operators that may scrape `GET /metrics` (e.g. the
+    #: Prometheus server's certified identity, `cn:prometheus`).
+    metrics_readers: list[str] = Field(default_factory=list)
     max_page: Annotated[int, Field(ge=1)] = 1000
 
     @model_validator(mode="after")

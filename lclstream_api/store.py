@@ -116,6 +116,12 @@ class Store:
         with self.lock:
             return [r[0] for r in self.db.execute(q, args).fetchall()]
 
+    def count_by_state(self) -> dict[TransferState, int]:
+        """How many transfers are in each state (states with none are left out)."""
+        with self.lock:
+            rows = self.db.execute("SELECT state, COUNT(*) FROM transfers GROUP BY state")
+            return {TransferState(state): n for state, n in rows.fetchall()}
+
     def transitions(self, transfer_id: str) -> list[tuple]:
         with self.lock:
             return self.db.execute(

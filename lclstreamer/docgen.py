@@ -17,64 +17,56 @@ from . import models as m
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (python -m lclstreamer.docgen) -->"
 END = "<!-- END GENERATED REFERENCE -->"
 
-SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
-    ("Top level", [m.LclstreamerConfig]),
-    (
-        "event_source",
-        [
-            m.SyntheticEventSource,
-            m.SyntheticDetector,
-            m.HDF5EventSource,
-            m.HDF5Timestamp,
-            m.HDF5Watch,
-            m.Psana1EventSource,
-            m.Psana2EventSource,
-            m.SyntheticTofEventSource,
-            m.StemSectorEventSource,
-        ],
-    ),
-    (
-        "data_sources (name: source)",
-        [
-            m.DetectorData,
-            m.ScalarData,
-            m.TimestampData,
-            m.PhotonEnergyData,
-            m.WavelengthData,
-            m.EventIndexData,
-            m.EventCodesData,
-            m.ConstantData,
-            m.RandomArrayData,
-            m.SourceIdentifierData,
-            m.RunInfoData,
-        ],
-    ),
-    (
-        "processing_pipeline",
-        [m.BatchPipeline, m.PeakFinderPipeline, m.PeaknetPipeline, m.TofPipeline],
-    ),
-    (
-        "data_serializer",
-        [
-            m.HDF5Serializer,
-            m.MsgpackSerializer,
-            m.SimplonSerializer,
-            m.NumpySerializer,
-            m.StemSectorSerializer,
-        ],
-    ),
-    (
-        "data_handlers (list)",
-        [
-            m.FileHandler,
-            m.NNGPushHandler,
-            m.ZMQPushHandler,
-            m.NullHandler,
-            m.ZMQRepHandler,
-            m.ZMQPubHandler,
-        ],
-    ),
-]
+
+def _union_members(tp: Any) -> list[type[BaseModel]]:
+    """The models of a discriminated union (unwrapping Annotated), in declaration order."""
+    if get_origin(tp) is typing.Annotated:
+        tp = get_args(tp)[0]
+    if get_origin(tp) in (Union, types.UnionType):
+        return [a for a in get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return []
+
+
+def _nested(model: type[BaseModel], seen: set[type[BaseModel]]) -> list[type[BaseModel]]:
+    """Models used by `model`'s fields (e.g. a source's detector list), each once."""
+    found: list[type[BaseModel]] = []
+    for field in model.model_fields.values():
+        stack = [field.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                if tp not in seen:
+                    seen.add(tp)
+                    found.append(tp)
+                    found.extend(_nested(tp, seen))
+            else:
+                stack.extend(reversed(get_args(tp)))
+    return found
+
+
+def sections(
+    config: type[BaseModel] = m.LclstreamerConfig,
+) -> list[tuple[str, list[type[BaseModel]]]]:
+    """Reference sections derived from the models: the top level, then one per field whose
+    type is a `type`-discriminated union (each member followed by the models it uses), so a
+    new registered type appears here without editing this file."""
+    out: list[tuple[str, list[type[BaseModel]]]] = [("Top level", [config])]
+    for name, field in config.model_fields.items():
+        tp, suffix = field.annotation, ""
+        if get_origin(tp) is list:
+            tp, suffix = get_args(tp)[0], " (list)"
+        elif get_origin(tp) is dict:
+            tp, suffix = get_args(tp)[1], " (name: source)"
+        members = _union_members(tp)
+        if not members:
+            continue
+        seen: set[type[BaseModel]] = set(members)
+        models: list[type[BaseModel]] = []
+        for member in members:
+            models.append(member)
+            models.extend(_nested(member, seen))
+        out.append((name + suffix, models))
+    return out
 
 
 def type_text(tp: Any) -> str:
@@ -138,7 +130,7 @@ def model_table(model: type[BaseModel]) -> str:
 def reference() -> str:
     """The whole generated reference, between its markers."""
     parts = [BEGIN]
-    for title, models in SECTIONS:
+    for title, models in sections():
         parts.append(f"### {title}")
         parts.extend(model_table(model) for model in models)
     parts.append(END)

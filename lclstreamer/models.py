@@ -2,8 +2,8 @@
 
 Every section is a pydantic v2 model with ``extra="forbid"``; sections that
 have several implementations are discriminated unions on ``type``.  This module
-imports nothing but pydantic and the standard library, so the transfer service
-can validate requests with it without initialising MPI.
+imports nothing but pydantic, certified's models and the standard library, so the
+transfer service can validate requests with it without initialising MPI.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from certified.models import Strict
 
-class Model(BaseModel):
-    """Base for every config model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
+#: base for every config model: unknown keys are errors.
+Model = Strict
 
 
 DType = Literal[

@@ -10,6 +10,7 @@ which psik-api uses to deliver callbacks of rows other processes wrote).
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 import threading
 from collections.abc import Callable
@@ -143,6 +144,12 @@ class JobIndex:
         with self._lock:
             for jobid in jobids:
                 self._apply(jobid)
+
+    def counts(self) -> dict[JobState, int]:
+        """How many jobs (of every owner) are in each state; states with none left out."""
+        self.refresh()
+        with self._lock:
+            return dict(collections.Counter(e.state for e in self._entries.values()))
 
     def unfinished(self) -> list[str]:
         """Ids of jobs whose latest run is not final (what the reconciler watches)."""

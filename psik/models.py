@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     field_validator,
@@ -18,6 +16,7 @@ from pydantic import (
 )
 
 from certified.errors import CertifiedError
+from certified.models import Strict
 from certified.webhooks import Destinations, RetryPolicy
 
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -28,10 +27,6 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _OWN_HEADERS = frozenset(
     {"content-type", "content-length", "host", "x-hub-signature-256", "transfer-encoding"}
 )
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class JobState(StrEnum):
@@ -49,7 +44,7 @@ class JobState(StrEnum):
         return self in (JobState.completed, JobState.failed, JobState.canceled)
 
 
-class ResourceSpec(_Strict):
+class ResourceSpec(Strict):
     """What the job needs from the scheduler, with PSI/J's (and upstream psik's) meaning.
 
     `duration` is in minutes (fractions allowed). `node_count` None lets the scheduler
@@ -106,7 +101,7 @@ def _check_attributes(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
-class JobSpec(_Strict):
+class JobSpec(Strict):
     """A job request: what to run, where, with what resources, and whom to tell."""
 
     #: any one-line printable text (upstream psik's README uses "machine info"); null -> "job".
@@ -184,7 +179,7 @@ class JobSpec(_Strict):
         return self
 
 
-class BackendConfig(_Strict):
+class BackendConfig(Strict):
     """How one named backend submits jobs. Lives in the operator's config only."""
 
     #: a key of psik.backends.REGISTRY.
@@ -214,7 +209,7 @@ class BackendConfig(_Strict):
         return value
 
 
-class Transition(_Strict):
+class Transition(Strict):
     """One row of status.csv."""
 
     time: datetime
@@ -223,7 +218,7 @@ class Transition(_Strict):
     info: str = ""
 
 
-class Callback(_Strict):
+class Callback(Strict):
     """The body POSTed to JobSpec.callback on every transition."""
 
     jobid: str
@@ -252,7 +247,7 @@ class CallbackPolicy(RetryPolicy):
         return value
 
 
-class Config(_Strict):
+class Config(Strict):
     """psik's configuration: where job folders live and which backends exist."""
 
     prefix: Path = Path("~/.local/share/psik/jobs")

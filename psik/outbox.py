@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -104,25 +105,40 @@ def _try_lock(job: JobDir) -> Iterator[bool]:
         os.close(fd)
 
 
-def drain(job: JobDir, sender: WebhookSender) -> None:
-    """Deliver this job's pending callbacks in order, unless another process is at it."""
+@dataclasses.dataclass
+class Delivered:
+    """Callbacks one drain delivered and gave up on."""
+
+    delivered: int = 0
+    failed: int = 0
+
+    def add(self, other: Delivered) -> None:
+        self.delivered += other.delivered
+        self.failed += other.failed
+
+
+def drain(job: JobDir, sender: WebhookSender) -> Delivered:
+    """Deliver this job's pending callbacks in order, unless another process is at it;
+    return what this call delivered and gave up on."""
+    done = Delivered()
     while True:
         with _try_lock(job) as mine:
             if not mine:
-                return  # the holder looks again after letting go (below)
-            _deliver_pending(job, sender)
+                return done  # the holder looks again after letting go (below)
+            done.add(_deliver_pending(job, sender))
         if not pending(job):
-            return
+            return done
 
 
-def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
+def _deliver_pending(job: JobDir, sender: WebhookSender) -> Delivered:
+    done = Delivered()
     spec = job.spec()
     rows = job.transitions()
     cursor = _read_cursor(job, len(rows))
     if spec.callback is None:
         if cursor < len(rows):
             _write_cursor(job, len(rows))
-        return
+        return done
     for index in range(cursor, len(rows)):
         tr = rows[index]
         cb = Callback(jobid=job.jobid, jobndx=tr.jobndx, state=tr.state, info=tr.info)
@@ -136,7 +152,10 @@ def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
             note=job.note,
             extra_headers=spec.cb_headers,
         )
-        if not outcome.delivered:
+        if outcome.delivered:
+            done.delivered += 1
+        else:
+            done.failed += 1
             record = FailedCallback(
                 time=datetime.now(UTC),
                 jobndx=tr.jobndx,
@@ -148,6 +167,7 @@ def _deliver_pending(job: JobDir, sender: WebhookSender) -> None:
             with open(job.base / FAILED, "a") as fh:
                 fh.write(record.model_dump_json() + "\n")
         _write_cursor(job, index + 1)
+    return done
 
 
 def sender_for(config: Config) -> WebhookSender:
@@ -162,6 +182,18 @@ def destination(job: JobDir) -> str | None:
         return None
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherStats:
+    """A snapshot of a Dispatcher: jobs waiting now and callbacks handled so far."""
+
+    waiting: int  # jobs queued or waiting for their destination's worker
+    busy: int  # destinations a worker is delivering to now
+    deferred_now: int  # jobs the full queue deferred, not retried yet
+    deferred: int  # jobs ever deferred
+    delivered: int  # callbacks delivered by the workers
+    failed: int  # callbacks the workers gave up on
 
 
 class Dispatcher:
@@ -183,6 +215,7 @@ class Dispatcher:
         self._waiting: dict[str, collections.deque[Path]] = {}
         self._lock = threading.Lock()
         self.deferred = 0
+        self._done = Delivered()  # what the workers delivered and gave up on (under _lock)
         self._threads = [
             threading.Thread(target=self._run, name=f"callbacks-{i}", daemon=True)
             for i in range(workers)
@@ -232,12 +265,25 @@ class Dispatcher:
                     self._busy.add(dest)
             try:
                 if dest is not None:
-                    drain(job, self.sender)
+                    done = drain(job, self.sender)
+                    with self._lock:
+                        self._done.add(done)
             except Exception:  # one broken folder must not kill the worker
                 log.exception("callbacks of job %s", job.jobid)
             finally:
                 if dest is not None:
                     self._release(dest)
+
+    def stats(self) -> DispatcherStats:
+        with self._lock:
+            return DispatcherStats(
+                waiting=len(self._queued),
+                busy=len(self._busy),
+                deferred_now=len(self._deferred),
+                deferred=self.deferred,
+                delivered=self._done.delivered,
+                failed=self._done.failed,
+            )
 
     def _release(self, dest: str) -> None:
         """Free `dest` and queue the next job waiting for it."""

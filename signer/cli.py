@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import typer
 
-from certified.cliutil import run_typer
+from certified.cliutil import KeyTypeChoice, run_typer
 from certified.errors import CertifiedError
 from certified.keys import load_private_key, write_pem, write_private_key
 from certified.layout import Layout, find_config_dir
-from certified.pki import make_csr, new_key, pem, subject_name
+from certified.pki import key_type_of, make_csr, new_key, pem, subject_name
 
 from .ledger import Ledger, parse_serial
 from .settings import SignerSettings
@@ -87,13 +87,25 @@ def request(
     socket_path: Path = typer.Option(..., "--socket", help="the signer's UNIX socket"),
     config: Path | None = ConfigOpt,
     new: bool = typer.Option(False, "--new-key", help="replace your key (e.g. after revocation)"),
+    key_type: KeyTypeChoice | None = typer.Option(
+        None,
+        "--key-type",
+        help="type of a new key: ed25519 (default) or p256 (for a browser to import)",
+    ),
 ) -> None:
     """Get a certificate for your login; the private key stays in your config dir."""
     login = pwd.getpwuid(os.getuid()).pw_name
     root = find_config_dir(config, create=True)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     lay = Layout(root)
-    key = load_private_key(lay.id_key) if lay.id_key.exists() and not new else new_key()
+    fresh = new or not lay.id_key.exists()
+    kind = key_type.value if key_type else "ed25519"
+    key = new_key(kind) if fresh else load_private_key(lay.id_key)
+    if not fresh and key_type and key_type_of(key) != kind:
+        raise CertifiedError(
+            f"{lay.id_key} is a {key_type_of(key)} key; add --new-key to replace it"
+            f" with a {kind} key"
+        )
     csr = make_csr(key, subject_name(login, uid=login))
     with _client(socket_path) as client:
         try:
@@ -108,7 +120,7 @@ def request(
         )
         raise CertifiedError(f"signer refused: {detail}")
     body = resp.json()
-    if not lay.id_key.exists() or new:  # the key is kept only once it is certified
+    if fresh:  # the key is kept only once it is certified
         write_private_key(lay.id_key, key, overwrite=True)
     write_pem(lay.id_cert, body["cert"] + body["ca_cert"], overwrite=True)
     typer.echo(

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..models import TransferDetail, TransferPage, TransferState, TransferSummary
+from .errors import ServerError
 
-
-class ServerError(Exception):
-    """The server refused or could not be reached; the message is its reason."""
+__all__ = ["Client", "ServerError", "base_url"]
 
 
 def base_url(server: str) -> str:
@@ -31,7 +31,11 @@ def _reason(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code}: {detail}"
 
 
-class TransferClient:
+class Client:
+    """lclstream-api's REST calls, typed with the service's models; errors are
+    ServerError with the server's reason. `server` is a trusted-service nickname (or an
+    https URL), `certified` the user's certified config dir (default: certified's)."""
+
     def __init__(self, server: str, certified: Path | None = None, timeout: float = 60) -> None:
         from certified import Certified
 
@@ -40,6 +44,12 @@ class TransferClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw) -> httpx.Response:
         try:
@@ -80,3 +90,25 @@ class TransferClient:
             params["tail"] = tail
         resp = self._call("GET", f"/transfers/{transfer_id}/logs/{job}/{stream}", params=params)
         return resp.content, int(resp.headers.get("x-next-offset", offset))
+
+    def wait(
+        self, transfer_id: str, timeout: float = 120, on_retry=None, poll: float = 0.5
+    ) -> TransferDetail | None:
+        """The transfer once it is no longer live (completed, failed, canceled); the last
+        record seen (None if none) if `timeout` seconds pass first. A ServerError while
+        waiting (the service restarting) is passed to `on_retry` and the wait goes on."""
+        deadline = time.monotonic() + timeout
+        last: TransferDetail | None = None
+        while True:
+            try:
+                last = self.get(transfer_id)
+            except ServerError as exc:
+                if on_retry is None:
+                    raise
+                on_retry(exc)
+                if time.monotonic() >= deadline:
+                    return last
+            else:
+                if not last.state.live or time.monotonic() >= deadline:
+                    return last
+            time.sleep(poll)

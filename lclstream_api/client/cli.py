@@ -18,7 +18,9 @@ from certified.cliutil import fail, run_typer
 from nngstream.models import Delivery, Proto
 
 from ..models import TransferState
-from .api import ServerError, TransferClient
+from . import cache_cli
+from .api import Client
+from .errors import ClientError, ServerError
 
 app = typer.Typer(
     name="lclstream",
@@ -34,23 +36,15 @@ def _say(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
-def _client(server: str, certified: Path | None) -> TransferClient:
-    return TransferClient(server, certified)
+def _client(server: str, certified: Path | None) -> Client:
+    return Client(server, certified)
 
 
 def _load_config(path: Path) -> dict[str, Any]:
-    from certified.yamlload import load_document
-
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ServerError(f"{path}: {exc.strerror}") from None
-    data = load_document(text, str(path))
-    if not isinstance(data, dict):
-        raise ServerError(f"{path}: expected a mapping (an lclstreamer configuration)")
     from ..validate import without_handlers
+    from .config import read_config
 
-    data, had = without_handlers(data)
+    data, had = without_handlers(read_config(path))
     if had:
         _say("lclstream: data_handlers ignored (the service sends the stream to its buffers)")
     return data
@@ -80,15 +74,25 @@ def get(
     protocol: Proto = typer.Option(Proto.NNG, "--protocol"),
     delivery: Delivery = typer.Option(Delivery.AT_MOST_ONCE, "--delivery"),
     backend: str = typer.Option("default", "--backend", help="psik backend for the producers"),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="client cache dir: replay the dataset if stored, else store it"
+    ),
 ) -> None:
     """Start a transfer, receive every batch, print a summary; exit 0 only if the transfer
-    completed and every event arrived."""
+    completed and every event arrived. With --cache, a dataset stored before is written
+    from the cache without contacting the server."""
     from .receive import EventCounter, account, percent, rate, receive
 
     if out is not None and tar is not None:
         raise ServerError("--out and --tar exclude each other")
     cfg = _load_config(config)
     known = _known_events(cfg)
+    if cache is not None:
+        store, key, meta, entry = cache_cli.lookup(cache, cfg, server, certified)
+        if entry is not None:
+            _say(cache_cli.say_replay(entry))
+            typer.echo(cache_cli.summary_json(cache_cli.replay_to_files(entry, out, tar)))
+            return
     client = _client(server, certified)
     opts = {"producers": producers, "buffers": buffers, "protocol": protocol.value,
             "delivery": delivery.value, "backend": backend}  # fmt: skip
@@ -128,17 +132,8 @@ def get(
 
     cons = receive(t.urls, dest, consumers or len(t.urls), protocol, delivery, stop, progress)
     seconds = time.monotonic() - t0
-    final = t
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            final = client.get(t.id)
-        except ServerError as exc:  # the service restarting: its reconciler catches up
-            _say(f"lclstream: {exc}; retrying")
-        else:
-            if not final.state.live:
-                break
-        time.sleep(0.5)
+    # the service may be restarting: its reconciler catches up
+    final = client.wait(t.id, on_retry=lambda exc: _say(f"lclstream: {exc}; retrying")) or t
     acc = account([c.out_dir for c in cons])
     ends = {c.url: c.report.end for c in cons if c.report.end is not None}
     sent = sum(e.recvd for e in ends.values())
@@ -153,6 +148,13 @@ def get(
         "lost": lost, "duplicates": acc.duplicates, "broken_consumers": broken,
         "out": str(tar or dest),
     }  # fmt: skip
+    incomplete = (
+        broken or lost or acc.duplicates or (known is not None and acc.events not in (None, known))
+    )
+    if cache is not None and final.state is TransferState.COMPLETED and not incomplete:
+        stored = cache_cli.store_files(store, key, meta, t.id, [c.out_dir for c in cons])
+        summary["cached"] = str(stored.path)
+        _say(f"lclstream: stored in the cache as {stored.path}")
     if tar is not None:
         with tarfile.open(tar, "w") as tf:
             tf.add(dest, arcname=".")
@@ -162,10 +164,13 @@ def get(
         raise SystemExit(130)
     if final.state is not TransferState.COMPLETED:
         fail("lclstream", f"transfer {t.id} {final.state.value}: {final.reason}")
-    if broken or lost or acc.duplicates or (known is not None and acc.events not in (None, known)):
+    if incomplete:
         fail("lclstream", f"transfer {t.id} completed but the data is incomplete: "
              f"lost {lost}, duplicates {acc.duplicates}, events {acc.events}/{known}, "
              f"broken consumers {len(broken)}")  # fmt: skip
+
+
+app.add_typer(cache_cli.app, name="cache")
 
 
 @app.command("ls")
@@ -263,8 +268,26 @@ def validate(config: Path = typer.Argument(...)) -> None:
     typer.echo(f"{config}: valid")
 
 
+@app.command()
+def ui(
+    server: str = SERVER,
+    certified: Path | None = CERTIFIED,
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="0: any free port"),
+    address: str = typer.Option("127.0.0.1", "--address", help="a loopback address only"),
+) -> None:
+    """Serve SERVER's web page to your browser on a loopback port, as your identity."""
+    from .ui import check_loopback, serve
+
+    try:
+        check_loopback(address)
+    except ServerError as exc:
+        fail("lclstream", str(exc), 2)
+    serve(server, certified, address, port, typer.echo)
+    _say("lclstream ui: stopped")
+
+
 def main() -> None:
-    run_typer(app, "lclstream", (ServerError,))
+    run_typer(app, "lclstream", (ClientError,))
 
 
 if __name__ == "__main__":

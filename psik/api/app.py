@@ -12,11 +12,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from certified.asgi import client_identity
+from certified.asgi import MAX_QUERY_INT, Identity
+from certified.docs import offline_docs
+from certified.metrics import add_metrics_route
 from certified.webhooks import Destinations
 
 from ..errors import BackendError, IllegalTransition, JobNotFound, PsikError, SpecError
@@ -34,6 +36,7 @@ from ..runas import (
     resolve,
     uid_of,
 )
+from .metrics import api_registry
 from .models import (
     BackendInfo,
     CallbackStatus,
@@ -47,10 +50,6 @@ from .settings import ApiSettings, load_settings
 from .upstream import upstream_router
 
 log = logging.getLogger("psik.api")
-
-Identity = Annotated[str, Depends(client_identity)]
-#: the largest integer a query parameter may carry (file offsets are signed 64-bit).
-MAX_QUERY_INT = 2**63 - 1
 
 
 def _summary(job: JobDir) -> JobSummary:
@@ -223,7 +222,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(title="psik-api", version="1", lifespan=lifespan)
+    app = FastAPI(title="psik-api", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    offline_docs(app)
     app.state.settings = settings
     app.state.service = service
     app.state.psik = psik
@@ -430,6 +430,9 @@ def create_app(settings: ApiSettings) -> FastAPI:
         return FileResponse(target, media_type="application/octet-stream")
 
     app.include_router(upstream_router(psik, owned, settings.max_log_chunk, new_job))
+    add_metrics_route(
+        app, api_registry(service.index, service.dispatcher), frozenset(settings.metrics_readers)
+    )
 
     @app.get("/backends")
     def backends(identity: Identity) -> list[BackendInfo]:

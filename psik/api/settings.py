@@ -50,15 +50,17 @@ class ApiSettings(BaseModel):
     deny_logins: list[str] = Field(default_factory=lambda: ["root"])
     #: identities (e.g. `cn:lclstream-api`) that may submit for a user with X-On-Behalf-Of.
     delegators: list[str] = Field(default_factory=list)
+    #: identities that may scrape `GET /metrics` (e.g. `cn:prometheus`); none by default.
+    metrics_readers: list[str] = Field(default_factory=list)
     #: the sudo that runs the job steps as the caller (run_as caller).
     sudo: str = "sudo"
 
-    @field_validator("delegators")
+    @field_validator("delegators", "metrics_readers")
     @classmethod
     def _identities(cls, value: list[str]) -> list[str]:
         for ident in value:
             if not ident.startswith(("cn:", "uid:")) or len(ident.split(":", 1)[1]) == 0:
-                raise ValueError(f"delegator {ident!r} must be an identity (cn:<name>)")
+                raise ValueError(f"{ident!r} must be an identity (cn:<name> or uid:<login>)")
         return value
 
     @field_validator("certified")

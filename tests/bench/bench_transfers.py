@@ -31,10 +31,10 @@ import yaml  # noqa: E402
 
 from nngstream.models import Proto  # noqa: E402
 from nngstream.tools import pull  # noqa: E402
-from tests.e2e.test_transfers import Suite, pipeline  # noqa: E402
 from tests.support.pki import make_pki  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.procs import ProcessSupervisor  # noqa: E402
+from tests.support.suite import Suite, pipeline  # noqa: E402
 
 DEMO = yaml.safe_load((REPO / "deploy/local/stream.yaml").read_text().replace("@EVENTS@", "320"))
 

@@ -67,7 +67,7 @@ def test_csr_roundtrip_and_rejections():
         parse_request(
             b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
         )
-    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_key = ec.generate_private_key(ec.SECP384R1())  # P-384: neither accepted type
     ec_csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(subject_name("x"))

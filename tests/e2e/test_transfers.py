@@ -27,99 +27,11 @@ import pytest
 import yaml
 
 from certified import Certified
-from lclstream_api.store import Store
 from tests.support.ports import free_port
-from tests.support.servers import start_lclstream_api, start_psik_api
+from tests.support.servers import start_lclstream_api
+from tests.support.suite import Suite, pipeline
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def pipeline(events: int, rate_hz: float | None = None, path: str | None = None) -> dict:
-    source: dict = {"type": "synthetic", "number_of_events": events, "seed": 3,
-                    "detectors": {"det": {"shape": [2, 64, 64]}}}  # fmt: skip
-    if rate_hz:
-        source["rate_limit_hz"] = rate_hz
-    if path:
-        source = {"type": "hdf5", "files": [path], "fields": {"det": "/data"}}
-    return {
-        "source_identifier": "synthetic:e2e",
-        "skip_incomplete_events": True,
-        "event_source": source,
-        "data_sources": {"frames": {"type": "detector", "source": "det"},
-                         "index": {"type": "event_index"}},
-        "processing_pipeline": {"type": "batch", "batch_size": 4},
-        "data_serializer": {"type": "hdf5", "compression": "bitshuffle_lz4",
-                            "fields": {"frames": "/data/frames", "index": "/data/index"}},
-    }  # fmt: skip
-
-
-class Suite:
-    def __init__(
-        self,
-        pki,
-        spawn,
-        root: Path,
-        allowed: list[str],
-        psik_settings: dict | None = None,
-        api_settings: dict | None = None,
-    ) -> None:
-        self.pki, self.spawn, self.root = pki, spawn, root
-        self.api_settings = api_settings
-        self.port = free_port()
-        pki.add_service(pki.server, "lclstream", f"https://127.0.0.1:{self.port}")
-        self.psik, self.psik_url = start_psik_api(
-            spawn,
-            pki.server,
-            root,
-            psik={"kill_grace": 2.0, "callback": {"allowed": allowed}},
-            settings=psik_settings,
-        )
-        pki.add_service(pki.server, "psik", self.psik_url)
-        for user in (pki.client, pki.other):
-            pki.add_service(user, "lclstream", f"https://127.0.0.1:{self.port}")
-        self.start()
-
-    def start(self) -> None:
-        self.api, self.url, self.cfg = start_lclstream_api(
-            self.spawn, self.pki.server, self.root, self.port, self.api_settings
-        )
-
-    def client(self, who: Path | None = None) -> httpx.Client:
-        return Certified(who or self.pki.client).client("https://lclstream", timeout=60)
-
-    def lclstream(self, *args: str, who: Path | None = None, **kw) -> subprocess.CompletedProcess:
-        cmd = ["lclstream", *args, "--config", str(who or self.pki.client)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=180, **kw)
-
-    def wait_final(self, client: httpx.Client, tid: str, timeout: float = 90) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            doc = client.get(f"/transfers/{tid}").json()
-            if doc["state"] in ("completed", "failed", "canceled"):
-                return doc
-            time.sleep(0.2)
-        raise AssertionError(f"transfer {tid} still {doc['state']} after {timeout}s: {doc}")
-
-    def job_states(self, jobs: dict, timeout: float = 60) -> dict[str, str]:
-        """Final state of each job, asked from psik-api (as the service's identity)."""
-        out = {}
-        with Certified(self.pki.server).client("https://psik", timeout=60) as psik:
-            deadline = time.monotonic() + timeout
-            for role, job in jobs.items():
-                while (state := psik.get(f"/jobs/{job['jobid']}").json()["state"]) in (
-                    "new", "queued", "active",
-                ):  # fmt: skip
-                    assert time.monotonic() < deadline, f"{role} still {state}"
-                    time.sleep(0.2)
-                out[role] = state
-        return out
-
-    def leased(self, tid: str) -> list[int]:
-        store = Store(self.root / "lclstream-api" / "transfers.db")
-        try:
-            return store.leased(tid)
-        finally:
-            store.close()
 
 
 @pytest.fixture
@@ -157,7 +69,11 @@ def check_complete(suite: Suite, events: int, buffers: int) -> None:
     assert len(doc["urls"]) == buffers
     assert {j["state"] for j in doc["jobs"].values()} == {"completed"}
     assert len(doc["jobs"]) == buffers + 1
-    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+    # draining is skipped when the buffers' completion is seen before the producer's
+    assert [t["new"] for t in doc["transitions"]] in (
+        ["streaming", "draining", "completed"],
+        ["streaming", "completed"],
+    )
     assert suite.leased(summary["transfer"]) == []  # ports released
 
 
@@ -268,7 +184,11 @@ def test_kill_9_and_restart_of_the_service_mid_stream(suite):
     with suite.client() as client:
         doc = client.get(f"/transfers/{summary['transfer']}").json()
     assert doc["state"] == "completed"
-    assert [t["new"] for t in doc["transitions"]] == ["streaming", "draining", "completed"]
+    # draining is skipped when the buffers' completion is seen before the producer's
+    assert [t["new"] for t in doc["transitions"]] in (
+        ["streaming", "draining", "completed"],
+        ["streaming", "completed"],
+    )
 
 
 def test_lost_callbacks_reconciler_completes(pki, spawn, tmp_path):

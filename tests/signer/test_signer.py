@@ -310,3 +310,23 @@ def test_ls_filters_by_user_and_state(signer, tmp_path):
     assert len(table) == 3 and all(LOGIN in line for line in table)
     bad = cli("ls", "--config", conf, "--state", "bogus", check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("signer: error: Invalid value")
+
+
+def test_request_key_type_p256_gets_a_p256_user_certificate(signer, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from certified.keys import load_private_key
+
+    conf, sock, _proc = signer  # the signer's own CA stays ed25519
+    user = tmp_path / "user"
+    cli("request", "--socket", sock, "--config", user, "--key-type", "p256")
+    cert = load_certificate(user / "id.crt")
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    assert identity_of(cert) == f"uid:{LOGIN}"
+    cert.verify_directly_issued_by(load_certificate(conf / "CA.crt"))
+    assert isinstance(load_private_key(user / "id.key"), ec.EllipticCurvePrivateKey)
+    # Asking for another type with the same key is refused; --new-key replaces it.
+    again = cli("request", "--socket", sock, "--config", user, "--key-type", "ed25519", check=False)
+    assert again.returncode == 1 and "is a p256 key; add --new-key" in again.stderr
+    cli("request", "--socket", sock, "--config", user)  # renews with the p256 key it has
+    assert isinstance(load_certificate(user / "id.crt").public_key(), ec.EllipticCurvePublicKey)
