@@ -29,7 +29,7 @@ def test_jobs_get_job_environment_and_buffers_the_job_identity_as_written():
 
     path = "/opt/lclstream/venv/bin:/usr/bin:/bin"
     settings = ApiSettings(job_environment={"PATH": path}, job_identity="~/.config/certified")
-    svc = Service(settings, _Launcher(), store=None)  # type: ignore[arg-type]
+    svc = Service(settings, _Launcher(), store=None, metrics=None)  # type: ignore[arg-type]
     now = time.time()
     roles = ["producer", "buffer-0"]
     t = Transfer(id="t1", owner="uid:alice", created=now, updated=now,
