@@ -356,7 +356,7 @@ class Service:
         return JobSpec(
             name=f"lclstream-{t.id}-{role}",
             script=script,
-            environment=env,
+            environment={**self.settings.job_environment, **env},
             resources=ResourceSpec(duration=t.options.duration, process_count=procs),
             backend=backend,
             callback=cb,

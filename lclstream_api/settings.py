@@ -51,9 +51,16 @@ class ApiSettings(BaseModel):
     #: must name it; psik-api's `psik.callback.allowed` must allow it). None: no callbacks,
     #: the reconciler alone follows the jobs.
     callback_base: str | None = "https://lclstream"
-    #: certified config dir the buffer jobs sign their metrics callbacks with (a path the
-    #: jobs can read, e.g. psik-api's identity); None: no buffer metrics callbacks.
+    #: certified config dir the buffer jobs sign their metrics callbacks with, as the jobs
+    #: see it: psik-api's identity when jobs run as psik-api (run_as service); with run_as
+    #: caller the user's own, `~/.config/certified` (`~` is the job's user's home). Its
+    #: trusted services must name this service as `callback_base` does. None: no buffer
+    #: metrics callbacks.
     job_identity: Path | None = None
+    #: environment given to every job of a transfer (buffers and producers), e.g. the PATH
+    #: on which jobs find `nngstream`, `lclstreamer` and `mpirun` when psik-api starts them
+    #: through sudo or SLURM, which do not pass the service's own PATH on.
+    job_environment: dict[str, str] = Field(default_factory=dict)
     #: seconds between reconciler passes and metrics reports.
     reconcile_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     metrics_interval: Annotated[float, Field(gt=0, le=3600)] = 2.0

@@ -167,6 +167,8 @@ class BufferSettings(BaseModel):
             raise ValueError("cb_secret (--cb-secret) given without a callback (--callback)")
         if self.certified_config is not None and self.callback is None:
             raise ValueError("certified_config (--certified-config) is only used for --callback")
+        if self.certified_config is not None:  # `~/...`: the home of the account it runs as
+            self.certified_config = self.certified_config.expanduser()
         if (
             not self.dial_in
             and not self.dial_out

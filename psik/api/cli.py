@@ -47,6 +47,18 @@ def serve(
 
 
 @app.command()
+def check(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Settings file (same search order as serve)."
+    ),
+) -> None:
+    """Validate the settings and print them (JSON)."""
+    from .settings import load_settings
+
+    typer.echo(load_settings(config).model_dump_json(indent=2))
+
+
+@app.command()
 def sudoers(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Settings file (its deny_logins are excluded)."

@@ -358,3 +358,10 @@ def test_acked_and_spill_settings_are_checked():
     assert acked.spill is not None  # the spill keeps acked delivery's stamps
     s = BufferSettings(in_url="tcp://h:0", out_url="tcp://h:0", spill_max_bytes="2GiB")
     assert s.spill_max_bytes == 2 * 1024**3  # port 0 twice: two different free ports
+
+
+def test_certified_config_tilde_is_the_home_of_the_account_running_it(monkeypatch, tmp_path):
+    """lclstream-api passes `~/.config/certified` to buffers that run as their users."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = _settings(callback="https://lclstream/cb", cb_secret="s", certified_config="~/.config/c")
+    assert s.certified_config == tmp_path / ".config" / "c"

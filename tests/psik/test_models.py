@@ -141,8 +141,8 @@ def test_example_service_settings_are_valid():
 
     example = Path(__file__).resolve().parents[2] / "services" / "psik-api" / "psik-api.yaml"
     settings = load_settings(example, {})
-    assert set(settings.psik.backends) == {"default", "batch"}
-    assert settings.psik.backends["batch"].queue_name == "milano"
+    assert set(settings.psik.backends) == {"default", "slurm"}
+    assert settings.psik.backends["slurm"].queue_name == "milano"
     assert settings.job_config().certified == settings.certified
 
 
@@ -242,3 +242,21 @@ def test_upstream_jobspec_fields_are_accepted():
     assert spec.resources.duration == 10 and spec.resources.exclusive_node_use
     assert spec.cb_headers == {"Authorization": "Bearer t"}
     assert JobSpec.model_validate({"script": "x", "name": None}).name == "job"
+
+
+def test_psik_api_check_prints_settings_or_names_the_bad_field(tmp_path):
+    """`psik-api check` (docs/operators.md, step 3): the example settings pass and print
+    as JSON; a bad value is one located error line and exit 2."""
+    import subprocess
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "services" / "psik-api" / "psik-api.yaml"
+    ok = subprocess.run(["psik-api", "check", "-c", str(example)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["run_as"] == "caller"
+    bad = tmp_path / "psik-api.yaml"
+    bad.write_text("run_as: everyone\n")
+    out = subprocess.run(["psik-api", "check", "-c", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2, out
+    assert "run_as" in out.stderr and str(bad) in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
