@@ -94,8 +94,9 @@ def bench_cache(cfg: dict, files: list[Path], root: Path, rounds: int) -> None:
     }
     rates: dict[str, list[float]] = {k: [] for k in ways}
     cpu: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(rounds):
-        for k, run in ways.items():
+    for r in range(rounds):
+        order = list(ways.items())
+        for k, run in order if r % 2 == 0 else order[::-1]:  # ABC CBA: no way always first
             t, c = time.perf_counter(), time.process_time()
             run()
             rates[k].append(total / (time.perf_counter() - t))
