@@ -11,16 +11,14 @@ import json
 import logging
 import subprocess
 import tarfile
-from pathlib import Path
 
-import h5py
 import hdf5plugin  # noqa: F401  (bitshuffle filter for reading)
 import numpy as np
 import pytest
 import yaml
 
 from lclstream_api.client import CacheError, ClientError, TransferFailed, pull, stream
-from tests.support.suite import Suite, pipeline
+from tests.support.suite import Suite, assert_same, pipeline, source_events
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,23 +26,6 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def suite(pki, spawn, tmp_path):
     return Suite(pki, spawn, tmp_path, ["lclstream"])
-
-
-def source_events(cfg: dict, root: Path) -> dict[int, dict[str, np.ndarray]]:
-    """Event index -> fields, from the same configuration run locally into files."""
-    local = {**cfg, "data_handlers": [{"type": "file", "directory": str(root / "ref")}]}
-    path = root / "reference.yaml"
-    path.write_text(yaml.safe_dump(local))
-    subprocess.run(["mpirun", "-n", "2", "lclstreamer", "-c", str(path), "--no-progress"],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
-    fields = cfg["data_serializer"]["fields"]
-    out = {}
-    for f in sorted((root / "ref").glob("*.h5")):
-        with h5py.File(f, "r") as h:
-            cols = {name: h[p][()] for name, p in fields.items()}
-        for i, idx in enumerate(cols["index"]):
-            out[int(idx)] = {name: col[i] for name, col in cols.items()}
-    return out
 
 
 def cache_cmd(*args: str) -> subprocess.CompletedProcess:
@@ -60,13 +41,6 @@ def by_event(batches) -> dict[int, dict[str, np.ndarray]]:
             assert idx not in out, f"event {idx} twice"
             out[idx] = ev
     return out
-
-
-def assert_same(got: dict, want: dict) -> None:
-    assert sorted(got) == sorted(want)
-    for idx, ev in want.items():
-        for name, arr in ev.items():
-            np.testing.assert_array_equal(got[idx][name], arr, err_msg=f"{name} of {idx}")
 
 
 def test_stream_yields_every_event_once_equal_to_the_source(suite):
@@ -102,12 +76,7 @@ def test_closing_early_or_dropping_the_stream_cancels_the_transfer(suite):
     never_iterated = unused.transfer.id
     del unused  # dropped before it was iterated: DELETE at garbage collection
     gc.collect()
-    with suite.client() as client:
-        for tid in (s.transfer.id, never_iterated):
-            doc = suite.wait_final(client, tid)
-            assert doc["state"] == "canceled", doc
-            assert doc["transitions"][-1]["source"] == "user"
-            assert suite.job_states(doc["jobs"])["producer"] == "canceled"
+    suite.assert_canceled_by_user([s.transfer.id, never_iterated])
     assert f"DELETE /transfers/{never_iterated}" in suite.requests_from("cn:client")
 
 

@@ -15,10 +15,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from tests.e2e.test_client_stream import assert_same, source_events
 from tests.support.ci import require_module
 from tests.support.ports import free_port
-from tests.support.suite import Suite, pipeline
+from tests.support.suite import Suite, assert_same, pipeline, source_events
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -274,12 +273,7 @@ def test_closing_or_dropping_the_dataset_cancels_the_transfer(suite, fresh):
     never = dropped.transfer.id
     del dropped
     gc.collect()
-    with suite.client() as client:
-        for tid in (ds.transfer.id, never):
-            doc = suite.wait_final(client, tid)
-            assert doc["state"] == "canceled", doc
-            assert doc["transitions"][-1]["source"] == "user"
-            assert suite.job_states(doc["jobs"])["producer"] == "canceled"
+    suite.assert_canceled_by_user([ds.transfer.id, never])
     assert f"DELETE /transfers/{never}" in suite.requests_from("cn:client")
 
 

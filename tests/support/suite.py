@@ -8,7 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import h5py
+import hdf5plugin  # noqa: F401  (bitshuffle, for source_events)
 import httpx
+import numpy as np
+import yaml
 
 from certified import Certified
 from lclstream_api.store import Store
@@ -110,6 +114,15 @@ class Suite:
             time.sleep(0.2)
         raise AssertionError(f"transfer {tid} still {doc['state']} after {timeout}s: {doc}")
 
+    def assert_canceled_by_user(self, transfer_ids: list[str]) -> None:
+        """Each transfer ended `canceled` by its user, its producer job canceled."""
+        with self.client() as client:
+            for tid in transfer_ids:
+                doc = self.wait_final(client, tid)
+                assert doc["state"] == "canceled", doc
+                assert doc["transitions"][-1]["source"] == "user"
+                assert self.job_states(doc["jobs"])["producer"] == "canceled"
+
     def job_states(self, jobs: dict, timeout: float = 60) -> dict[str, str]:
         """Final state of each job, asked from psik-api (as the service's identity)."""
         out = {}
@@ -130,3 +143,27 @@ class Suite:
             return store.leased(tid)
         finally:
             store.close()
+
+
+def source_events(cfg: dict, root: Path) -> dict[int, dict[str, np.ndarray]]:
+    """Event index -> fields, from the same configuration run locally into files."""
+    local = {**cfg, "data_handlers": [{"type": "file", "directory": str(root / "ref")}]}
+    path = root / "reference.yaml"
+    path.write_text(yaml.safe_dump(local))
+    subprocess.run(["mpirun", "-n", "2", "lclstreamer", "-c", str(path), "--no-progress"],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    fields = cfg["data_serializer"]["fields"]
+    out = {}
+    for f in sorted((root / "ref").glob("*.h5")):
+        with h5py.File(f, "r") as h:
+            cols = {name: h[p][()] for name, p in fields.items()}
+        for i, idx in enumerate(cols["index"]):
+            out[int(idx)] = {name: col[i] for name, col in cols.items()}
+    return out
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for idx, ev in want.items():
+        for name, arr in ev.items():
+            np.testing.assert_array_equal(got[idx][name], arr, err_msg=f"{name} of {idx}")
