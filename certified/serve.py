@@ -37,7 +37,19 @@ class ConnectionScopeMixin:
 
 
 class _PeerMixin(ConnectionScopeMixin):
-    """Attach the TLS peer certificate and identity to every request of a connection."""
+    """Attach the TLS peer certificate and identity to every request of a connection;
+    drop idle connections at server shutdown."""
+
+    def shutdown(self) -> None:
+        """Server shutdown: an idle keep-alive connection is dropped without the TLS
+        close_notify exchange. Pooled clients do not read idle connections, so they never
+        answer it, and uvicorn would wait its whole graceful-shutdown timeout for them.
+        A connection with a request in flight finishes its response first, as before."""
+        cycle = getattr(self, "cycle", None)
+        idle = cycle is None or cycle.response_complete
+        super().shutdown()  # type: ignore[misc]
+        if idle:
+            self.transport.abort()  # type: ignore[attr-defined]
 
     def connection_scope(self, transport) -> tuple[dict, dict]:
         ssl_object = transport.get_extra_info("ssl_object")

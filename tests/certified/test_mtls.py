@@ -336,6 +336,23 @@ def test_sigterm_drains_and_exits_zero(pki, server):
     assert "Application shutdown complete" in proc.stderr()
 
 
+def test_sigterm_with_an_idle_keep_alive_client_shuts_down_cleanly(pki, server):
+    """A client that keeps its connection in its pool and never reads it again (as
+    services' httpx clients do) does not answer TLS close_notify: the server drops such
+    idle connections at shutdown instead of waiting its graceful-shutdown timeout out and
+    cancelling the app (which would skip the app's own shutdown)."""
+    import signal as _signal
+
+    proc, _url = server
+    with Certified(pki.client).client("https://whoami") as c:
+        assert c.get("/").status_code == 200  # the connection stays open in c's pool
+        proc.popen.send_signal(_signal.SIGTERM)
+        assert proc.popen.wait(timeout=30) == 0
+    err = proc.stderr()
+    assert "Application shutdown complete" in err
+    assert "timeout graceful shutdown exceeded" not in err
+
+
 def test_trusted_ca_cannot_impersonate_over_tls(pki, server, tmp_path):
     """cn:client's CA signs certificates for `server` and a user: the server sees them
     namespaced, so ownership checks keyed on identity cannot be fooled."""

@@ -20,16 +20,13 @@ import psutil
 import pytest
 
 from certified import Certified
-from tests.support.ci import require
 from tests.support.pki import Pki, make_pki
-from tests.support.ports import free_port
 from tests.support.procs import Proc, ProcessSupervisor
 from tests.support.receiver import Receiver
 from tests.support.servers import start_psik_api
+from tests.support.slurm import slurm_cluster_in
 from tests.support.users import require_user_admin, shared_python, sudoers_rule, unix_users
 from tests.support.waiting import wait_until
-
-from .slurm import CLUSTER, _slurm_installed
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -293,19 +290,9 @@ def test_delegation_runs_as_the_named_user(dep):
 def user_cluster(dep) -> Iterator[Path]:
     """A single-node SLURM cluster whose configuration the users and psik-api can read
     (psik-api was started with SLURM_CONF pointing at it)."""
-    require(_slurm_installed(), "SLURM", "install it: sudo deploy/slurm/install.sh")
     folder = dep.root / "slurm"
-    ports = [str(free_port()), str(free_port())]
-    out = subprocess.run(
-        ["bash", str(CLUSTER), "start", str(folder), *ports],
-        capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
-    if out.returncode != 0:
-        pytest.fail(f"cannot start the SLURM test cluster:\n{out.stdout}\n{out.stderr}")
-    try:
+    with slurm_cluster_in(folder):
         yield folder
-    finally:
-        subprocess.run(["bash", str(CLUSTER), "stop", str(folder)], timeout=60, check=False)
 
 
 def _native(body: dict) -> str:
