@@ -28,7 +28,8 @@ from lclstreamer.sources.stem import (
     strikes,
 )
 from lclstreamer.stem.assembly import Assembler
-from lclstreamer.stem.counting import Counter, thresholds
+from lclstreamer.stem.counting import Counter, Thresholds, thresholds
+from lclstreamer.stem.parts import parts_dir, read_parts
 from lclstreamer.stem.wire import decode
 from tests.support.ci import require_module
 from tests.support.waiting import wait_until
@@ -183,10 +184,10 @@ def _producer_config(tmp_path, in_url: str, **source) -> tuple:
     return cfg, write_config(tmp_path / "producers.yaml", data)
 
 
-def _start_aggregator(spawn, in_port: int, out_port: int, *extra: str):
+def _start_aggregator(spawn, in_port: int, out_port: int, *extra: str, delivery="acked"):
     buf = spawn(
         [str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}",
-         "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
+         "--delivery", delivery, "--route-by", "frame_number", "--producers", "4",
          "--metrics-interval", "0.5", *extra],
         name="aggregator",
     )  # fmt: skip
@@ -203,15 +204,18 @@ def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extr
     return buf, cons, out
 
 
-def _start_consumers(tmp_path, spawn, out_port, cfg_path, *consumer_extra: str, name="consumers"):
-    """The 2-rank consumer job (`mpirun -n 2 stem-count count`), writing NAME.h5."""
+def _start_consumers(
+    tmp_path, spawn, out_port, cfg_path, *consumer_extra: str, name="consumers", output=None
+):
+    """The 2-rank consumer job (`mpirun -n 2 stem-count count`), writing NAME.h5 (or
+    `output`)."""
     dark = tmp_path / "dark.npy"
     got = subprocess.run(
         [str(BIN / "stem-count"), "dark", str(cfg_path), "-o", str(dark)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
-    out = tmp_path / f"{name}.h5"
+    out = output or tmp_path / f"{name}.h5"
     cons = spawn(
         [MPIRUN, "-n", "2", str(BIN / "stem-count"), "count", f"tcp://127.0.0.1:{out_port}",
          "--scan-shape", str(SCAN[0]), str(SCAN[1]), "--frame-shape", str(SHAPE[0]),
@@ -230,22 +234,20 @@ def _rank_process(job, rank: int) -> psutil.Process:
     raise AssertionError(f"no stem-count rank {rank} under mpirun {job.pid}")
 
 
-@pytest.mark.mpi
-def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, spawn, free_port):
-    """kill -9 of one consumer rank mid-scan, acked delivery. mpirun then ends the whole
-    job (exit non-zero); the aggregator takes back what the job had not acknowledged and
-    keeps the stream for the next job. The sectors the dead ranks had acknowledged are
-    gone with them (they were assembled or counted in their memory): the next job counts
-    every frame it can, flags the frames missing those sectors, and reports how many of
-    the stream's messages it did not receive. Nothing is lost silently; docs/stem.md says
-    why it is not "nothing lost"."""
-    in_port, out_port = free_port(), free_port()
-    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
-    buf, first, _ = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
-    victim = _rank_process(first, 1)
-    prod = spawn([MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)], name="prod")
-    wait_until(lambda: metrics_lines(buf)[-1]["sent"] > 200, 60, "mid-scan")
-    victim.send_signal(signal.SIGSTOP)  # its frames' keys hold the stream: still mid-scan
+def _stop_then_kill_rank_1(buf, job, prod_cmd, spawn, tmp_path) -> None:
+    """Run the producers; once both ranks counted frames mid-scan, SIGSTOP rank 1 (its
+    frames' keys then hold the stream: still mid-scan), then kill -9 it. Returns the
+    producers, which finish (the aggregator holds the rest of the scan)."""
+    victim = _rank_process(job, 1)
+    prod = spawn(prod_cmd, name="prod")
+    folder = parts_dir(tmp_path / "consumers.h5")
+
+    def counted_on_both() -> bool:
+        rec = read_parts(folder, SCAN, SHAPE, SECTORS)
+        return len(rec.counted) > 40 and len(rec.thresholds) == 2
+
+    wait_until(counted_on_both, 60, "frames counted by both ranks")
+    victim.send_signal(signal.SIGSTOP)
 
     def stalled() -> bool:  # nothing more handed to the job for 3 metrics lines
         lines = metrics_lines(buf)
@@ -253,27 +255,117 @@ def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, 
 
     wait_until(stalled, 60, "the stream held by the stopped rank")
     n = SCAN[0] * SCAN[1]
-    lost = sum(is_lost(cfg, f, s) for f in range(n) for s in range(SECTORS))
-    assert metrics_lines(buf)[-1]["sent"] < SECTORS * n - lost
+    assert metrics_lines(buf)[-1]["sent"] < SECTORS * n - 8  # mid-scan
     victim.send_signal(signal.SIGKILL)
-    assert first.wait(60) != 0  # mpirun ends the job when a rank dies
+    assert job.wait(60) != 0  # mpirun ends the job when a rank dies
     # rank 0 may take a few more keys between the victim's end and its own
     wait_until(lambda: metrics_lines(buf)[-1]["consumers"] == 0, 30, "the job gone")
-    sent_before = metrics_lines(buf)[-1]["sent"]  # what the first job could have taken
     assert prod.wait(120) == 0, prod.stderr()
 
-    second, out = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second")
+
+def _expected_frames(cfg) -> tuple[int, int, int, int]:
+    """(complete, incomplete, never seen, sectors sent) of the whole scan."""
+    n = SCAN[0] * SCAN[1]
+    lost = [sum(is_lost(cfg, f, s) for s in range(SECTORS)) for f in range(n)]
+    return (
+        sum(v == 0 for v in lost),
+        sum(0 < v < SECTORS for v in lost),
+        sum(v == SECTORS for v in lost),
+        SECTORS * n - sum(lost),
+    )
+
+
+@pytest.mark.mpi
+def test_a_killed_consumer_rank_loses_nothing_with_acknowledged_delivery(
+    tmp_path, spawn, free_port
+):
+    """kill -9 of one consumer rank mid-scan (after both ranks counted frames), acked
+    delivery. mpirun ends the whole job; a second job writing the same output merges the
+    dead job's part files (its counted frames kept, its parked sectors assembled again),
+    gets from the aggregator what the dead job had not acknowledged, and writes one file
+    where every frame sent is accounted for once: nothing lost, nothing counted twice."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf, first, out = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
+    prod_cmd = [MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)]
+    _stop_then_kill_rank_1(buf, first, prod_cmd, spawn, tmp_path)
+    folder = parts_dir(out)
+    dead = read_parts(folder, SCAN, SHAPE, SECTORS)
+    assert dead.files == 2 and dead.counted
+
+    second, _ = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second", output=out)
     assert second.wait(120) == 0, second.stderr()
     assert buf.wait(60) == 0, buf.stderr()
     acc = json.loads(second.stdout().strip().splitlines()[-1])
+    complete, incomplete, never, sent = _expected_frames(cfg)
     m = final_metrics(buf)
-    assert m["redelivered"] > 0 and m["recvd"] == SECTORS * n - lost
-    assert acc["stream_messages"] == SECTORS * n - lost
-    not_here = acc["stream_messages"] - acc["messages"]
-    assert 0 < not_here <= sent_before  # what the dead job acknowledged, no more
+    assert m["redelivered"] > 0 and m["recvd"] == sent and m["lost_max"] == 0
+    assert acc["frames_complete"] == complete and acc["frames_incomplete"] == incomplete
+    assert acc["frames_missing"] == never and acc["frames_double"] == 0
+    assert acc["stream_messages"] == sent and acc["stream_unaccounted"] == 0
+    assert acc["recovered_parts"] == 2 and acc["recovered_frames"] == len(dead.counted)
+    assert acc["messages"] - acc["recovered_again"] + acc["recovered_messages"] == sent
+    assert acc["messages"] < sent  # the dead job's durable share was not sent again
+    assert "stem-count: loss" not in second.stderr()
+    assert f"recovered from 2 part file(s): {len(dead.counted)} counted frame(s)" in (
+        second.stderr()
+    )
+    assert not folder.exists()  # merged into the file, then removed
+
+    with h5py.File(out) as f:
+        status = f["stream_accounting/frame_status"][()]
+        counted_by = f["stream_accounting/counted_by"][()]
+        ths = f["stream_accounting/thresholds"][()]
+        events = list(f["electron_events/frames"][()])
+    # the dead job's frames keep the thresholds they were counted with (rows 2, 3)
+    assert len(ths) == 4 and set(counted_by[status > 0].tolist()) >= {0, 1, 2, 3}
+    injected = found = 0
+    for fr in np.flatnonzero(status == 1):
+        truth = _truth(cfg, int(fr))
+        injected += len(truth)
+        found += len(truth & set(events[fr].tolist()))
+    assert found >= 0.95 * injected
+    # a recovered frame holds the events its thresholds give on the true pixels
+    dark = dark_reference(cfg)
+    for fr in list(dead.counted)[:5]:
+        bg, xr = ths[counted_by[fr]]
+        assert counted_by[fr] >= 2
+        th = Thresholds(mean=0, sigma=1, background=bg, xray=xr, samples=1)
+        want = set(Counter(dark, th)(_frame(cfg, fr, dark)).tolist())
+        if status[fr] == 1:
+            assert set(events[fr].tolist()) == want, f"frame {fr}"
+
+
+@pytest.mark.mpi
+def test_a_killed_consumer_rank_at_most_once_loses_frames_and_the_loss_is_reported(
+    tmp_path, spawn, free_port
+):
+    """The same kill at at-most-once delivery (keyed routing without `--delivery
+    acked`): the aggregator frees each message once sent, so what the dead job held in
+    memory is gone; the next job merges the dead job's part files, counts every frame
+    it can, flags the frames missing sectors, and reports how many of the stream's
+    messages it neither received nor recovered (no more than the aggregator's lost_max)."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf = _start_aggregator(spawn, in_port, out_port, delivery="at-most-once")
+    first, out = _start_consumers(tmp_path, spawn, out_port, cfg_path)
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
+    prod_cmd = [MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)]
+    _stop_then_kill_rank_1(buf, first, prod_cmd, spawn, tmp_path)
+
+    second, _ = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second", output=out)
+    assert second.wait(120) == 0, second.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(second.stdout().strip().splitlines()[-1])
+    _complete, _incomplete, _never, sent = _expected_frames(cfg)
+    m = final_metrics(buf)
+    assert m["redelivered"] == 0 and m["lost_max"] > 0 and m["recvd"] == sent
+    n = SCAN[0] * SCAN[1]
+    assert acc["stream_messages"] == sent and acc["lost_max"] == m["lost_max"]
+    assert 0 < acc["stream_unaccounted"] <= m["lost_max"]
     assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == n
-    assert acc["frames_missing"] + acc["frames_incomplete"] > 0
-    assert f"{not_here} of the stream's {SECTORS * n - lost} message(s) not received" in (
+    assert acc["frames_double"] == 0 and acc["recovered_parts"] == 2
+    assert f"{acc['stream_unaccounted']} of the stream's {sent} message(s) neither" in (
         second.stderr()
     )
     with h5py.File(out) as f:  # the second job's 2 ranks were waited for: both counted
