@@ -29,7 +29,7 @@ from lclstreamer.sources.stem import (
 )
 from lclstreamer.stem.assembly import Assembler
 from lclstreamer.stem.counting import Counter, Thresholds, thresholds
-from lclstreamer.stem.parts import parts_dir, read_parts
+from lclstreamer.stem.parts import PartWriter, parts_dir, read_parts
 from lclstreamer.stem.wire import decode
 from tests.support.ci import require_module
 from tests.support.waiting import wait_until
@@ -40,6 +40,7 @@ from .helpers import BIN, EXAMPLES, MPIRUN, run_cli, write_config
 pytestmark = pytest.mark.timeout(240)
 
 SCAN, SHAPE, SECTORS = (32, 32), (128, 128), 4
+_TH = Thresholds(mean=0.1, sigma=2.0, background=8.1, xray=20.1, samples=10)
 
 
 def _cfg(**kw) -> StemSectorEventSource:
@@ -370,6 +371,46 @@ def test_a_killed_consumer_rank_at_most_once_loses_frames_and_the_loss_is_report
     )
     with h5py.File(out) as f:  # the second job's 2 ranks were waited for: both counted
         assert set(f["stream_accounting/counted_by"][()].tolist()) >= {0, 1}
+
+
+@pytest.mark.mpi
+def test_frames_an_earlier_job_stored_are_kept_and_their_sectors_dropped(
+    tmp_path, spawn, free_port
+):
+    """The acknowledgement was lost: an earlier job stored frame A's events and parked
+    sector 0 of frame B, and the aggregator sends all of them again. The job keeps A's
+    stored events (not recounted: counted with the stored thresholds), drops the sectors
+    the parts hold (`recovered_again`), counts B from the parked sector and the rest, and
+    every message of the stream is accounted for once."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    n = SCAN[0] * SCAN[1]
+    a, b = [f for f in range(n) if not any(is_lost(cfg, f, s) for s in range(SECTORS))][:2]
+    out = tmp_path / "consumers.h5"
+    w = PartWriter(parts_dir(out) / "earlier-rank1.part", SCAN, SHAPE, SECTORS)
+    w.thresholds(_TH)
+    w.events(a, 1, SECTORS, np.array([1, 2, 3], np.uint32))
+    w.park(b, 0, np.full((SHAPE[0], SHAPE[1] // SECTORS), 7, np.uint16))
+    w.close()
+
+    buf, cons, out = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
+    prod = run_cli(["-c", str(cfg_path)], ranks=4, timeout=180)
+    assert prod.code == 0, prod.stderr
+    assert cons.wait(120) == 0, cons.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(cons.stdout().strip().splitlines()[-1])
+    complete, incomplete, never, sent = _expected_frames(cfg)
+    assert (acc["frames_complete"], acc["frames_incomplete"]) == (complete, incomplete)
+    assert acc["frames_missing"] == never and acc["frames_double"] == 0
+    assert acc["messages"] == sent and acc["recovered_again"] == SECTORS + 1
+    assert acc["recovered_frames"] == 1 and acc["recovered_sectors"] == 1
+    assert acc["stream_unaccounted"] == 0 and "stem-count: loss" not in cons.stderr()
+    with h5py.File(out) as f:
+        events = f["electron_events/frames"]
+        assert events[a].tolist() == [1, 2, 3]
+        assert f["stream_accounting/counted_by"][a] == 2  # the row after the 2 ranks
+        assert f["stream_accounting/thresholds"][2].tolist() == [_TH.background, _TH.xray]
+    assert not parts_dir(out).exists()
 
 
 @pytest.mark.mpi
