@@ -141,6 +141,37 @@ def test_assembler_completes_flags_and_refuses_duplicates():
     assert (frame, missing) == (6, 1) and pixels.tolist() == [[9, 9, 3, 3]] * 2
 
 
+@pytest.mark.parametrize("dark_level", [100.0, 0.0])  # 0: pixels below 0 are clipped
+def test_sector_pixels_are_dark_plus_rolled_noise_plus_strikes(dark_level):
+    """SectorMaker against a plain recomputation: rint(dark) + one rounded noise field of
+    the pool rolled by its row shift + rounded strike signal, clipped to uint16."""
+    from lclstreamer.sources.stem import NOISE_POOL, SectorMaker, _noise_pool
+
+    cfg = _cfg(dark_level=dark_level, electrons_per_frame=200)
+    w, sector = sector_width(cfg), 2
+    dark = dark_reference(cfg)[:, sector * w : (sector + 1) * w]
+    make = SectorMaker(cfg, sector, dark)
+    assert make.direct == (dark_level > 0)
+    pool = _noise_pool(cfg.seed, cfg.noise, SHAPE[0], w, sector).astype(np.int64)
+    for frame in range(5):
+        hits = strikes(cfg, frame, sector)
+        rng = np.random.default_rng([cfg.seed, frame, sector])  # replay the strikes' draws
+        n = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
+        rng.integers(0, SHAPE[0], 2 * n + 1), rng.integers(0, w, 2 * n + 1)
+        k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(SHAPE[0]))
+        want = np.rint(dark).astype(np.int64) + np.roll(pool[k], shift, axis=0)
+        for r, c in hits:
+            want[r, c] += 28
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                if 0 <= r + dr < SHAPE[0] and 0 <= c + dc < w:
+                    want[r + dr, c + dc] += 4  # 15% of 28 ADU, rounded
+        got = make(frame)
+        assert got.dtype == np.uint16 and len(hits) > 20
+        assert np.array_equal(got, np.clip(want, 0, 65535)), f"frame {frame}"
+    if dark_level == 0:
+        assert (got == 0).any()  # clipped, not wrapped around
+
+
 def test_source_needs_a_multiple_of_the_sector_count():
     with pytest.raises(ConfigError, match="6 ranks cannot share 4 sectors"):
         StemSectorSource(_cfg(), StreamContext(rank=0, size=6, source_identifier="x"))
