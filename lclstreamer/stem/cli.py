@@ -39,7 +39,7 @@ def count(
     xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
     threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
-    credit: int = typer.Option(128, "--credit", help="unacknowledged messages a rank holds"),
+    credit: int = typer.Option(256, "--credit", help="unacknowledged messages a rank holds"),
 ) -> None:
     configure_json_logging("INFO")
     try:

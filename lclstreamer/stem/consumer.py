@@ -31,6 +31,7 @@ from .parts import PartWriter, Recovered, parts_dir, read_parts
 from .wire import decode
 
 log = logging.getLogger("lclstreamer.stem")
+RELEASE_BATCH = 16  # durable messages released (and the part file flushed) together
 COMPLETE, INCOMPLETE = 1, 2
 
 
@@ -49,7 +50,7 @@ class StemSettings(BaseModel):
     xray_sigma: float = Field(default=10.0, gt=0)
     threshold_frames: int = Field(default=10, ge=1)
     dial_timeout: float = Field(default=10.0, gt=0)
-    credit: int = Field(default=128, ge=1, le=256, description="unacknowledged messages held")
+    credit: int = Field(default=256, ge=1, le=256, description="unacknowledged messages held")
 
 
 class RankResult(BaseModel):
@@ -70,7 +71,9 @@ class RankResult(BaseModel):
     stream_messages: int | None = None  # data messages the buffer received (end message)
     recovered_sectors: int = 0  # parked sectors of earlier jobs put back into assembly
     recovered_again: int = 0  # messages received again that earlier jobs' parts hold
+    parked: int = 0  # sectors this rank parked in its part file
     seconds: float = 0.0
+    first_message: float | None = None  # time.time() of the first data message
 
 
 def load_dark(path: Path, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -104,7 +107,9 @@ def consume(
     written: set[int] = set()  # frames whose events are in the part file
     parked: set[tuple[int, int]] = set()  # sectors parked in the part file
     claimed: dict[int, set[int]] = {}  # frames whose parked sectors came back into assembly
-    park_at = max(1, s.credit - 2 * s.sectors)  # unreleased messages that make us park
+    batch = min(RELEASE_BATCH, max(1, s.credit // 4))  # durable messages released at once
+    park_at = max(1, s.credit - 2 * s.sectors - batch)  # unreleased messages: park
+    ready = 0  # durable messages not yet released
     w = s.frame_shape[1] // s.sectors
     t0 = time.monotonic()
 
@@ -135,23 +140,25 @@ def consume(
             return
         record(frame, counter(pixels), status, sectors)
 
-    def settle() -> None:
-        """Release the oldest messages that are durable (in receive order)."""
-        n = 0
+    def settle(now: bool = False) -> None:
+        """Release the oldest messages that are durable (in receive order), once `batch`
+        of them are (one flush of the part file for all), or `now`."""
+        nonlocal ready
         while pending:
             key = pending[0]
             if key is not None and key[0] not in written and key not in parked:
                 break
             pending.popleft()
-            n += 1
-        if n:
+            ready += 1
+        if ready and (now or ready >= batch):
             if parts is not None:
                 parts.flush()
-            consumer.release(n)
+            consumer.release(ready)
+            ready = 0
 
     def park(limit: int) -> None:
         """Park the oldest frames' sectors until at most `limit` messages are unreleased."""
-        while len(pending) > limit and parts is not None:
+        while pending and len(pending) > limit and parts is not None:
             frame = pending[0][0]  # type: ignore[index]  (settled: not None)
             if (p := asm.open.get(frame)) is not None:
                 px, have = p.frame, sorted(p.have)
@@ -163,7 +170,7 @@ def consume(
                 if (frame, sec) not in parked:
                     parts.park(frame, sec, px[:, sec * w : (sec + 1) * w])
                     parked.add((frame, sec))
-            settle()
+            settle(now=True)
 
     def claim(frame: int) -> None:
         """The parked sectors of `frame` go back into assembly (it is ours now)."""
@@ -177,7 +184,7 @@ def consume(
                 asm.release(pixels)
 
     def on_idle() -> None:
-        settle()
+        settle(now=True)
         park(0)
 
     consumer = AckedConsumer(
@@ -190,6 +197,8 @@ def consume(
     )
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
+            if not res.messages:
+                res.first_message = time.time()
             res.messages += 1
             try:
                 sec = decode(payload)
@@ -222,8 +231,8 @@ def consume(
                 asm.release(pixels)
             if parts is not None:
                 settle()
-                if len(pending) >= park_at:
-                    park(park_at - 2 * s.sectors)
+                if len(pending) + ready >= park_at:
+                    park(park_at - 2 * s.sectors - batch)
     finally:
         consumer.close()
     res.stream_end = consumer.end is not None
@@ -244,6 +253,7 @@ def consume(
     if counter is None and samples:
         start_counting()
     res.seconds = time.monotonic() - t0
+    res.parked = len(parked)
     return res
 
 
@@ -321,9 +331,12 @@ def run(settings: StemSettings, comm: Comm) -> dict[str, int | float | str] | No
     acc["recovered_messages"] = rec.messages
     acc["recovered_again"] = sum(r.recovered_again for r in gathered)
     acc["parts_torn"] = rec.torn
+    acc["parked"] = sum(r.parked for r in gathered)
     stream = int(acc["stream_messages"])
     got = int(acc["messages"]) - int(acc["recovered_again"]) + rec.messages
     acc["stream_unaccounted"] = max(stream - got, 0) if stream else 0
+    firsts = [r.first_message for r in gathered if r.first_message is not None]
+    acc["seconds"] = round(time.time() - min(firsts), 3) if firsts else 0.0
     write_counts(s.output, events, s.scan_shape, s.frame_shape, status, counted_by, ths, acc)
     shutil.rmtree(folder, ignore_errors=True)
     return acc
