@@ -124,6 +124,8 @@ def test_sector_message_round_trip_and_bad_messages():
         decode(msgpack.packb({"frame_number": 1}) + img.tobytes())
     with pytest.raises(DataError, match="bad header"):
         decode(b"\xc1garbage")
+    with pytest.raises(DataError, match="bad header"):
+        decode(msgpack.packb({**header, "shape": ["a", 4]}) + img.tobytes())
 
 
 def test_assembler_completes_flags_and_refuses_duplicates():
