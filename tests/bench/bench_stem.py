@@ -230,17 +230,19 @@ def main() -> None:
     )
     print()
     print("| what | ours | baseline | ratio |")
-    print("|---|---|---|---|")
+    print("|---|---|---|---|", flush=True)
     if args.only in (None, "counting"):
         ours, theirs = bench_counting(cfg, args.repeat)
         print(f"| counting 576x576 (frames/s) vs stempy electron_count_frame | {ours:.0f} |"
               f" {theirs:.0f} | {ours / theirs:.2f}x |", flush=True)  # fmt: skip
     if args.only in (None, "pipeline"):
-        runs = [bench_pipeline(scan) for _ in range(max(1, args.repeat // 2))]  # type: ignore[arg-type]
-        for r in runs:
+        runs = []
+        for _ in range(max(1, args.repeat // 2)):
+            r = bench_pipeline(scan)  # type: ignore[arg-type]
+            runs.append(r)
             print(f"| round: steady {r['steady']:.0f}, with start-up {r['end_to_end']:.0f},"
                   f" from memory {r['from_memory']:.0f}, generating {r['generate']:.0f} |"
-                  f" | | {r['steady'] / r['from_memory']:.2f}x |")  # fmt: skip
+                  f" | | {r['steady'] / r['from_memory']:.2f}x |", flush=True)  # fmt: skip
         pipe = sorted(runs, key=lambda r: r["steady"] / r["from_memory"])[len(runs) // 2]
         print(f"| end to end {scan[0]}x{scan[1]} scan, steady (first sector received to"
               f" all counted, frames/s) vs counting from memory (median round) |"
