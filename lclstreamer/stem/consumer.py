@@ -4,8 +4,10 @@ Each rank dials the buffer's OUT (keyed routing, acknowledged delivery), assembl
 from their sectors, electron-counts each frame as it completes (thresholds from its first
 `threshold_frames` complete frames), and after the end of the stream counts the frames
 still missing sectors (flagged incomplete) once it got every message the buffer's info
-message says it was given. Rank 0 gathers the sparse events and writes one HDF5 file in
-stempy's format."""
+message says it was given. It acknowledges a message only once it is durable in the
+rank's part file (`parts`), so a job started after a dead one with the same output
+loses nothing (docs/stem.md, "A consumer rank that dies"). Rank 0 gathers the sparse
+events and writes one HDF5 file in stempy's format."""
 
 from __future__ import annotations
 
@@ -87,17 +89,12 @@ def load_dark(path: Path, frame_shape: tuple[int, int]) -> np.ndarray:
 
 
 def consume(
-    settings: StemSettings,
-    rank: int,
-    ranks: int = 1,
-    rec: Recovered | None = None,
-    parts: PartWriter | None = None,
+    settings: StemSettings, rank: int, ranks: int, rec: Recovered, parts: PartWriter
 ) -> RankResult:
-    """This rank's share of the stream, counted (see the module doc). With `parts`, a
-    message is acknowledged only once it is durable there (its frame's events written,
-    or the sector parked); `rec` is what earlier jobs' part files hold."""
+    """This rank's share of the stream, counted (see the module doc). A message is
+    acknowledged only once it is durable in `parts` (its frame's events written, or the
+    sector parked); `rec` is what earlier jobs' part files hold."""
     s = settings
-    rec = rec if rec is not None else Recovered()
     dark = load_dark(s.dark, s.frame_shape)
     asm = Assembler(s.frame_shape, s.sectors, np.clip(np.rint(dark), 0, 65535))
     res = RankResult(rank=rank)
@@ -116,8 +113,7 @@ def consume(
     def record(frame: int, events: np.ndarray, status: int, sectors: int) -> None:
         res.events[frame] = events
         res.status[frame] = status
-        if parts is not None:
-            parts.events(frame, status, sectors, events)
+        parts.events(frame, status, sectors, events)
         written.add(frame)
 
     def start_counting() -> None:
@@ -126,8 +122,7 @@ def consume(
         pix = np.stack([px for px, _, _ in samples.values()])
         th = res.thresholds = thresholds(pix, dark, s.background_sigma, s.xray_sigma)
         counter = Counter(dark, th)
-        if parts is not None:
-            parts.thresholds(th)
+        parts.thresholds(th)
         for f, (px, st, n) in samples.items():
             record(f, counter(px), st, n)
         samples.clear()
@@ -151,14 +146,13 @@ def consume(
             pending.popleft()
             ready += 1
         if ready and (now or ready >= batch):
-            if parts is not None:
-                parts.flush()
+            parts.flush()
             consumer.release(ready)
             ready = 0
 
     def park(limit: int) -> None:
         """Park the oldest frames' sectors until at most `limit` messages are unreleased."""
-        while pending and len(pending) > limit and parts is not None:
+        while pending and len(pending) > limit:
             frame = pending[0][0]  # type: ignore[index]  (settled: not None)
             if (p := asm.open.get(frame)) is not None:
                 px, have = p.frame, sorted(p.have)
@@ -166,11 +160,14 @@ def consume(
                 px, have = samples[frame][0], list(range(s.sectors))
             else:
                 raise AssertionError(f"frame {frame} is neither open nor held")
+            head = pending[0]
             for sec in have:
                 if (frame, sec) not in parked:
                     parts.park(frame, sec, px[:, sec * w : (sec + 1) * w])
                     parked.add((frame, sec))
             settle(now=True)
+            if pending and pending[0] is head:
+                raise AssertionError(f"message {head} could not be made durable")
 
     def claim(frame: int) -> None:
         """The parked sectors of `frame` go back into assembly (it is ours now)."""
@@ -192,8 +189,8 @@ def consume(
         credit=s.credit,
         dial_timeout=s.dial_timeout,
         groups=ranks,
-        manual_ack=parts is not None,
-        on_idle=on_idle if parts is not None else None,
+        manual_ack=True,
+        on_idle=on_idle,
     )
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
@@ -209,30 +206,26 @@ def consume(
             except DataError as exc:
                 res.bad_messages += 1
                 log.warning("message %d: %s", res.messages, exc)
-                if parts is not None:
-                    parts.bad()
-                    pending.append(None)
-                    settle()
+                parts.bad()
+                pending.append(None)
+                settle()
                 continue
             frame = sec.frame_number
             if frame in rec.parked and frame not in claimed:
                 claim(frame)
             if frame in rec.counted or sec.sector in claimed.get(frame, ()):
                 res.recovered_again += 1  # the parts have it (its acknowledgement was lost)
-                if parts is not None:
-                    pending.append(None)
-                    settle()
+                pending.append(None)
+                settle()
                 continue
             pixels = asm.add(frame, sec.sector, sec.data)
-            if parts is not None:
-                pending.append((frame, sec.sector))
+            pending.append((frame, sec.sector))
             if pixels is not None:
                 count(frame, pixels, COMPLETE, s.sectors)
                 asm.release(pixels)
-            if parts is not None:
-                settle()
-                if len(pending) + ready >= park_at:
-                    park(park_at - 2 * s.sectors - batch)
+            settle()
+            if len(pending) + ready >= park_at:
+                park(park_at - 2 * s.sectors - batch)
     finally:
         consumer.close()
     res.stream_end = consumer.end is not None
