@@ -411,10 +411,11 @@ def _copy(payload: bytes) -> tuple[object, int]:
 
 class AckedConsumer:
     """A consumer of an acked stream: yields (producer, sequence, payload) once per
-    (producer, sequence). A message counts as processed once the next one is requested;
-    processed messages are acknowledged together when no message is waiting or half the
-    credit is used (or at `ack()`). `end` is the end message once the stream ended; a
-    lost connection without it raises StreamBroken."""
+    (producer, sequence). A message counts as processed once the next one is requested
+    (or, with `manual_ack`, once the caller `release`s it); processed messages are
+    acknowledged together when no message is waiting or half the credit is used (or at
+    `ack()`). `end` is the end message once the stream ended; a lost connection without
+    it raises StreamBroken."""
 
     def __init__(
         self,
@@ -423,9 +424,16 @@ class AckedConsumer:
         credit: int = DEFAULT_CREDIT,
         dial_timeout: float = 10.0,
         groups: int | None = None,
+        manual_ack: bool = False,
+        on_idle: Callable[[], None] | None = None,
     ):
         """`groups`: keyed routing, the consumer groups of this job (MPI ranks); the buffer
-        waits for all of them before routing keys."""
+        waits for all of them before routing keys. `manual_ack`: a yielded message is
+        acknowledged only once the caller `release`s it (in the order yielded: the
+        protocol acknowledges in receive order; duplicates dropped here go with the
+        message yielded next). `on_idle`: called when nothing arrived for POLL_MS, so a
+        caller holding messages can settle them (a buffer sends nothing beyond the credit
+        and ends the stream only once everything is acknowledged)."""
         self.url = url
         self.sock = pynng.Pair1(recv_timeout=POLL_MS, recv_max_size=0)
         self._live = 0
@@ -439,7 +447,12 @@ class AckedConsumer:
         self.info: Info | None = None  # keyed routing: this group's expected count
         self.duplicates = 0
         self._seen: set[tuple[int, int]] = set()
-        self._pending = 0
+        self._pending = 0  # processed, not yet acknowledged
+        self._manual = manual_ack
+        self._on_idle = on_idle
+        self._held: deque[int] = deque()  # manual: per yielded message, the messages it frees
+        self._held_n = 0  # manual: sum of _held
+        self._dropped = 0  # manual: duplicates received since the last yielded message
 
     def _added(self, pipe: pynng.Pipe) -> None:
         self._live += 1
@@ -447,6 +460,21 @@ class AckedConsumer:
 
     def _removed(self, pipe: pynng.Pipe) -> None:
         self._live -= 1
+
+    @property
+    def outstanding(self) -> int:
+        """Messages received and not yet acknowledged (what counts against the credit)."""
+        return self._pending + self._held_n + self._dropped
+
+    def release(self, n: int = 1) -> None:
+        """(manual_ack) The `n` oldest yielded messages not yet released are processed."""
+        for _ in range(n):
+            k = self._held.popleft()
+            self._pending += k
+            self._held_n -= k
+        if not self._held:
+            self._pending += self._dropped
+            self._dropped = 0
 
     def ack(self) -> None:
         if self._pending:
@@ -466,6 +494,9 @@ class AckedConsumer:
             try:
                 msg = msg or self.sock.recv_msg()
             except pynng.Timeout:
+                if self._on_idle is not None:
+                    self._on_idle()
+                    self.ack()
                 if self._seen_peer and self._live <= 0:
                     raise StreamBroken(
                         f"stream broken after {received()} messages: the connection to"
@@ -483,11 +514,22 @@ class AckedConsumer:
                     continue  # a control message this version does not know
                 return
             producer, seq = ENVELOPE.unpack_from(data)
-            self._pending += 1
             if (producer, seq) in self._seen:
                 self.duplicates += 1
+                if not self._manual:
+                    self._pending += 1
+                elif self._held:
+                    self._dropped += 1
+                else:
+                    self._pending += 1  # nothing held before it: processed
                 continue
             self._seen.add((producer, seq))
+            if self._manual:
+                self._held.append(1 + self._dropped)
+                self._held_n += 1 + self._dropped
+                self._dropped = 0
+            else:
+                self._pending += 1
             yield producer, seq, data[ENVELOPE.size :]
 
     def close(self) -> None:

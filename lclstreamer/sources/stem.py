@@ -46,49 +46,83 @@ def strikes(cfg: StemSectorEventSource, frame: int, sector: int) -> np.ndarray:
 
 
 def _strikes(rng: np.random.Generator, cfg: StemSectorEventSource) -> np.ndarray:
+    """Poisson count k, then 2k+1 candidate positions kept greedily, in order, while at
+    least MIN_SEPARATION (Chebyshev) from those kept, until k are kept."""
     rows, width = cfg.frame_shape[0], sector_width(cfg)
     k = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
-    cand = np.column_stack((rng.integers(0, rows, 2 * k + 1), rng.integers(0, width, 2 * k + 1)))
-    kept: list[np.ndarray] = []
-    for p in cand:
+    rs = rng.integers(0, rows, 2 * k + 1).tolist()
+    cs = rng.integers(0, width, 2 * k + 1).tolist()
+    kept: list[tuple[int, int]] = []
+    for r, c in zip(rs, cs, strict=True):
         if len(kept) == k:
             break
-        if all(np.abs(p - q).max() >= MIN_SEPARATION for q in kept):
-            kept.append(p)
+        if all(abs(r - q) >= MIN_SEPARATION or abs(c - d) >= MIN_SEPARATION for q, d in kept):
+            kept.append((r, c))
     return np.array(kept, dtype=np.int32).reshape(-1, 2)
 
 
 @lru_cache(maxsize=8)
 def _noise_pool(seed: int, noise: float, rows: int, width: int, sector: int) -> np.ndarray:
-    """NOISE_POOL Gaussian read-noise fields of one sector (float32, drawn once)."""
+    """NOISE_POOL Gaussian read-noise fields of one sector, rounded to whole ADU (int16,
+    drawn once)."""
     rng = np.random.default_rng([seed, _NOISE, sector])
-    pool = rng.normal(0.0, noise, (NOISE_POOL, rows, width)).astype(np.float32)
+    pool = rng.normal(0.0, noise, (NOISE_POOL, rows, width))
+    pool = np.clip(np.rint(pool), -32768, 32767).astype(np.int16)
     pool.setflags(write=False)
     return pool
+
+
+class SectorMaker:
+    """Makes the uint16 pixels of one sector of any frame: the dark reference (rounded to
+    whole ADU) + read noise (one of NOISE_POOL fields drawn once per sector, rounded to
+    whole ADU, rolled by a random number of rows: drawing fresh Gaussian noise for every
+    sector would cost more than counting it) + strikes (an electron adds `electron_adu`,
+    rounded, to its pixel and 15% of it, rounded, to each of its 4 neighbours), clipped to
+    0..65535. Integer arithmetic, one pass over the sector when no pixel can leave the
+    uint16 range (checked once), else computed in int32 and clipped."""
+
+    def __init__(self, cfg: StemSectorEventSource, sector: int, dark: np.ndarray) -> None:
+        self.cfg, self.sector = cfg, sector
+        self.rows, self.width = dark.shape
+        self.dark = np.rint(np.asarray(dark, dtype=np.float64)).astype(np.int32)
+        self.pool = _noise_pool(cfg.seed, cfg.noise, self.rows, self.width, sector)
+        self.hit = int(round(cfg.electron_adu))
+        self.side = int(round(0.15 * cfg.electron_adu))
+        lo = int(self.dark.min()) + int(self.pool.min())
+        hi = int(self.dark.max()) + int(self.pool.max()) + max(self.hit, self.side)
+        self.direct = lo >= 0 and hi <= 65535  # strikes never touch one pixel twice
+        if self.direct:  # uint16 arithmetic modulo 2**16 gives the true sums: no casts
+            self.dark, self.pool = self.dark.astype(np.uint16), self.pool.view(np.uint16)
+
+    def __call__(self, frame: int) -> np.ndarray:
+        cfg, rows, width = self.cfg, self.rows, self.width
+        rng = np.random.default_rng([cfg.seed, frame, self.sector])
+        hits = _strikes(rng, cfg)
+        k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(rows))
+        noise, dark = self.pool[k], self.dark
+        out = np.empty((rows, width), np.uint16 if self.direct else np.int32)
+        # the noise field rolled down by `shift` rows, added without a rolled copy
+        np.add(dark[shift:], noise[: rows - shift], out=out[shift:], dtype=out.dtype)
+        np.add(dark[:shift], noise[rows - shift :], out=out[:shift], dtype=out.dtype)
+        if len(hits):
+            r, c = hits[:, 0], hits[:, 1]
+            out[r, c] += self.hit  # strikes are >= 3 apart: no pixel is touched twice
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                rr, cc = r + dr, c + dc
+                ok = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < width)
+                out[rr[ok], cc[ok]] += self.side
+        if self.direct:
+            return out
+        np.clip(out, 0, 65535, out=out)
+        return out.astype(np.uint16)
 
 
 def make_sector(
     cfg: StemSectorEventSource, frame: int, sector: int, dark: np.ndarray
 ) -> np.ndarray:
-    """The sector's uint16 pixels: `dark` (this sector's columns) + read noise + strikes.
-    The noise is one of NOISE_POOL fields drawn once per sector, rolled by a random number
-    of rows (drawing fresh Gaussian noise for every sector would cost more than counting
-    it). An electron puts `electron_adu` on its pixel and 15% of it on each of the 4
-    neighbours."""
-    rng = np.random.default_rng([cfg.seed, frame, sector])
-    hits = _strikes(rng, cfg)
-    rows, width = dark.shape
-    pool = _noise_pool(cfg.seed, cfg.noise, rows, width, sector)
-    k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(rows))
-    img = np.add(dark, np.roll(pool[k], shift, axis=0), dtype=np.float32)
-    a = np.float32(cfg.electron_adu)
-    for r, c in hits:
-        img[r, c] += a
-        for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            if 0 <= r + dr < rows and 0 <= c + dc < width:
-                img[r + dr, c + dc] += 0.15 * a
-    np.clip(np.rint(img, out=img), 0, 65535, out=img)
-    return img.astype(np.uint16)
+    """The sector's uint16 pixels (see `SectorMaker`; `dark`: this sector's columns of
+    the dark reference). For many frames, make one SectorMaker and call it."""
+    return SectorMaker(cfg, sector, dark)(frame)
 
 
 class SectorEvent:
@@ -104,7 +138,7 @@ class SectorEvent:
         src = self._source
         if name != src.cfg.detector:
             return None
-        img = make_sector(src.cfg, self.index, src.sector, src.dark)
+        img = src.make(self.index)
         img.setflags(write=False)
         return img
 
@@ -140,8 +174,8 @@ class StemSectorSource:
         self.sector = ctx.rank % cfg.sectors
         self.slot, self.slots = ctx.rank // cfg.sectors, ctx.size // cfg.sectors
         w = sector_width(cfg)
-        self.dark = np.ascontiguousarray(
-            dark_reference(cfg)[:, self.sector * w : (self.sector + 1) * w]
+        self.make = SectorMaker(
+            cfg, self.sector, dark_reference(cfg)[:, self.sector * w : (self.sector + 1) * w]
         )
         self.lost = 0
 

@@ -39,6 +39,7 @@ def count(
     xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
     threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
+    credit: int = typer.Option(256, "--credit", help="unacknowledged messages a rank holds"),
 ) -> None:
     configure_json_logging("INFO")
     try:
@@ -46,6 +47,7 @@ def count(
             url=url, scan_shape=scan_shape, dark=dark, output=output, frame_shape=frame_shape,
             sectors=sectors, background_sigma=background_sigma, xray_sigma=xray_sigma,
             threshold_frames=threshold_frames, dial_timeout=dial_timeout,
+            credit=credit,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -59,13 +61,22 @@ def count(
         return
     if acc is not None:
         print(json.dumps(acc), flush=True)
-        elsewhere = int(acc["stream_messages"]) - int(acc["messages"])
-        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"] or elsewhere:
+        missing = acc["stream_unaccounted"]
+        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"] or missing:
             print(
                 f"stem-count: loss: {acc['frames_missing']} frame(s) never seen,"
                 f" {acc['ranks_without_end']} rank(s) without the end of the stream,"
-                f" lost_max {acc['lost_max']}, {max(elsewhere, 0)} of the stream's"
-                f" {acc['stream_messages']} message(s) not received by this job",
+                f" lost_max {acc['lost_max']}, {missing} of the stream's"
+                f" {acc['stream_messages']} message(s) neither received by this job"
+                " nor recovered from part files",
+                file=sys.stderr,
+            )
+        if acc["recovered_parts"]:
+            print(
+                f"stem-count: recovered from {acc['recovered_parts']} part file(s):"
+                f" {acc['recovered_frames']} counted frame(s) kept,"
+                f" {acc['recovered_sectors']} parked sector(s) assembled again,"
+                f" {acc['recovered_again']} message(s) received again and dropped",
                 file=sys.stderr,
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import msgpack
@@ -26,16 +27,17 @@ def decode(message: memoryview | bytes) -> Sector:
     unpacker.feed(message[:HEADER_MAX])
     try:
         h = unpacker.unpack()
-        shape, dtype = tuple(h["shape"]), np.dtype(h["dtype"])
+        shape, dtype = tuple(int(x) for x in h["shape"]), np.dtype(h["dtype"])
+        count = math.prod(shape)
         frame, sector, scan = int(h["frame_number"]), int(h["sector"]), int(h["scan_number"])
     except (msgpack.OutOfData, msgpack.UnpackException, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"sector message: bad header ({type(exc).__name__}: {exc})") from None
     offset = unpacker.tell()
-    n = int(np.prod(shape)) * dtype.itemsize
+    n = count * dtype.itemsize
     if len(message) - offset != n:
         raise DataError(
             f"sector message of frame {frame} sector {sector}: {len(message) - offset} bytes"
             f" of data, expected {n} for shape {list(shape)} {dtype.str}"
         )
-    data = np.frombuffer(message, dtype=dtype, count=int(np.prod(shape)), offset=offset)
+    data = np.frombuffer(message, dtype=dtype, count=count, offset=offset)
     return Sector(scan, frame, sector, data.reshape(shape))

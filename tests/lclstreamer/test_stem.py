@@ -28,7 +28,8 @@ from lclstreamer.sources.stem import (
     strikes,
 )
 from lclstreamer.stem.assembly import Assembler
-from lclstreamer.stem.counting import Counter, thresholds
+from lclstreamer.stem.counting import Counter, Thresholds, thresholds
+from lclstreamer.stem.parts import PartWriter, parts_dir, read_parts
 from lclstreamer.stem.wire import decode
 from tests.support.ci import require_module
 from tests.support.waiting import wait_until
@@ -39,6 +40,7 @@ from .helpers import BIN, EXAMPLES, MPIRUN, run_cli, write_config
 pytestmark = pytest.mark.timeout(240)
 
 SCAN, SHAPE, SECTORS = (32, 32), (128, 128), 4
+_TH = Thresholds(mean=0.1, sigma=2.0, background=8.1, xray=20.1, samples=10)
 
 
 def _cfg(**kw) -> StemSectorEventSource:
@@ -122,6 +124,8 @@ def test_sector_message_round_trip_and_bad_messages():
         decode(msgpack.packb({"frame_number": 1}) + img.tobytes())
     with pytest.raises(DataError, match="bad header"):
         decode(b"\xc1garbage")
+    with pytest.raises(DataError, match="bad header"):
+        decode(msgpack.packb({**header, "shape": ["a", 4]}) + img.tobytes())
 
 
 def test_assembler_completes_flags_and_refuses_duplicates():
@@ -137,6 +141,37 @@ def test_assembler_completes_flags_and_refuses_duplicates():
     asm.add(6, 1, 3 * a)
     ((frame, pixels, missing),) = asm.incomplete()
     assert (frame, missing) == (6, 1) and pixels.tolist() == [[9, 9, 3, 3]] * 2
+
+
+@pytest.mark.parametrize("dark_level", [100.0, 0.0])  # 0: pixels below 0 are clipped
+def test_sector_pixels_are_dark_plus_rolled_noise_plus_strikes(dark_level):
+    """SectorMaker against a plain recomputation: rint(dark) + one rounded noise field of
+    the pool rolled by its row shift + rounded strike signal, clipped to uint16."""
+    from lclstreamer.sources.stem import NOISE_POOL, SectorMaker, _noise_pool
+
+    cfg = _cfg(dark_level=dark_level, electrons_per_frame=200)
+    w, sector = sector_width(cfg), 2
+    dark = dark_reference(cfg)[:, sector * w : (sector + 1) * w]
+    make = SectorMaker(cfg, sector, dark)
+    assert make.direct == (dark_level > 0)
+    pool = _noise_pool(cfg.seed, cfg.noise, SHAPE[0], w, sector).astype(np.int64)
+    for frame in range(5):
+        hits = strikes(cfg, frame, sector)
+        rng = np.random.default_rng([cfg.seed, frame, sector])  # replay the strikes' draws
+        n = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
+        rng.integers(0, SHAPE[0], 2 * n + 1), rng.integers(0, w, 2 * n + 1)
+        k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(SHAPE[0]))
+        want = np.rint(dark).astype(np.int64) + np.roll(pool[k], shift, axis=0)
+        for r, c in hits:
+            want[r, c] += 28
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                if 0 <= r + dr < SHAPE[0] and 0 <= c + dc < w:
+                    want[r + dr, c + dc] += 4  # 15% of 28 ADU, rounded
+        got = make(frame)
+        assert got.dtype == np.uint16 and len(hits) > 20
+        assert np.array_equal(got, np.clip(want, 0, 65535)), f"frame {frame}"
+    if dark_level == 0:
+        assert (got == 0).any()  # clipped, not wrapped around
 
 
 def test_source_needs_a_multiple_of_the_sector_count():
@@ -183,10 +218,10 @@ def _producer_config(tmp_path, in_url: str, **source) -> tuple:
     return cfg, write_config(tmp_path / "producers.yaml", data)
 
 
-def _start_aggregator(spawn, in_port: int, out_port: int, *extra: str):
+def _start_aggregator(spawn, in_port: int, out_port: int, *extra: str, delivery="acked"):
     buf = spawn(
         [str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}",
-         "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
+         "--delivery", delivery, "--route-by", "frame_number", "--producers", "4",
          "--metrics-interval", "0.5", *extra],
         name="aggregator",
     )  # fmt: skip
@@ -203,15 +238,18 @@ def _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path, *consumer_extr
     return buf, cons, out
 
 
-def _start_consumers(tmp_path, spawn, out_port, cfg_path, *consumer_extra: str, name="consumers"):
-    """The 2-rank consumer job (`mpirun -n 2 stem-count count`), writing NAME.h5."""
+def _start_consumers(
+    tmp_path, spawn, out_port, cfg_path, *consumer_extra: str, name="consumers", output=None
+):
+    """The 2-rank consumer job (`mpirun -n 2 stem-count count`), writing NAME.h5 (or
+    `output`)."""
     dark = tmp_path / "dark.npy"
     got = subprocess.run(
         [str(BIN / "stem-count"), "dark", str(cfg_path), "-o", str(dark)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
-    out = tmp_path / f"{name}.h5"
+    out = output or tmp_path / f"{name}.h5"
     cons = spawn(
         [MPIRUN, "-n", "2", str(BIN / "stem-count"), "count", f"tcp://127.0.0.1:{out_port}",
          "--scan-shape", str(SCAN[0]), str(SCAN[1]), "--frame-shape", str(SHAPE[0]),
@@ -230,22 +268,20 @@ def _rank_process(job, rank: int) -> psutil.Process:
     raise AssertionError(f"no stem-count rank {rank} under mpirun {job.pid}")
 
 
-@pytest.mark.mpi
-def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, spawn, free_port):
-    """kill -9 of one consumer rank mid-scan, acked delivery. mpirun then ends the whole
-    job (exit non-zero); the aggregator takes back what the job had not acknowledged and
-    keeps the stream for the next job. The sectors the dead ranks had acknowledged are
-    gone with them (they were assembled or counted in their memory): the next job counts
-    every frame it can, flags the frames missing those sectors, and reports how many of
-    the stream's messages it did not receive. Nothing is lost silently; docs/stem.md says
-    why it is not "nothing lost"."""
-    in_port, out_port = free_port(), free_port()
-    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
-    buf, first, _ = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
-    victim = _rank_process(first, 1)
-    prod = spawn([MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)], name="prod")
-    wait_until(lambda: metrics_lines(buf)[-1]["sent"] > 200, 60, "mid-scan")
-    victim.send_signal(signal.SIGSTOP)  # its frames' keys hold the stream: still mid-scan
+def _stop_then_kill_rank_1(buf, job, prod_cmd, spawn, tmp_path) -> None:
+    """Run the producers; once both ranks counted frames mid-scan, SIGSTOP rank 1 (its
+    frames' keys then hold the stream: still mid-scan), then kill -9 it. Returns the
+    producers, which finish (the aggregator holds the rest of the scan)."""
+    victim = _rank_process(job, 1)
+    prod = spawn(prod_cmd, name="prod")
+    folder = parts_dir(tmp_path / "consumers.h5")
+
+    def counted_on_both() -> bool:
+        rec = read_parts(folder, SCAN, SHAPE, SECTORS)
+        return len(rec.counted) > 40 and len(rec.thresholds) == 2
+
+    wait_until(counted_on_both, 60, "frames counted by both ranks")
+    victim.send_signal(signal.SIGSTOP)
 
     def stalled() -> bool:  # nothing more handed to the job for 3 metrics lines
         lines = metrics_lines(buf)
@@ -253,31 +289,161 @@ def test_a_killed_consumer_rank_loses_frames_and_the_loss_is_reported(tmp_path, 
 
     wait_until(stalled, 60, "the stream held by the stopped rank")
     n = SCAN[0] * SCAN[1]
-    lost = sum(is_lost(cfg, f, s) for f in range(n) for s in range(SECTORS))
-    assert metrics_lines(buf)[-1]["sent"] < SECTORS * n - lost
+    assert metrics_lines(buf)[-1]["sent"] < SECTORS * n - 8  # mid-scan
     victim.send_signal(signal.SIGKILL)
-    assert first.wait(60) != 0  # mpirun ends the job when a rank dies
+    assert job.wait(60) != 0  # mpirun ends the job when a rank dies
     # rank 0 may take a few more keys between the victim's end and its own
     wait_until(lambda: metrics_lines(buf)[-1]["consumers"] == 0, 30, "the job gone")
-    sent_before = metrics_lines(buf)[-1]["sent"]  # what the first job could have taken
     assert prod.wait(120) == 0, prod.stderr()
 
-    second, out = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second")
+
+def _expected_frames(cfg) -> tuple[int, int, int, int]:
+    """(complete, incomplete, never seen, sectors sent) of the whole scan."""
+    n = SCAN[0] * SCAN[1]
+    lost = [sum(is_lost(cfg, f, s) for s in range(SECTORS)) for f in range(n)]
+    return (
+        sum(v == 0 for v in lost),
+        sum(0 < v < SECTORS for v in lost),
+        sum(v == SECTORS for v in lost),
+        SECTORS * n - sum(lost),
+    )
+
+
+@pytest.mark.mpi
+def test_a_killed_consumer_rank_loses_nothing_with_acknowledged_delivery(
+    tmp_path, spawn, free_port
+):
+    """kill -9 of one consumer rank mid-scan (after both ranks counted frames), acked
+    delivery. mpirun ends the whole job; a second job writing the same output merges the
+    dead job's part files (its counted frames kept, its parked sectors assembled again),
+    gets from the aggregator what the dead job had not acknowledged, and writes one file
+    where every frame sent is accounted for once: nothing lost, nothing counted twice."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf, first, out = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
+    prod_cmd = [MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)]
+    _stop_then_kill_rank_1(buf, first, prod_cmd, spawn, tmp_path)
+    folder = parts_dir(out)
+    dead = read_parts(folder, SCAN, SHAPE, SECTORS)
+    assert dead.files == 2 and dead.counted
+
+    second, _ = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second", output=out)
     assert second.wait(120) == 0, second.stderr()
     assert buf.wait(60) == 0, buf.stderr()
     acc = json.loads(second.stdout().strip().splitlines()[-1])
+    complete, incomplete, never, sent = _expected_frames(cfg)
     m = final_metrics(buf)
-    assert m["redelivered"] > 0 and m["recvd"] == SECTORS * n - lost
-    assert acc["stream_messages"] == SECTORS * n - lost
-    not_here = acc["stream_messages"] - acc["messages"]
-    assert 0 < not_here <= sent_before  # what the dead job acknowledged, no more
+    assert m["redelivered"] > 0 and m["recvd"] == sent and m["lost_max"] == 0
+    assert acc["frames_complete"] == complete and acc["frames_incomplete"] == incomplete
+    assert acc["frames_missing"] == never and acc["frames_double"] == 0
+    assert acc["stream_messages"] == sent and acc["stream_unaccounted"] == 0
+    assert acc["recovered_parts"] == 2 and acc["recovered_frames"] == len(dead.counted)
+    assert acc["messages"] - acc["recovered_again"] + acc["recovered_messages"] == sent
+    assert acc["messages"] < sent  # the dead job's durable share was not sent again
+    assert "stem-count: loss" not in second.stderr()
+    assert f"recovered from 2 part file(s): {len(dead.counted)} counted frame(s)" in (
+        second.stderr()
+    )
+    assert not folder.exists()  # merged into the file, then removed
+
+    with h5py.File(out) as f:
+        status = f["stream_accounting/frame_status"][()]
+        counted_by = f["stream_accounting/counted_by"][()]
+        ths = f["stream_accounting/thresholds"][()]
+        events = list(f["electron_events/frames"][()])
+    # the dead job's frames keep the thresholds they were counted with (rows 2, 3)
+    assert len(ths) == 4 and set(counted_by[status > 0].tolist()) >= {0, 1, 2, 3}
+    injected = found = 0
+    for fr in np.flatnonzero(status == 1):
+        truth = _truth(cfg, int(fr))
+        injected += len(truth)
+        found += len(truth & set(events[fr].tolist()))
+    assert found >= 0.95 * injected
+    # a recovered frame holds the events its thresholds give on the true pixels
+    dark = dark_reference(cfg)
+    for fr in list(dead.counted)[:5]:
+        bg, xr = ths[counted_by[fr]]
+        assert counted_by[fr] >= 2
+        th = Thresholds(mean=0, sigma=1, background=bg, xray=xr, samples=1)
+        want = set(Counter(dark, th)(_frame(cfg, fr, dark)).tolist())
+        if status[fr] == 1:
+            assert set(events[fr].tolist()) == want, f"frame {fr}"
+
+
+@pytest.mark.mpi
+def test_a_killed_consumer_rank_at_most_once_loses_frames_and_the_loss_is_reported(
+    tmp_path, spawn, free_port
+):
+    """The same kill at at-most-once delivery (keyed routing without `--delivery
+    acked`): the aggregator frees each message once sent, so what the dead job held in
+    memory is gone; the next job merges the dead job's part files, counts every frame
+    it can, flags the frames missing sectors, and reports how many of the stream's
+    messages it neither received nor recovered (no more than the aggregator's lost_max)."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    buf = _start_aggregator(spawn, in_port, out_port, delivery="at-most-once")
+    first, out = _start_consumers(tmp_path, spawn, out_port, cfg_path)
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
+    prod_cmd = [MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)]
+    _stop_then_kill_rank_1(buf, first, prod_cmd, spawn, tmp_path)
+
+    second, _ = _start_consumers(tmp_path, spawn, out_port, cfg_path, name="second", output=out)
+    assert second.wait(120) == 0, second.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(second.stdout().strip().splitlines()[-1])
+    _complete, _incomplete, _never, sent = _expected_frames(cfg)
+    m = final_metrics(buf)
+    assert m["redelivered"] == 0 and m["lost_max"] > 0 and m["recvd"] == sent
+    n = SCAN[0] * SCAN[1]
+    assert acc["stream_messages"] == sent and acc["lost_max"] == m["lost_max"]
+    assert 0 < acc["stream_unaccounted"] <= m["lost_max"]
     assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == n
-    assert acc["frames_missing"] + acc["frames_incomplete"] > 0
-    assert f"{not_here} of the stream's {SECTORS * n - lost} message(s) not received" in (
+    assert acc["frames_double"] == 0 and acc["recovered_parts"] == 2
+    assert f"{acc['stream_unaccounted']} of the stream's {sent} message(s) neither" in (
         second.stderr()
     )
     with h5py.File(out) as f:  # the second job's 2 ranks were waited for: both counted
         assert set(f["stream_accounting/counted_by"][()].tolist()) >= {0, 1}
+
+
+@pytest.mark.mpi
+def test_frames_an_earlier_job_stored_are_kept_and_their_sectors_dropped(
+    tmp_path, spawn, free_port
+):
+    """The acknowledgement was lost: an earlier job stored frame A's events and parked
+    sector 0 of frame B, and the aggregator sends all of them again. The job keeps A's
+    stored events (not recounted: counted with the stored thresholds), drops the sectors
+    the parts hold (`recovered_again`), counts B from the parked sector and the rest, and
+    every message of the stream is accounted for once."""
+    in_port, out_port = free_port(), free_port()
+    cfg, cfg_path = _producer_config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    n = SCAN[0] * SCAN[1]
+    a, b = [f for f in range(n) if not any(is_lost(cfg, f, s) for s in range(SECTORS))][:2]
+    out = tmp_path / "consumers.h5"
+    w = PartWriter(parts_dir(out) / "earlier-rank1.part", SCAN, SHAPE, SECTORS)
+    w.thresholds(_TH)
+    w.events(a, 1, SECTORS, np.array([1, 2, 3], np.uint32))
+    w.park(b, 0, np.full((SHAPE[0], SHAPE[1] // SECTORS), 7, np.uint16))
+    w.close()
+
+    buf, cons, out = _start_pipeline(tmp_path, spawn, in_port, out_port, cfg_path)
+    prod = run_cli(["-c", str(cfg_path)], ranks=4, timeout=180)
+    assert prod.code == 0, prod.stderr
+    assert cons.wait(120) == 0, cons.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(cons.stdout().strip().splitlines()[-1])
+    complete, incomplete, never, sent = _expected_frames(cfg)
+    assert (acc["frames_complete"], acc["frames_incomplete"]) == (complete, incomplete)
+    assert acc["frames_missing"] == never and acc["frames_double"] == 0
+    assert acc["messages"] == sent and acc["recovered_again"] == SECTORS + 1
+    assert acc["recovered_frames"] == 1 and acc["recovered_sectors"] == 1
+    assert acc["stream_unaccounted"] == 0 and "stem-count: loss" not in cons.stderr()
+    with h5py.File(out) as f:
+        events = f["electron_events/frames"]
+        assert events[a].tolist() == [1, 2, 3]
+        assert f["stream_accounting/counted_by"][a] == 2  # the row after the 2 ranks
+        assert f["stream_accounting/thresholds"][2].tolist() == [_TH.background, _TH.xray]
+    assert not parts_dir(out).exists()
 
 
 @pytest.mark.mpi
