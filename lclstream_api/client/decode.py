@@ -111,9 +111,9 @@ class HDF5Decoder:
     def __init__(self, fields: Mapping[str, str] | None = None) -> None:
         import h5py
         import hdf5plugin  # noqa: F401  (registers bitshuffle, zfp, ... for reading)
-        from h5py import h5a
+        from h5py import h5a, h5s
 
-        self._h5py, self._h5a = h5py, h5a
+        self._h5py, self._h5a, self._h5s = h5py, h5a, h5s
         self.fields = dict(fields) if fields else None
 
     def _open(self, raw: BufferFile) -> Any:
@@ -130,7 +130,11 @@ class HDF5Decoder:
             raise DecodeError(f"HDF5 batch has no dataset {path} (it has: {', '.join(have)})")
         if self._h5py.check_string_dtype(d.dtype) is not None:
             return d.asstr()[()]
-        return d[()]
+        if d.ndim == 0 or d.size == 0 or d.dtype.kind not in "biufc":
+            return d[()]
+        out = np.empty(d.shape, d.dtype)  # d[()] would zero-fill its array first
+        d.id.read(self._h5s.ALL, self._h5s.ALL, out)
+        return out
 
     def __call__(self, message: Buffer) -> Batch:
         with BufferFile(message) as raw, self._open(raw) as f:
