@@ -142,7 +142,7 @@ class HDF5Decoder:
 
     def _count(self, f: Any, name: str) -> int | None:
         """Root attribute `name` as an int (None if absent), read straight into an int64
-        (h5py's attribute manager costs ~30 us an attribute, this ~12)."""
+        (h5py's attribute manager costs ~45 us an attribute of a new file, this ~30)."""
         fid, key = f.id, name.encode()
         if not self._h5a.exists(fid, key):
             return None
