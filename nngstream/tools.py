@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +181,7 @@ def pull(
         inlet.discard(item)
 
     try:
-        while True:
-            got = inlet.recv()
+        for got in inlet_messages(inlet, url, lambda: report.messages):
             now = time.monotonic()
             if got is not None:
                 take(*got)
@@ -191,19 +190,7 @@ def pull(
                     report.seconds = now - t0
                     progress(report)
                     next_progress = now + progress_interval
-                continue
-            if inlet.end_marker_seen:
-                break
-            if inlet.peers_seen and inlet.peers == 0:  # the buffer went away
-                while (got := inlet.recv(block=False)) is not None:
-                    take(*got)
-                if inlet.end_marker_seen:
-                    break
-                raise StreamBroken(
-                    f"stream broken after {report.messages} messages: the connection to"
-                    f" {url} closed without an end message"
-                )
-            if idle_timeout is not None and now - last_msg > idle_timeout:
+            elif idle_timeout is not None and now - last_msg > idle_timeout:
                 raise NngstreamError(f"nothing received from {url} for {idle_timeout:g} s")
     finally:
         inlet.close()
@@ -213,6 +200,37 @@ def pull(
     report.sequence = seqs.report() if seqs is not None else None
     report.seconds = time.monotonic() - t0
     return report
+
+
+def inlet_messages(
+    inlet: NngInlet | ZmqInlet,
+    url: str,
+    received: Callable[[], int],
+    stop: threading.Event | None = None,
+) -> Iterator[tuple[object, int] | None]:
+    """(message, size) from a plain buffer's OUT until its end message (then
+    `inlet.end` has it), and None after each wait without a message (a tick for
+    progress and timeouts). The caller frees each message (`inlet.discard`). Raises
+    StreamBroken, naming `received()` messages, when the connection closes without an
+    end message; returns early once `stop` is set. `pull` and the Python client's
+    `pull()` both receive through it."""
+    while stop is None or not stop.is_set():
+        got = inlet.recv()
+        if got is not None:
+            yield got
+            continue
+        if inlet.end_marker_seen:
+            return
+        if inlet.peers_seen and inlet.peers == 0:  # the buffer went away
+            while (got := inlet.recv(block=False)) is not None:
+                yield got
+            if inlet.end_marker_seen:
+                return
+            raise StreamBroken(
+                f"stream broken after {received()} messages: the connection to"
+                f" {url} closed without an end message"
+            )
+        yield None
 
 
 def _check(seqs: SequenceCheck, payload: memoryview, n: int) -> None:

@@ -22,6 +22,7 @@ from nngstream.errors import NngstreamError
 from nngstream.errors import StreamBroken as BufferGone
 from nngstream.models import Delivery, EndOfStream, Proto, check_url
 from nngstream.nngio import NngInlet
+from nngstream.tools import inlet_messages
 from nngstream.zmqio import ZmqInlet
 
 from .decode import Batch, Decoder, decoder_for
@@ -192,22 +193,10 @@ class Pull:
                 inlet.discard(item)
 
         try:
-            while not self._stop.is_set():
-                got = inlet.recv()
+            for got in inlet_messages(inlet, url, lambda: self.received.batches, self._stop):
                 if got is not None:
                     take(got[0])
-                    continue
-                if inlet.end_marker_seen:
-                    return inlet.end
-                if inlet.peers_seen and inlet.peers == 0:  # the buffer went away
-                    while (got := inlet.recv(block=False)) is not None:
-                        take(got[0])
-                    if inlet.end_marker_seen:
-                        return inlet.end
-                    raise BufferGone(
-                        f"stream broken: the connection to {url} closed without an end message"
-                    )
-            return None
+            return None if self._stop.is_set() else inlet.end
         finally:
             inlet.close()
             if ctx is not None:

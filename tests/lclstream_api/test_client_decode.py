@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 import pytest
 
 from lclstream_api.client import DecodeError, decoder_for
-from lclstream_api.client.decode import HDF5Decoder
+from lclstream_api.client.decode import BufferFile, HDF5Decoder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,6 +35,7 @@ def test_hdf5_batches_by_field_name_with_their_attributes(made):
         assert set(batch) == {"frames", "index"} and batch.key == (batch.rank, batch.seq)
         before = batch["frames"].copy()
         message[:] = bytes(len(message))  # the message is gone: the batch owns its arrays
+        message.append(0)  # and nothing holds it once decoded (a held buffer cannot resize)
         np.testing.assert_array_equal(batch["frames"], before)
         assert batch["frames"].flags.writeable
         seen.add(batch.key)
@@ -78,3 +81,46 @@ def test_bad_messages_and_configs_are_one_clear_line(made):
         decoder_for({"data_serializer": {"type": "simplon", "image": "frames"}})
     with pytest.raises(DecodeError, match="data_serializer: missing"):
         decoder_for({})
+
+
+def hdf5_message(**attrs) -> bytes:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f["/data/frames"] = np.arange(12, dtype=np.float32).reshape(3, 4)
+        f.attrs.update(attrs)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [("three", r"object\[\]"), (np.array([1, 2]), r"int64\[2\]")]
+)
+def test_a_batch_count_that_is_not_an_integer_is_one_clear_line(value, shown):
+    dec = HDF5Decoder({"frames": "/data/frames"})
+    with pytest.raises(DecodeError, match=rf"^HDF5 batch attribute rank: {shown}, not an integer$"):
+        dec(hdf5_message(n_events=3, rank=value, seq=0))
+    batch = dec(hdf5_message(n_events=np.uint32(3), rank=np.array([2]), seq=np.int16(5)))
+    assert (batch.n_events, batch.rank, batch.seq, batch.first_event) == (3, 2, 5, None)
+    assert dec(hdf5_message()).n_events == 3  # no n_events: the length of the first field
+
+
+def test_buffer_file_reads_like_a_bytes_file_without_copying():
+    data = bytes(range(256)) * 40
+    owned = bytearray(data)
+    raw, ref = BufferFile(owned), io.BytesIO(data)
+    for whence, offset, size in [(0, 0, 100), (1, 50, 300), (2, -10, 64), (0, 10_000, 8),
+                                 (0, len(data), 1), (1, -20, 0), (0, 7, len(data))]:  # fmt: skip
+        assert raw.seek(offset, whence) == ref.seek(offset, whence)
+        got, want = bytearray(size), bytearray(size)
+        assert raw.readinto(got) == ref.readinto(want) and got == want
+        assert raw.tell() == ref.tell()
+    with pytest.raises(ValueError, match="before the start of the message"):
+        raw.seek(-1)
+    owned[0] = 255  # reads come from the buffer itself, not a copy taken when opened
+    raw.seek(0)
+    one = bytearray(1)
+    raw.readinto(one)
+    assert one == b"\xff"
+    with pytest.raises(BufferError):
+        owned.append(0)  # held by the open file
+    raw.close()
+    owned.append(0)  # closing released it
