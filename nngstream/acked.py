@@ -61,6 +61,7 @@ from .nngio import (
     _pipe_tx,
     body,
     new_message,
+    owned_body,
 )
 from .routing import RoundRobin
 
@@ -86,7 +87,7 @@ def _stamped(msg: object) -> tuple[int, int]:
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # originals (None: not kept)
+    unacked: deque[object] = field(default_factory=deque)  # copies kept until acked (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
     groups: int = 1  # keyed routing: groups its job has (from its credit message)
@@ -119,6 +120,7 @@ class AckedNngOutlet:
         self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
+        self._dup_p = ffi.new("nng_msg **")  # `_deliver`'s copies (under cond)
         self._cond = threading.Condition(threading.Lock())
         self._consumers: dict[int, _Consumer] = {}
         self._gone: set[int] = set()  # pipes that have left (ids are never reused)
@@ -319,23 +321,22 @@ class AckedNngOutlet:
         return False
 
     def _deliver(self, c: _Consumer, item: object) -> None:
-        """Send a copy of `item` with its envelope; keep the original until acked (without
-        `keep`, send `item` itself, its envelope put in front)."""
+        """Send `item` itself, its envelope put in front; with `keep`, first take a copy
+        of it (stamp included) to hold until acknowledged and send again if its consumer
+        leaves first. The copy is one `nng_msg_dup` in C (the GIL released): NNG frees a
+        message once it is written, so a kept message cannot be the one sent."""
         producer, seq = _stamped(item)
-        if not self.keep:
-            envelope = ENVELOPE.pack(producer, seq)
-            if lib.nng_msg_insert(item, envelope, len(envelope)):
-                raise MemoryError("cannot grow an NNG message by its envelope")
-            c.unacked.append(None)
-            self._send_to(c.pipe_id, item, 0)
-            return
-        size = lib.nng_msg_len(item)
-        out, view = new_message(ENVELOPE.size + size)
-        ENVELOPE.pack_into(view, 0, producer, seq)
-        ffi.memmove(ffi.from_buffer(view[ENVELOPE.size :]), lib.nng_msg_body(item), size)
-        del view
-        c.unacked.append(item)
-        self._send_to(c.pipe_id, out, size)
+        kept = None
+        if self.keep:
+            if lib.nng_msg_dup(self._dup_p, item):
+                raise MemoryError("cannot copy an NNG message to keep until acknowledged")
+            kept = self._dup_p[0]
+        envelope = ENVELOPE.pack(producer, seq)
+        if lib.nng_msg_insert(item, envelope, len(envelope)):
+            raise MemoryError("cannot grow an NNG message by its envelope")
+        lib.nng_msg_header_clear(item)  # the stamp travels in the envelope
+        c.unacked.append(kept)
+        self._send_to(c.pipe_id, item, 0)
 
     def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
         if (c := self._consumers.get(pipe_id)) is not None:
@@ -409,9 +410,20 @@ def _copy(payload: bytes) -> tuple[object, int]:
     return msg, len(payload)
 
 
+def _take(msg: pynng.Message) -> memoryview:
+    """The payload of a message pynng received, without a copy: the view takes the
+    nng_msg over from pynng's `Message` (which then does not free it; see `owned_body`)."""
+    with msg._mem_freed_lock:  # noqa: SLF001 (pynng's own guard against a double free)
+        msg._mem_freed = True  # noqa: SLF001
+    return owned_body(msg._nng_msg)  # noqa: SLF001
+
+
 class AckedConsumer:
     """A consumer of an acked stream: yields (producer, sequence, payload) once per
-    (producer, sequence). A message counts as processed once the next one is requested;
+    (producer, sequence). The payload is a view of the received message's memory, not a
+    copy; the message's memory is freed when the last view of it is dropped (keeping
+    views keeps their messages in memory). A message counts as processed once the next
+    one is requested;
     processed messages are acknowledged together when no message is waiting or half the
     credit is used (or at `ack()`). `end` is the end message once the stream ended; a
     lost connection without it raises StreamBroken."""
@@ -472,7 +484,7 @@ class AckedConsumer:
                         f" {self.url} closed without an end message"
                     ) from None
                 continue
-            data = memoryview(msg.bytes)
+            data = _take(msg)
             if is_control(data):
                 if (info := decode_info(data)) is not None:
                     self.info = info
