@@ -87,7 +87,7 @@ def _stamped(msg: object) -> tuple[int, int]:
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # copies kept until acked (None: not kept)
+    unacked: deque[object] = field(default_factory=deque)  # kept copies (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
     groups: int = 1  # keyed routing: groups its job has (from its credit message)
