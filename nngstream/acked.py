@@ -166,7 +166,10 @@ class AckedNngOutlet:
             if self._again:
                 self._again.append(item)
                 item = self._again.popleft()
-            self._deliver(c, item)
+            msg = self._prepare(c, item)
+        # written outside the lock, so acknowledgements are taken meanwhile; this thread
+        # is the only one sending, and what a consumer that leaves now took is kept
+        self._transmit(c.pipe_id, msg)
         return True
 
     def try_send(self, item: object) -> bool:
@@ -321,10 +324,13 @@ class AckedNngOutlet:
         return False
 
     def _deliver(self, c: _Consumer, item: object) -> None:
-        """Send `item` itself, its envelope put in front; with `keep`, first take a copy
-        of it (stamp included) to hold until acknowledged and send again if its consumer
-        leaves first. The copy is one `nng_msg_dup` in C (the GIL released): NNG frees a
-        message once it is written, so a kept message cannot be the one sent."""
+        self._transmit(c.pipe_id, self._prepare(c, item))
+
+    def _prepare(self, c: _Consumer, item: object) -> object:
+        """(under cond) `item` made ready to send to `c`: its envelope put in front; with
+        `keep`, first a copy of it (stamp included) kept until acknowledged, to send again
+        if `c` leaves first. The copy is one `nng_msg_dup` in C (the GIL released): NNG
+        frees a message once it is written, so a kept message cannot be the one sent."""
         producer, seq = _stamped(item)
         kept = None
         if self.keep:
@@ -336,11 +342,16 @@ class AckedNngOutlet:
             raise MemoryError("cannot grow an NNG message by its envelope")
         lib.nng_msg_header_clear(item)  # the stamp travels in the envelope
         c.unacked.append(kept)
-        self._send_to(c.pipe_id, item, 0)
+        c.sent += 1
+        return item
 
     def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
+        """(under cond) Send a control message to one consumer."""
         if (c := self._consumers.get(pipe_id)) is not None:
             c.sent += 1
+        self._transmit(pipe_id, msg)
+
+    def _transmit(self, pipe_id: int, msg: object) -> None:
         lib.nng_msg_set_pipe(msg, ffi.new("nng_pipe *", {"id": pipe_id})[0])
         rc = lib.nng_sendmsg(self._raw, msg, 0)
         if rc:
@@ -385,6 +396,7 @@ class AckedNngOutlet:
                 ctl = decode_consumer_control(data)
             except ValueError:
                 continue  # not ours: ignored
+            done: list[object] = []  # kept copies acknowledged now
             with self._cond:
                 c = self._consumers.get(pipe_id)
                 if c is None:  # its connect callback has not run yet (it can lag)
@@ -395,12 +407,14 @@ class AckedNngOutlet:
                     c.credit = min(ctl.credit, MAX_CREDIT)
                     c.groups = ctl.groups or 1
                 else:
-                    for _ in range(min(ctl.n, len(c.unacked))):
-                        if (item := c.unacked.popleft()) is not None:
-                            lib.nng_msg_free(item)
-                        self.acked += 1
-                        c.acked += 1
+                    n = min(ctl.n, len(c.unacked))
+                    done = [c.unacked.popleft() for _ in range(n)]
+                    self.acked += n
+                    c.acked += n
                 self._cond.notify_all()
+            for item in done:  # freed outside the lock
+                if item is not None:
+                    lib.nng_msg_free(item)
 
 
 def _copy(payload: bytes) -> tuple[object, int]:
