@@ -61,6 +61,7 @@ from .nngio import (
     _pipe_tx,
     body,
     new_message,
+    owned_body,
 )
 from .routing import RoundRobin
 
@@ -86,7 +87,7 @@ def _stamped(msg: object) -> tuple[int, int]:
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # originals (None: not kept)
+    unacked: deque[object] = field(default_factory=deque)  # kept copies (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
     groups: int = 1  # keyed routing: groups its job has (from its credit message)
@@ -119,6 +120,7 @@ class AckedNngOutlet:
         self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
+        self._dup_p = ffi.new("nng_msg **")  # `_deliver`'s copies (under cond)
         self._cond = threading.Condition(threading.Lock())
         self._consumers: dict[int, _Consumer] = {}
         self._gone: set[int] = set()  # pipes that have left (ids are never reused)
@@ -164,7 +166,10 @@ class AckedNngOutlet:
             if self._again:
                 self._again.append(item)
                 item = self._again.popleft()
-            self._deliver(c, item)
+            msg = self._prepare(c, item)
+        # written outside the lock, so acknowledgements are taken meanwhile; this thread
+        # is the only one sending, and what a consumer that leaves now took is kept
+        self._transmit(c.pipe_id, msg)
         return True
 
     def try_send(self, item: object) -> bool:
@@ -319,27 +324,34 @@ class AckedNngOutlet:
         return False
 
     def _deliver(self, c: _Consumer, item: object) -> None:
-        """Send a copy of `item` with its envelope; keep the original until acked (without
-        `keep`, send `item` itself, its envelope put in front)."""
+        self._transmit(c.pipe_id, self._prepare(c, item))
+
+    def _prepare(self, c: _Consumer, item: object) -> object:
+        """(under cond) `item` made ready to send to `c`: its envelope put in front; with
+        `keep`, first a copy of it (stamp included) kept until acknowledged, to send again
+        if `c` leaves first. The copy is one `nng_msg_dup` in C (the GIL released): NNG
+        frees a message once it is written, so a kept message cannot be the one sent."""
         producer, seq = _stamped(item)
-        if not self.keep:
-            envelope = ENVELOPE.pack(producer, seq)
-            if lib.nng_msg_insert(item, envelope, len(envelope)):
-                raise MemoryError("cannot grow an NNG message by its envelope")
-            c.unacked.append(None)
-            self._send_to(c.pipe_id, item, 0)
-            return
-        size = lib.nng_msg_len(item)
-        out, view = new_message(ENVELOPE.size + size)
-        ENVELOPE.pack_into(view, 0, producer, seq)
-        ffi.memmove(ffi.from_buffer(view[ENVELOPE.size :]), lib.nng_msg_body(item), size)
-        del view
-        c.unacked.append(item)
-        self._send_to(c.pipe_id, out, size)
+        kept = None
+        if self.keep:
+            if lib.nng_msg_dup(self._dup_p, item):
+                raise MemoryError("cannot copy an NNG message to keep until acknowledged")
+            kept = self._dup_p[0]
+        envelope = ENVELOPE.pack(producer, seq)
+        if lib.nng_msg_insert(item, envelope, len(envelope)):
+            raise MemoryError("cannot grow an NNG message by its envelope")
+        lib.nng_msg_header_clear(item)  # the stamp travels in the envelope
+        c.unacked.append(kept)
+        c.sent += 1
+        return item
 
     def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
+        """(under cond) Send a control message to one consumer."""
         if (c := self._consumers.get(pipe_id)) is not None:
             c.sent += 1
+        self._transmit(pipe_id, msg)
+
+    def _transmit(self, pipe_id: int, msg: object) -> None:
         lib.nng_msg_set_pipe(msg, ffi.new("nng_pipe *", {"id": pipe_id})[0])
         rc = lib.nng_sendmsg(self._raw, msg, 0)
         if rc:
@@ -384,6 +396,7 @@ class AckedNngOutlet:
                 ctl = decode_consumer_control(data)
             except ValueError:
                 continue  # not ours: ignored
+            done: list[object] = []  # kept copies acknowledged now
             with self._cond:
                 c = self._consumers.get(pipe_id)
                 if c is None:  # its connect callback has not run yet (it can lag)
@@ -394,12 +407,14 @@ class AckedNngOutlet:
                     c.credit = min(ctl.credit, MAX_CREDIT)
                     c.groups = ctl.groups or 1
                 else:
-                    for _ in range(min(ctl.n, len(c.unacked))):
-                        if (item := c.unacked.popleft()) is not None:
-                            lib.nng_msg_free(item)
-                        self.acked += 1
-                        c.acked += 1
+                    n = min(ctl.n, len(c.unacked))
+                    done = [c.unacked.popleft() for _ in range(n)]
+                    self.acked += n
+                    c.acked += n
                 self._cond.notify_all()
+            for item in done:  # freed outside the lock
+                if item is not None:
+                    lib.nng_msg_free(item)
 
 
 def _copy(payload: bytes) -> tuple[object, int]:
@@ -409,13 +424,23 @@ def _copy(payload: bytes) -> tuple[object, int]:
     return msg, len(payload)
 
 
+def _take(msg: pynng.Message) -> memoryview:
+    """The payload of a message pynng received, without a copy: the view takes the
+    nng_msg over from pynng's `Message` (which then does not free it; see `owned_body`)."""
+    with msg._mem_freed_lock:  # noqa: SLF001 (pynng's own guard against a double free)
+        msg._mem_freed = True  # noqa: SLF001
+    return owned_body(msg._nng_msg)  # noqa: SLF001
+
+
 class AckedConsumer:
     """A consumer of an acked stream: yields (producer, sequence, payload) once per
-    (producer, sequence). A message counts as processed once the next one is requested
-    (or, with `manual_ack`, once the caller `release`s it); processed messages are
-    acknowledged together when no message is waiting or half the credit is used (or at
-    `ack()`). `end` is the end message once the stream ended; a lost connection without
-    it raises StreamBroken."""
+    (producer, sequence). The payload is a view of the received message's memory, not a
+    copy; the message's memory is freed when the last view of it is dropped (keeping
+    views keeps their messages in memory). A message counts as processed once the next
+    one is requested (or, with `manual_ack`, once the caller `release`s it); processed
+    messages are acknowledged together when no message is waiting or half the credit is
+    used (or at `ack()`). `end` is the end message once the stream ended; a lost
+    connection without it raises StreamBroken."""
 
     def __init__(
         self,
@@ -503,7 +528,7 @@ class AckedConsumer:
                         f" {self.url} closed without an end message"
                     ) from None
                 continue
-            data = memoryview(msg.bytes)
+            data = _take(msg)
             if is_control(data):
                 if (info := decode_info(data)) is not None:
                     self.info = info

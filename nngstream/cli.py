@@ -21,6 +21,7 @@ from .engine import Buffer
 from .errors import NngstreamError
 from .fifo import WhenFull
 from .lifecycle import State
+from .malloc import reuse_freed_memory
 from .models import BufferSettings, Delivery, Proto
 from .sizes import format_size
 
@@ -199,6 +200,7 @@ def serve(
         )
     except ValidationError as exc:
         raise _fail(_explain(exc), EXIT_USAGE) from None
+    reuse_freed_memory()  # this process is the buffer: see malloc.py
     buffer = Buffer(settings)
     try:
         buffer.start()

@@ -409,9 +409,33 @@ def body(item: object) -> memoryview:
     return memoryview(ffi.buffer(lib.nng_msg_body(item), lib.nng_msg_len(item)))
 
 
+def owned_body(msg: object) -> memoryview:
+    """The payload of a received nng_msg as a view that owns the message: no copy, and
+    the message is freed when the last view of it (or a slice of one) is gone, so the
+    view stays valid however long it is kept. Do not free or send `msg` afterwards."""
+    ptr = ffi.gc(lib.nng_msg_body(msg), lambda _body: lib.nng_msg_free(msg))
+    return memoryview(ffi.buffer(ptr, lib.nng_msg_len(msg)))
+
+
 def _pipe_tx(sock_id: int) -> dict[int, int]:
     """tx_msgs of every live pipe of socket `sock_id`, from NNG's statistics."""
-    return {pid: v.get(b"tx_msgs", 0) for pid, v in _pipe_stats(sock_id).items()}
+    snap = ffi.new("nng_stat **")
+    if lib.nng_stats_get(snap) != 0:
+        return {}
+    out: dict[int, int] = {}
+    find, value = lib.nng_stat_find, lib.nng_stat_value
+    try:  # a few calls per pipe: each call into NNG lets the other threads take the GIL
+        node = lib.nng_stat_child(snap[0])
+        while node != ffi.NULL:
+            if ffi.string(lib.nng_stat_name(node)).startswith(b"pipe"):
+                leaf = find(node, b"socket")
+                if leaf != ffi.NULL and value(leaf) == sock_id:
+                    tx = find(node, b"tx_msgs")
+                    out[value(find(node, b"id"))] = value(tx) if tx != ffi.NULL else 0
+            node = lib.nng_stat_next(node)
+    finally:
+        lib.nng_stats_free(snap[0])
+    return out
 
 
 def _pipe_stats(sock_id: int) -> dict[int, dict[bytes, int]]:

@@ -48,7 +48,8 @@ class Pump:
             settings.max_bytes, settings.max_messages, settings.when_full
         )
         self.spill = spill
-        self.cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # `cond`'s lock: `with self._lock` is cheaper
+        self.cond = threading.Condition(self._lock)
         self.counters = Counters()
         self.abort = threading.Event()
         self._stop_input = False  # read what already arrived, then close IN
@@ -151,11 +152,16 @@ class Pump:
         threads at once), else into the FIFO or, once the FIFO is full, the spill. With
         `block`, wait until there is room; the drop policies make room in the FIFO."""
         fifo, cond, c, spill = self.fifo, self.cond, self.counters, self.spill
-        with cond:
+        with self._lock:
             if self.tx_waiting and not fifo.held and self.outlet.try_send(item):
                 c.sent += 1
                 c.bytes_out += size
                 self.last_progress = time.monotonic()
+                return
+            if spill is None and fifo.when_full is WhenFull.BLOCK and fifo.fits(size):
+                fifo.put(item, size)  # the common case, without the checks below
+                if self.tx_waiting:
+                    cond.notify()
                 return
             if fifo.when_full is not WhenFull.BLOCK:
                 dropped = fifo.put(item, size)
@@ -206,8 +212,9 @@ class Pump:
         outlet, fifo, cond, c, abort = self.outlet, self.fifo, self.cond, self.counters, self.abort
         send = outlet.send
         size = 0  # bytes of the message sent last: released and counted at the next lock
+        lock = self._lock
         while True:
-            with cond:
+            with lock:
                 if size:
                     fifo.release(size)
                     c.sent += 1
@@ -215,13 +222,14 @@ class Pump:
                     size = 0
                     if self.rx_waiting:
                         cond.notify()
-                while not self._has_data() and not self.input_closed and not abort.is_set():
-                    self.tx_waiting = True
-                    cond.wait(0.1)
-                self.tx_waiting = False
+                if not fifo:  # (else the checks below are all false)
+                    while not self._has_data() and not self.input_closed and not abort.is_set():
+                        self.tx_waiting = True
+                        cond.wait(0.1)
+                    self.tx_waiting = False
                 if abort.is_set() or self.error is not None:
                     return
-                got = self._next()
+                got = fifo.pop() if fifo else self._next()
                 if got is None:
                     break
                 item, size = got

@@ -3,13 +3,15 @@
 For each protocol (NNG, ZMQ), transport and message size, 2 producers stream to 2
 consumers three ways:
   direct     producers dial both consumers (no buffer at all)
-  relay      a minimal relay: a recv -> send loop of the same library, zero-copy
+  relay      a minimal relay: a recv -> send loop of the same library, zero-copy, with
+             the socket options nngstream uses (NNG: the defaults; ZMQ: its HWM)
   nngstream  the `nngstream` CLI with default settings
 Throughput is total bytes over the time from the first message any consumer received
 to the last. Then (NNG over tcp, 1 MiB) `--delivery acked` against the default
 at-most-once, and the spill's write/replay rate against a bare sequential write/read of
 the same bytes to a file in the same directory. Each round runs the ways back to back;
-the median over rounds is printed, so slow moments of a shared machine hit them alike.
+each round starts with another way (rotated), and the median over rounds is printed
+with the ratio of each round, so slow moments of a shared machine hit them alike.
 Also printed: the buffer's peak RSS (VmHWM) and the CPU time the relay and the buffer spent per GB
 forwarded (less sensitive to other load than throughput). Prints figures only; asserts
 nothing about speed.
@@ -35,6 +37,8 @@ from pathlib import Path
 import psutil
 import pynng
 import zmq
+
+from nngstream.zmqio import HWM as ZMQ_HWM
 
 KIB, MIB = 1024, 1024 * 1024
 CONTROL_PREFIX = b"\x00NNGSTREAM\x00"  # nngstream's control messages (end of stream)
@@ -155,6 +159,9 @@ def relay_nng(in_url: str, out_url: str) -> None:
 def relay_zmq(in_url: str, out_url: str) -> None:
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    for sock in (pull, push):  # the queue lengths nngstream's ZMQ sides use
+        sock.setsockopt(zmq.RCVHWM, ZMQ_HWM)
+        sock.setsockopt(zmq.SNDHWM, ZMQ_HWM)
     pull.bind(in_url)
     push.bind(out_url)
     while True:
@@ -257,6 +264,8 @@ def measure(
     elif middle is not None:
         middle.kill()
         middle.join()
+    for p in prods:  # every message arrived: they only wait out NNG's missing linger
+        p.terminate()
     for p in prods + cons:
         p.join(30)
     n = sum(g[0] for g in got)
@@ -313,7 +322,7 @@ def relay_table(args: argparse.Namespace, extra: list[str]) -> None:
     header = (
         f"{'proto':5} {'link':4} {'size':>7} | {'direct':>7} {'relay':>7} {'nngstr':>7} |"
         f" {'nngstr/relay':>12} {'relay/direct':>12} {'nngstr/direct':>13} | {'peak RSS':>9} |"
-        f" {'CPU s/GB relay':>14} {'nngstr':>6}"
+        f" {'CPU s/GB relay':>14} {'nngstr':>6} | nngstr/relay per round"
     )
     print(header)
     print("-" * len(header))
@@ -323,8 +332,8 @@ def relay_table(args: argparse.Namespace, extra: list[str]) -> None:
             for proto in args.protos.split(","):
                 for size in map(int, args.sizes.split(",")):
                     runs: dict[str, list[dict]] = {"direct": [], "relay": [], "nngstream": []}
-                    for _ in range(args.rounds):
-                        for way in runs:
+                    for r in range(args.rounds):
+                        for way in rotated(list(runs), r):
                             runs[way].append(
                                 measure(way, proto, size, args.total_mib * MIB, addr, extra)
                             )
@@ -340,9 +349,22 @@ def relay_table(args: argparse.Namespace, extra: list[str]) -> None:
                         f" {rate['relay'] / rate['direct']:12.2f}"
                         f" {rate['nngstream'] / rate['direct']:13.2f} |"
                         f" {rss / MIB:6.0f} MiB |"
-                        f" {cpu['relay']:14.2f} {cpu['nngstream']:6.2f}",
+                        f" {cpu['relay']:14.2f} {cpu['nngstream']:6.2f} |"
+                        f" {per_round(runs['nngstream'], runs['relay'])}",
                         flush=True,
                     )
+
+
+def rotated(ways: list[str], r: int) -> list[str]:
+    """The ways in the order of round `r`: each starts a round in turn, so none always
+    runs right after another (the machine's state after a run is shared fairly)."""
+    k = r % len(ways)
+    return ways[k:] + ways[:k]
+
+
+def per_round(a: list[dict], b: list[dict]) -> str:
+    """Throughput ratio a/b of each round (same round = measured back to back)."""
+    return " ".join(f"{x['rate'] / y['rate']:.2f}" for x, y in zip(a, b, strict=True))
 
 
 def acked_table(args: argparse.Namespace, extra: list[str]) -> None:
@@ -356,8 +378,8 @@ def acked_table(args: argparse.Namespace, extra: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-nngstream-") as tmp:
         addr = Addresses("tcp", Path(tmp))
         runs: dict[str, list[dict]] = {m: [] for m in modes}
-        for _ in range(args.rounds):
-            for mode in runs:
+        for r in range(args.rounds):
+            for mode in rotated(list(runs), r):
                 runs[mode].append(
                     measure("nngstream", mode, MIB, args.total_mib * MIB, addr, extra)
                 )
@@ -366,7 +388,8 @@ def acked_table(args: argparse.Namespace, extra: list[str]) -> None:
     for mode, label in modes.items():
         print(
             f"{label:28} {rate[mode] / 1e9:5.2f} GB/s ({cpu[mode]:.2f} CPU s/GB)"
-            f"  ratio vs at-most-once {rate[mode] / rate['nng']:.2f}",
+            f"  ratio vs at-most-once {rate[mode] / rate['nng']:.2f}"
+            f"  (per round {per_round(runs[mode], runs['nng'])})",
             flush=True,
         )
 

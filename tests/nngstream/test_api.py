@@ -11,6 +11,7 @@ import pytest
 
 from nngstream import Buffer, BufferSettings, NngstreamError, State
 from nngstream.tools import pull, push
+from tests.support.waiting import wait_until
 
 
 def settings(free_port, **kw) -> BufferSettings:
@@ -79,3 +80,49 @@ def test_start_reports_unusable_addresses(free_port):
     again = Buffer(s, out=None).start()
     again.stop()
     assert again.wait(10) is State.DONE
+
+
+@pytest.mark.timeout(60)
+def test_acked_payloads_are_views_that_outlive_the_next_message(free_port):
+    """AckedConsumer yields views of the received messages (no copy); each view keeps its
+    message alive, so payloads kept across iterations, or slices of them, stay intact
+    after the messages after them arrived and were acknowledged."""
+    from nngstream.acked import AckedConsumer
+
+    s = settings(free_port, delivery="acked")
+    sent = [bytes([i]) * (70_000 + i) for i in range(40)]
+    with Buffer(s, out=None) as buf:
+        consumer = AckedConsumer(s.out_url, credit=4)
+        with pynng.Push0(dial=s.in_url) as p:
+            for data in sent:
+                p.send(data)
+            wait_until(lambda: buf.metrics().recvd == len(sent), 10, "the buffer has all")
+        kept = []
+        for _producer, seq, payload in consumer.messages(lambda: len(kept)):
+            assert isinstance(payload, memoryview)
+            kept.append((seq, payload if seq % 2 else payload[1:]))  # slices too
+        consumer.close()
+        assert buf.wait(30) is State.DONE
+    assert consumer.end is not None and consumer.end.sent == len(sent)
+    got = {seq: bytes(view) for seq, view in kept}
+    assert got == {i: d if i % 2 else d[1:] for i, d in enumerate(sent)}
+
+
+def test_owned_body_frees_the_message_with_its_last_view():
+    import gc
+    import weakref
+
+    from nngstream.nngio import new_message, owned_body
+
+    msg, view = new_message(5)
+    view[:] = b"abcde"
+    del view
+    body = owned_body(msg)
+    part = body[1:4]
+    probe = weakref.ref(body.obj)  # the cffi buffer that owns the message
+    del body
+    gc.collect()
+    assert probe() is not None and bytes(part) == b"bcd"  # the slice keeps it alive
+    del part
+    gc.collect()
+    assert probe() is None  # gone with the last view: nng_msg_free ran

@@ -365,3 +365,10 @@ def test_certified_config_tilde_is_the_home_of_the_account_running_it(monkeypatc
     monkeypatch.setenv("HOME", str(tmp_path))
     s = _settings(callback="https://lclstream/cb", cb_secret="s", certified_config="~/.config/c")
     assert s.certified_config == tmp_path / ".config" / "c"
+
+
+def test_buffer_process_keeps_freed_message_memory():
+    """The thresholds are ones glibc (Linux, where the buffer runs) accepts."""
+    from nngstream.malloc import reuse_freed_memory
+
+    assert reuse_freed_memory() is True
