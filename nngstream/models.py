@@ -137,7 +137,8 @@ class BufferSettings(BaseModel):
     route_by: str | None = Field(
         default=None,
         description="keyed routing: the integer field of each message's msgpack header whose"
-        " value picks the consumer group (key mod groups connected); NNG on both sides",
+        " value picks the consumer group (key mod groups connected); an NNG OUT needs an"
+        " NNG IN; a ZMQ OUT (ROUTER) takes the key from a message's first part",
     )
 
     @field_validator("max_bytes", "spill_max_bytes", mode="before")
@@ -187,12 +188,16 @@ class BufferSettings(BaseModel):
             not self.dial_in or self.in_proto is not Proto.NNG
         ):
             raise ValueError("--in-delivery acked needs --dial-in and --in-proto nng")
-        if self.route_by is not None and (
-            self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
+        if self.route_by is not None and self.dial_out:
+            raise ValueError("--route-by needs a listening OUT (no --dial-out)")
+        if (
+            self.route_by is not None
+            and self.out_proto is Proto.NNG
+            and self.in_proto is not Proto.NNG
         ):
             raise ValueError(
-                "--route-by needs NNG on both sides (--in-proto nng --out-proto nng) and a"
-                " listening OUT (no --dial-out)"
+                "--route-by with an NNG OUT needs an NNG IN (--in-proto nng); a ZMQ IN"
+                " routes keys on a ZMQ OUT (--out-proto zmq)"
             )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(
