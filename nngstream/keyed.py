@@ -4,8 +4,9 @@ A keyed message starts with a msgpack map (the header) and may carry anything af
 (a raw array: the two-part message of a 4D camera's sector, as one NNG message). The
 buffer reads the integer `field` of that map (on ZMQ, of the message's first part) and
 sends the message to consumer group `key mod groups`, the groups being the consumers
-connected now, in the order they connected (acked.py for NNG, zmqkeyed.py for ZMQ). Every message with the same key therefore meets on one group while the set
-of groups does not change.
+connected now, in the order they connected (acked.py for NNG, zmqkeyed.py for ZMQ).
+Every message with the same key therefore meets on one group while the set of groups
+does not change.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ delivery, nothing is kept to send again).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -216,9 +217,8 @@ class ZmqKeyedOutlet(_ZmqSide):
             fd = self._closed_fds.popleft()
             if self._stale.get(fd):
                 self._stale[fd] -= 1
-            elif (identity := self._by_fd.pop(fd, None)) is not None:
-                if (c := self._consumers.get(identity)) is not None:
-                    self._leave(c)
+            elif (c := self._consumers.get(self._by_fd.pop(fd, b""))) is not None:
+                self._leave(c)
         sock = self.sock
         while True:
             try:
@@ -351,10 +351,8 @@ class ZmqKeyedConsumer:
     def close(self) -> None:
         if not self.sock.closed:
             if self.end is None and self._pending:
-                try:
+                with contextlib.suppress(zmq.ZMQError):
                     self.ack()
-                except zmq.ZMQError:
-                    pass
             self.sock.disable_monitor()
             self.sock.close()
             self._peers.join()

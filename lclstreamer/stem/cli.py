@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command(help="Count a 4D-STEM stream (one consumer group per MPI rank); rank 0 writes.")
 def count(
-    url: str = typer.Argument(..., help="the buffer's OUT address (nngstream --delivery acked)"),
+    url: str = typer.Argument(..., help="the buffer's OUT address (see --proto)"),
     scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
     dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
@@ -39,13 +39,16 @@ def count(
     xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
     threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
+    proto: str = typer.Option(
+        "nng", "--proto", help="nng (acked OUT) or zmq (keyed ZMQ OUT, at-most-once)"
+    ),
 ) -> None:
     configure_json_logging("INFO")
     try:
         settings = StemSettings(
             url=url, scan_shape=scan_shape, dark=dark, output=output, frame_shape=frame_shape,
             sectors=sectors, background_sigma=background_sigma, xray_sigma=xray_sigma,
-            threshold_frames=threshold_frames, dial_timeout=dial_timeout,
+            threshold_frames=threshold_frames, dial_timeout=dial_timeout, proto=proto,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,7 @@ from .assembly import Assembler
 from .counting import Counter, Thresholds, thresholds
 from .output import write_counts
 from .wire import decode
+from .zmqrecv import ZmqSectorConsumer
 
 log = logging.getLogger("lclstreamer.stem")
 COMPLETE, INCOMPLETE = 1, 2
@@ -45,6 +46,11 @@ class StemSettings(BaseModel):
     xray_sigma: float = Field(default=10.0, gt=0)
     threshold_frames: int = Field(default=10, ge=1)
     dial_timeout: float = Field(default=10.0, gt=0)
+    proto: Literal["nng", "zmq"] = Field(
+        default="nng",
+        description="nng: the buffer's OUT runs --delivery acked; zmq: its OUT is a keyed"
+        " ZMQ OUT (--out-proto zmq), at-most-once (zmqrecv.py)",
+    )
 
 
 class RankResult(BaseModel):
@@ -102,7 +108,10 @@ def consume(settings: StemSettings, rank: int, ranks: int = 1) -> RankResult:
         if counter is None and samples:
             counter = _start_counting(samples, dark, s, res)
 
-    consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
+    if s.proto == "zmq":
+        consumer = ZmqSectorConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
+    else:
+        consumer = AckedConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
             res.messages += 1
