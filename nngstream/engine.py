@@ -31,7 +31,7 @@ from .sides import Inlet, Outlet
 from .sizes import format_size
 from .spill import Spill
 from .zmqio import ZmqInlet, ZmqOutlet
-from .zmqkeyed import ZmqKeyedOutlet
+from .zmqkeyed import ZmqKeyedInlet, ZmqKeyedOutlet
 
 log = logging.getLogger("nngstream")
 TICK = 0.05  # seconds between lifecycle checks when nothing wakes the control thread
@@ -152,6 +152,8 @@ class Buffer:
         kw = {"dial": s.dial_in, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
+            if s.in_delivery is Delivery.ACKED:
+                return ZmqKeyedInlet(self._ctx, s.in_url, **kw)
             return ZmqInlet(self._ctx, s.in_url, **kw)
         stamp = (s.delivery is Delivery.ACKED or bool(s.route_by)) and s.out_proto is Proto.NNG
         return NngInlet(s.in_url, stamp=stamp, acked=s.in_delivery is Delivery.ACKED, **kw)

@@ -105,7 +105,8 @@ class BufferSettings(BaseModel):
     in_delivery: Delivery = Field(
         default=Delivery.AT_MOST_ONCE,
         description="with dial_in: `acked` when IN_URL is the OUT of a buffer with"
-        " --delivery acked or --route-by (this buffer is then one of its consumers)",
+        " --delivery acked or --route-by (this buffer is then one of its consumers; with"
+        " --in-proto zmq, one consumer group of a keyed ZMQ OUT)",
     )
     dial_out: bool = False
     linger: float = Field(
@@ -184,10 +185,8 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
-        if self.in_delivery is Delivery.ACKED and (
-            not self.dial_in or self.in_proto is not Proto.NNG
-        ):
-            raise ValueError("--in-delivery acked needs --dial-in and --in-proto nng")
+        if self.in_delivery is Delivery.ACKED and not self.dial_in:
+            raise ValueError("--in-delivery acked needs --dial-in")
         if self.route_by is not None and self.dial_out:
             raise ValueError("--route-by needs a listening OUT (no --dial-out)")
         if (

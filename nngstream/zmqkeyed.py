@@ -47,7 +47,7 @@ from .models import (
     encode_control,
     is_control,
 )
-from .zmqio import HWM, POLL_MS, _Peers, _wait_connected, _ZmqSide
+from .zmqio import HWM, POLL_MS, ZmqInlet, _Peers, _wait_connected, _ZmqSide
 
 log = logging.getLogger("nngstream.zmq")
 MAX_CREDIT = 1024  # the most unacknowledged messages a ZMQ consumer may hold
@@ -273,6 +273,67 @@ class ZmqKeyedOutlet(_ZmqSide):
         """(monitor thread) A connection closed: its consumer leaves (in `_hear`)."""
         if not up:
             self._closed_fds.append(fd)
+
+
+class ZmqKeyedInlet(_ZmqSide):
+    """A buffer's IN dialing a keyed ZMQ OUT as one of its consumer groups (`--dial-in
+    --in-proto zmq --in-delivery acked`: a chain, aggregator -> per-site buffers). It
+    says hello with its credit and acknowledges what it took into its own buffer.
+    Implements Inlet (a multipart message is held as the list of its frames)."""
+
+    body = staticmethod(ZmqInlet.body)
+    stamp = staticmethod(ZmqInlet.stamp)
+    restamp = staticmethod(ZmqInlet.restamp)
+
+    def __init__(self, ctx: zmq.Context, url: str, **kw) -> None:
+        super().__init__(ctx, zmq.DEALER, url, what="IN", **kw)
+        self.end_marker_seen = False
+        self.end: EndOfStream | None = None
+        self._pending = 0  # messages taken and not yet acknowledged
+        self.sock.send(encode_control(Credit(credit=DEFAULT_CREDIT)))
+
+    def recv(self, block: bool = True) -> tuple[object, int] | None:
+        """One message and its size, or None after POLL_MS (at once if not `block`). The
+        info message is dropped, the end message noted: neither is returned."""
+        sock = self.sock
+        while True:
+            if self._pending >= DEFAULT_CREDIT // 2:
+                self._ack()
+            try:
+                if self._pending and block:  # acknowledge before waiting
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        self._ack()
+                        frames = sock.recv_multipart(copy=False)
+                else:
+                    frames = sock.recv_multipart(0 if block else zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._ack()
+                return None
+            if len(frames) == 1 and is_control(frames[0].buffer):
+                if decode_info(frames[0].buffer) is not None:
+                    continue
+                try:
+                    self.end = decode_control(frames[0].buffer)
+                except ValueError:
+                    continue
+                self.end_marker_seen = True
+                return None
+            self._pending += 1
+            if len(frames) == 1:
+                return frames[0], len(frames[0])
+            return frames, sum(len(f) for f in frames)
+
+    def _ack(self) -> None:
+        if self._pending:
+            with contextlib.suppress(zmq.ZMQError):  # the upstream left: it counts the loss
+                self.sock.send(encode_control(Ack(n=self._pending)), zmq.NOBLOCK)
+            self._pending = 0
+
+    def disconnect_all(self) -> None:
+        """Take nothing more from the upstream buffer (what it sent since is its loss)."""
+        self.stop_accepting()
 
 
 class ZmqKeyedConsumer:

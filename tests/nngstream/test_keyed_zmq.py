@@ -204,6 +204,64 @@ def test_a_group_leaving_mid_stream_is_counted_as_loss(spawn, free_port, tmp_pat
     assert all(per_frame[f] == SECTORS for f in range(max(short) + 1, frames))
 
 
+def test_chain_aggregator_to_two_site_buffers_over_zmq(spawn, free_port, tmp_path):
+    """A keyed ZMQ aggregator, two per-site buffers dialing its OUT as its consumer groups
+    (`--dial-in --in-proto zmq --in-delivery acked`), one consumer per site (plain ZMQ
+    PUSH/PULL): every message arrives once and whole (two parts kept together through
+    both buffers), every frame's sectors at one site, and every process ends with 0."""
+    in_port, out_port = free_port(), free_port()
+    agg = start_buffer(
+        spawn, in_port, out_port, *ZMQ_KEYED, "--producers", str(SECTORS),
+        "--metrics-interval", "0.2", name="aggregator",
+    )  # fmt: skip
+    sites, pulls = [], []
+    for i in range(2):
+        site_out = free_port()
+        site = spawn(
+            ["nngstream", f"tcp://127.0.0.1:{out_port}", f"tcp://127.0.0.1:{site_out}",
+             "--dial-in", "--in-proto", "zmq", "--in-delivery", "acked", "--out-proto", "zmq",
+             "--metrics-interval", "0.2"],
+            name=f"site{i}", cwd=ROOT,
+        )  # fmt: skip
+        site.wait_port(site_out)
+        sites.append(site)
+        pulls.append(
+            spawn(
+                [
+                    "nngstream",
+                    "pull",
+                    f"tcp://127.0.0.1:{site_out}",
+                    "--proto",
+                    "zmq",
+                    "--out",
+                    str(tmp_path / f"site{i}"),
+                ],
+                name=f"pull{i}",
+                cwd=ROOT,
+            )  # fmt: skip
+        )
+    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(agg)), 30, "2 sites")
+    for p in _producers(spawn, in_port):
+        assert wait_exit(p, 60) == 0, p.stderr()
+    assert wait_exit(agg, 60) == 0, agg.stderr()
+    for proc in [*sites, *pulls]:
+        assert wait_exit(proc, 60) == 0, proc.stderr()
+    bad = 2  # dropped and counted by the aggregator
+    assert final_metrics(agg)["lost_max"] == bad
+    where: dict[int, set[int]] = defaultdict(set)
+    seen: Counter = Counter()
+    for i in range(2):
+        for frame, sector in _saved(tmp_path / f"site{i}"):
+            seen[(frame, sector)] += 1
+            where[frame].add(i)
+    assert seen == Counter({(f, s): 1 for f in range(FRAMES) for s in range(SECTORS)})
+    assert all(len(v) == 1 for v in where.values()), "a frame reached two sites"
+    assert {i for v in where.values() for i in v} == {0, 1}
+    for site in sites:
+        m = final_metrics(site)
+        assert m["state"] == "done" and m["recvd"] == m["sent"] > 0
+
+
 @pytest.mark.parametrize(
     "args, why",
     [
