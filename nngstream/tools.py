@@ -167,6 +167,8 @@ def pull(
     check_url(url, proto)
     if keyed and proto is not Proto.ZMQ:
         raise NngstreamError("--keyed is for a ZMQ OUT (NNG keyed routing: --delivery acked)")
+    if keyed and check_hdf5:
+        raise NngstreamError("--check hdf5 cannot be combined with --keyed")
     if groups is not None and not keyed:
         raise NngstreamError("--groups needs --keyed")
     if out_dir is not None:

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from certified.logs import configure_json_logging
+from nngstream.errors import NngstreamError
 
 from ..config import load_config
 from ..errors import LclstreamerError
@@ -56,7 +57,7 @@ def count(
     comm = world()
     try:
         acc = run(settings, comm)
-    except (LclstreamerError, OSError) as exc:
+    except (LclstreamerError, NngstreamError, OSError) as exc:  # e.g. stream broken
         print(f"stem-count: error: rank {comm.rank}: {exc}", file=sys.stderr)
         comm.abort(1)
         return

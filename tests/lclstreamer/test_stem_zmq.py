@@ -5,12 +5,15 @@ stem-count count --proto zmq`), and the output read by real stempy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 
 import h5py
 import msgpack
 import numpy as np
+import psutil
 import pytest
 import zmq
 
@@ -111,15 +114,17 @@ def test_two_part_messages_with_faults_are_refused(parts, why):
 
 
 # -- the whole pipeline -----------------------------------------------------------------
-@pytest.mark.mpi
-def test_four_producers_one_zmq_aggregator_two_consumer_ranks(tmp_path, spawn, free_port):
+def _pipeline(tmp_path, spawn, free_port, **source) -> tuple:
+    """The ZMQ aggregator and the 2-rank `stem-count --proto zmq` job, both ranks
+    connected; returns (config data, its path, aggregator, consumers, output file)."""
     in_port, out_port = free_port(), free_port()
     data = _config(tmp_path, f"tcp://127.0.0.1:{in_port}")
+    data["event_source"].update(source)
     cfg_path = write_config(tmp_path / "producers.yaml", data)
     buf = spawn(
         [str(BIN / "nngstream"), f"tcp://127.0.0.1:{in_port}", f"tcp://127.0.0.1:{out_port}",
          "--in-proto", "zmq", "--out-proto", "zmq", "--route-by", "frame_number",
-         "--producers", "4", "--metrics-interval", "0.5"],
+         "--producers", "4", "--metrics-interval", "0.2"],
         name="aggregator",
     )  # fmt: skip
     buf.wait_port(in_port)
@@ -131,13 +136,83 @@ def test_four_producers_one_zmq_aggregator_two_consumer_ranks(tmp_path, spawn, f
     )  # fmt: skip
     assert got.returncode == 0, got.stderr
     out = tmp_path / "counts.h5"
+    scan = data["event_source"]["scan_shape"]
     cons = spawn(
         [MPIRUN, "-n", "2", str(BIN / "stem-count"), "count", f"tcp://127.0.0.1:{out_port}",
-         "--proto", "zmq", "--scan-shape", str(SCAN[0]), str(SCAN[1]), "--frame-shape",
+         "--proto", "zmq", "--scan-shape", str(scan[0]), str(scan[1]), "--frame-shape",
          str(SHAPE[0]), str(SHAPE[1]), "--dark", str(dark), "-o", str(out)],
         name="consumers",
     )  # fmt: skip
     wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 60, "2 ranks")
+    return data, cfg_path, buf, cons, out
+
+
+@pytest.mark.mpi
+def test_kill_9_of_the_zmq_aggregator_fails_the_consumer_job(tmp_path, spawn, free_port):
+    """The aggregator killed mid-scan: the consumer job exits non-zero, saying the
+    stream broke (one line, no traceback), and writes no file."""
+    _, cfg_path, buf, cons, out = _pipeline(tmp_path, spawn, free_port, scan_shape=[64, 64])
+    prod = spawn([MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)], name="prod")
+    wait_until(lambda: metrics_lines(buf)[-1]["sent"] > 200, 60, "mid-scan")
+    buf.signal(signal.SIGKILL)
+    assert cons.wait(60) != 0
+    assert "stem-count: error: rank" in cons.stderr() and "stream broken after" in cons.stderr()
+    assert "Traceback" not in cons.stderr()
+    assert not out.exists()
+    assert prod.wait(60) != 0  # the producers' liveness bound: the buffer is gone
+
+
+def _rank_process(job, rank: int) -> psutil.Process:
+    """The `stem-count` process of MPI rank `rank` under the mpirun `job`."""
+    for p in psutil.Process(job.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "count" in p.cmdline() and p.environ().get("PMI_RANK") == str(rank):
+                return p
+    raise AssertionError(f"no stem-count rank {rank} under mpirun {job.pid}")
+
+
+@pytest.mark.mpi
+def test_a_killed_consumer_rank_is_counted_as_loss_over_zmq(tmp_path, spawn, free_port):
+    """At-most-once over ZMQ: one consumer rank stopped, then killed mid-scan (mpirun then
+    ends the job). What the job had been sent and not acknowledged is the aggregator's
+    lost_max; the next job gets the rest of the stream, accounts for every frame and
+    reports the loss (lost_max, and the messages it did not receive)."""
+    data, cfg_path, buf, first, _ = _pipeline(tmp_path, spawn, free_port)
+    victim = _rank_process(first, 1)
+    prod = spawn([MPIRUN, "-n", "4", str(BIN / "lclstreamer"), "-c", str(cfg_path)], name="prod")
+    wait_until(lambda: metrics_lines(buf)[-1]["sent"] > 200, 60, "mid-scan")
+    victim.send_signal(signal.SIGSTOP)  # its frames' keys hold the stream back
+
+    def stalled() -> bool:  # nothing more handed to the job for 3 metrics lines
+        lines = metrics_lines(buf)
+        return len(lines) > 3 and len({m["sent"] for m in lines[-3:]}) == 1
+
+    wait_until(stalled, 60, "the stream held by the stopped rank")
+    victim.send_signal(signal.SIGKILL)
+    assert first.wait(60) != 0  # mpirun ends the job when a rank dies
+    wait_until(lambda: metrics_lines(buf)[-1]["consumers"] == 0, 30, "the job gone")
+    assert prod.wait(120) == 0, prod.stderr()
+    out = tmp_path / "second.h5"
+    cmd = [*first.args]
+    cmd[cmd.index("-o") + 1] = str(out)
+    second = spawn(cmd, name="second")
+    assert second.wait(120) == 0, second.stderr()
+    assert buf.wait(60) == 0, buf.stderr()
+    acc = json.loads(second.stdout().strip().splitlines()[-1])
+    m = final_metrics(buf)
+    n = SCAN[0] * SCAN[1]
+    assert m["recvd"] == acc["stream_messages"] and m["redelivered"] == 0
+    not_here = acc["stream_messages"] - acc["messages"]
+    assert 0 < m["lost_max"] == acc["lost_max"] <= not_here
+    assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == n
+    assert acc["frames_missing"] + acc["frames_incomplete"] > 0
+    assert f"lost_max {m['lost_max']}, {not_here} of the stream's" in second.stderr()
+    assert out.is_file()
+
+
+@pytest.mark.mpi
+def test_four_producers_one_zmq_aggregator_two_consumer_ranks(tmp_path, spawn, free_port):
+    data, cfg_path, buf, cons, out = _pipeline(tmp_path, spawn, free_port)
     prod = run_cli(["-c", str(cfg_path)], ranks=4, timeout=180)
     assert prod.code == 0, prod.stderr
     assert cons.wait(120) == 0, cons.stderr()

@@ -204,6 +204,37 @@ def test_a_group_leaving_mid_stream_is_counted_as_loss(spawn, free_port, tmp_pat
     assert all(per_frame[f] == SECTORS for f in range(max(short) + 1, frames))
 
 
+def test_no_group_yet_spills_and_a_late_job_gets_every_key_whole(spawn, free_port, tmp_path):
+    """Fallback to disk on ZMQ: with no consumer group connected the buffer spills
+    (`--spill`, memory bound far below the stream); a job of 2 groups connecting after
+    the producers finished gets every message once, each frame at one group."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, *ZMQ_KEYED, "--producers", str(SECTORS),
+        "--metrics-interval", "0.2", "--max-bytes", "64KiB", "--spill", str(tmp_path / "spill"),
+    )  # fmt: skip
+    for p in _producers(spawn, in_port):
+        assert wait_exit(p, 60) == 0, p.stderr()
+    wait_until(lambda: metrics_lines(buf)[-1]["spill_held"] > 0, 30, "spilled")
+    pulls = [
+        _pull(spawn, out_port, tmp_path / f"g{i}", f"pull{i}", "--groups", "2") for i in range(2)
+    ]
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    for p in pulls:
+        assert wait_exit(p, 60) == 0, p.stderr()
+    m = final_metrics(buf)
+    assert m["spilled"] > 0 and m["lost_max"] == 2  # the two messages without a key
+    where: dict[int, set[int]] = defaultdict(set)
+    seen: Counter = Counter()
+    for i in range(2):
+        for frame, sector in _saved(tmp_path / f"g{i}"):
+            seen[(frame, sector)] += 1
+            where[frame].add(i)
+        assert _report(pulls[i])["expected"] == _report(pulls[i])["messages"]
+    assert seen == Counter({(f, s): 1 for f in range(FRAMES) for s in range(SECTORS)})
+    assert all(len(v) == 1 for v in where.values()) and len(where) == FRAMES
+
+
 def test_chain_aggregator_to_two_site_buffers_over_zmq(spawn, free_port, tmp_path):
     """A keyed ZMQ aggregator, two per-site buffers dialing its OUT as its consumer groups
     (`--dial-in --in-proto zmq --in-delivery acked`), one consumer per site (plain ZMQ
@@ -284,6 +315,7 @@ def test_keyed_zmq_refuses_what_it_cannot_do(spawn, free_port, args, why):
     [
         (["--keyed"], "--keyed is for a ZMQ OUT"),
         (["--proto", "zmq", "--groups", "2"], "--groups needs --keyed"),
+        (["--proto", "zmq", "--keyed", "--check", "hdf5"], "cannot be combined with --keyed"),
     ],
 )
 def test_pull_keyed_refuses_what_it_cannot_do(spawn, free_port, args, why):
