@@ -118,12 +118,15 @@ class ZmqKeyedOutlet(_ZmqSide):
         deadline = time.monotonic() + POLL_MS / 1000
         while True:
             c = self._target(key)
-            if c is not None and c.sent - c.acked < c.credit and self._write(c, item):
-                return True
+            full = False
+            if c is not None and c.sent - c.acked < c.credit:
+                if self._write(c, item):
+                    return True
+                full = True  # credit but its queue is full: look again in a millisecond
             now = time.monotonic()
             if now >= deadline:
                 return False
-            self.sock.poll(max(1, int((deadline - now) * 1000)), zmq.POLLIN)
+            self.sock.poll(1 if full else max(1, int((deadline - now) * 1000)), zmq.POLLIN)
             self._hear()
 
     def try_send(self, item: object) -> bool:
@@ -157,22 +160,18 @@ class ZmqKeyedOutlet(_ZmqSide):
     def finish(
         self, sent: int, linger: float, abort: threading.Event, progress: Callable[[], None]
     ) -> int:
-        """Wait until the consumers acknowledged what they were sent (so the info counts
-        and `lost_max` are exact); returns what is still unacknowledged after `linger`
-        seconds without an acknowledgement."""
-        last, last_change = -1, time.monotonic()
+        """Wait until every consumer acknowledged what it was sent or left (what it had
+        not acknowledged is then in `lost`), so the info counts and `lost_max` are exact.
+        Returns what is still unacknowledged if aborted (e.g. --idle-timeout)."""
+        last = -1
         while not abort.is_set():
             self._hear()
-            pending = sum(c.sent - c.acked for c in self._consumers.values())
-            if not pending:
+            if not any(c.sent - c.acked for c in self._consumers.values()):
                 return 0
             acked = sum(c.acked for c in self._consumers.values())
-            now = time.monotonic()
             if acked != last:
-                last, last_change = acked, now
+                last = acked
                 progress()
-            elif now - last_change >= linger:
-                return pending
             self.sock.poll(POLL_MS, zmq.POLLIN)
         return sum(c.sent - c.acked for c in self._consumers.values())
 
