@@ -354,6 +354,9 @@ class ZmqKeyedConsumer:
         """`groups`: the consumer groups of this job (MPI ranks); the buffer waits for
         all of them before routing keys."""
         self.url = url
+        self._pending = 0
+        self.info: Info | None = None
+        self.end: EndOfStream | None = None
         self._own_ctx = ctx is None
         self._ctx = ctx or zmq.Context()
         self.sock = self._ctx.socket(zmq.DEALER)
@@ -366,13 +369,13 @@ class ZmqKeyedConsumer:
         except (zmq.ZMQError, NngstreamError) as exc:
             self.close()
             if isinstance(exc, NngstreamError):
-                raise
+                raise NngstreamError(
+                    f"{exc} (a keyed consumer needs the OUT of `nngstream --route-by FIELD"
+                    " --out-proto zmq`: a ZMQ ROUTER)"
+                ) from None
             raise NngstreamError(f"cannot dial OUT address {url}: {exc}") from None
         self.sock.send(encode_control(Credit(credit=credit, groups=groups)))
         self._ack_every = max(1, credit // 2)
-        self._pending = 0
-        self.info: Info | None = None
-        self.end: EndOfStream | None = None
 
     def ack(self) -> None:
         if self._pending:

@@ -235,6 +235,38 @@ def test_no_group_yet_spills_and_a_late_job_gets_every_key_whole(spawn, free_por
     assert all(len(v) == 1 for v in where.values()) and len(where) == FRAMES
 
 
+def test_keys_wait_for_every_group_a_job_announced(spawn, free_port, tmp_path):
+    """A job of 2 groups says so in its hello (`--groups 2`): no key is routed while only
+    its first group is connected, then keys are spread over both."""
+    in_port, out_port = free_port(), free_port()
+    buf = start_buffer(
+        spawn, in_port, out_port, *ZMQ_KEYED, "--producers", str(SECTORS),
+        "--metrics-interval", "0.2",
+    )  # fmt: skip
+    first = _pull(spawn, out_port, tmp_path / "first", "first", "--groups", "2")
+    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "1 group")
+    for p in _producers(spawn, in_port):
+        assert wait_exit(p, 60) == 0, p.stderr()
+    wait_until(lambda: metrics_lines(buf)[-1]["recvd"] == FRAMES * SECTORS + 2, 30, "all in")
+    time.sleep(0.5)  # the first group alone: nothing routed
+    assert metrics_lines(buf)[-1]["sent"] <= 2  # at most the two without a key, dropped
+    second = _pull(spawn, out_port, tmp_path / "second", "second", "--groups", "2")
+    assert wait_exit(buf, 60) == 0, buf.stderr()
+    for p in (first, second):
+        assert wait_exit(p, 60) == 0, p.stderr()
+    shares = {name: {f for f, _ in _saved(tmp_path / name)} for name in ("first", "second")}
+    assert sorted(len(v) for v in shares.values()) == [FRAMES // 2] * 2
+    assert shares["first"].isdisjoint(shares["second"])
+
+
+def test_pull_keyed_on_a_plain_zmq_out_says_what_it_needs(spawn, free_port):
+    in_port, out_port = free_port(), free_port()
+    start_buffer(spawn, in_port, out_port, "--in-proto", "zmq", "--out-proto", "zmq")
+    proc = _pull(spawn, out_port, Path("unused"), "pull", "--dial-timeout", "1")
+    assert wait_exit(proc, 30) == 1
+    assert "a keyed consumer needs the OUT of `nngstream --route-by" in proc.stderr()
+
+
 def test_chain_aggregator_to_two_site_buffers_over_zmq(spawn, free_port, tmp_path):
     """A keyed ZMQ aggregator, two per-site buffers dialing its OUT as its consumer groups
     (`--dial-in --in-proto zmq --in-delivery acked`), one consumer per site (plain ZMQ
