@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgpack
+
 from ..errors import HandlerError, PeerLost
 from ..models import NNGPushHandler as NNGConfig
 from ..models import ZMQPushHandler as ZMQConfig
@@ -137,8 +139,6 @@ class NNGPushHandler:
 
 def header_length(message: memoryview | bytes) -> int:
     """Bytes of the msgpack object that starts `message` (its header part)."""
-    import msgpack
-
     unpacker = msgpack.Unpacker(max_buffer_size=_HEADER_MAX)
     unpacker.feed(message[:_HEADER_MAX])
     try:
