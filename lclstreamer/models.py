@@ -777,8 +777,8 @@ class NumpySerializer(Model):
 class StemSectorSerializer(Model):
     """One two-part message per event, as the 4D camera's receiving servers send them: a
     msgpack map `{scan_number, frame_number, sector, shape, dtype}` followed, in the same
-    message, by the sector's raw array (C order). Route it with `nngstream --route-by
-    frame_number`."""
+    message, by the sector's raw array (C order); `zmq_push` sends the two as two ZMQ
+    parts (its `multipart`). Route it with `nngstream --route-by frame_number`."""
 
     type: Literal["stem_sector"]
     image: str = Field(default="sector", description="Data source of the sector array.")
