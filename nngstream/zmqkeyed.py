@@ -211,19 +211,15 @@ class ZmqKeyedOutlet(_ZmqSide):
         return True
 
     def _hear(self) -> None:
-        """Read hellos and acks waiting on the socket, and note consumers that left."""
-        while self._closed_fds:
-            fd = self._closed_fds.popleft()
-            if self._stale.get(fd):
-                self._stale[fd] -= 1
-            elif (c := self._consumers.get(self._by_fd.pop(fd, b""))) is not None:
-                self._leave(c)
+        """Read hellos and acks waiting on the socket, then note consumers that left
+        (in that order: a hello read after its connection's close would make a group
+        that is gone; one that is still missed leaves at the first send to it)."""
         sock = self.sock
         while True:
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             if len(parts) != 2:
                 continue  # not ours: ignored
             try:
@@ -237,6 +233,12 @@ class ZmqKeyedOutlet(_ZmqSide):
                     c.acked = min(c.sent, c.acked + ctl.n)
             elif c is None:
                 self._join(identity, parts[0].get(zmq.SRCFD), ctl)
+        while self._closed_fds:
+            fd = self._closed_fds.popleft()
+            if self._stale.get(fd):
+                self._stale[fd] -= 1
+            elif (c := self._consumers.get(self._by_fd.pop(fd, b""))) is not None:
+                self._leave(c)
 
     def _join(self, identity: bytes, fd: int, hello: Credit) -> None:
         if (old := self._by_fd.get(fd)) is not None and old in self._consumers:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -19,8 +20,9 @@ import msgpack
 import pytest
 import zmq
 
+from nngstream import Buffer, BufferSettings, State
 from nngstream.keyed import routing_key
-from nngstream.zmqkeyed import DEFAULT_CREDIT
+from nngstream.zmqkeyed import DEFAULT_CREDIT, ZmqKeyedConsumer
 
 from .helpers import ROOT, final_metrics, metrics_lines, start_buffer, wait_exit, wait_until
 
@@ -257,6 +259,37 @@ def test_keys_wait_for_every_group_a_job_announced(spawn, free_port, tmp_path):
     shares = {name: {f for f, _ in _saved(tmp_path / name)} for name in ("first", "second")}
     assert sorted(len(v) for v in shares.values()) == [FRAMES // 2] * 2
     assert shares["first"].isdisjoint(shares["second"])
+
+
+def test_consumers_that_come_and_go_at_once_leave_no_group_behind(free_port):
+    """Consumers that say hello and close at once (their file descriptors are reused by
+    the next): the buffer (in-process, real sockets) forgets each, and the consumer that
+    stays gets every key, with nothing counted lost."""
+    settings = BufferSettings(
+        in_url=f"tcp://127.0.0.1:{free_port()}", out_url=f"tcp://127.0.0.1:{free_port()}",
+        in_proto="zmq", out_proto="zmq", route_by="frame_number", producers=1,
+        metrics_interval=0.2,
+    )  # fmt: skip
+    got: list[int] = []
+    with Buffer(settings, out=None) as buf:
+        for _ in range(5):
+            ZmqKeyedConsumer(buf.out_url).close()
+        consumer = ZmqKeyedConsumer(buf.out_url)
+
+        def consume() -> None:
+            for parts in consumer.messages(lambda: len(got)):
+                got.append(routing_key(parts[0], "frame_number"))
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        produce(buf.in_url, 0, FRAMES, 0.0, False)
+        reader.join(60)
+        consumer.close()
+        assert buf.wait(60) is State.DONE
+        m = buf.metrics()
+    assert sorted(got) == list(range(FRAMES))
+    assert m.lost_max == 0 and m.sent == FRAMES
+    assert consumer.info is not None and consumer.info.expected == FRAMES
 
 
 def test_pull_keyed_on_a_plain_zmq_out_says_what_it_needs(spawn, free_port):
