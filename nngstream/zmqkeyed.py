@@ -16,8 +16,9 @@ gets a message. The protocol (also in docs/nngstream.md, "Keyed routing on ZMQ")
 - at the end each consumer gets its info message (`Info.expected`: data messages it
   was sent) and then the end message, each a one-part message.
 
-A consumer that leaves (its connection closes, seen by the socket monitor; its file
-descriptor is known from its hello) hands its keys to the groups left; the messages it
+A consumer that leaves (its connection closes: the socket monitor says a connection
+closed, and the consumer whose connection's socket, known from its hello, is closed or
+now has another peer address is the one) hands its keys to the groups left; the messages it
 was sent and had not acknowledged are counted in `lost_max` (an upper bound: at-most-once
 delivery, nothing is kept to send again).
 """
@@ -26,9 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -50,14 +52,34 @@ from .models import (
 from .zmqio import HWM, POLL_MS, ZmqInlet, _Peers, _wait_connected, _ZmqSide
 
 log = logging.getLogger("nngstream.zmq")
+CHECK_S = 2.0  # after a connection closed, look this long for consumers that left
 MAX_CREDIT = 1024  # the most unacknowledged messages a ZMQ consumer may hold
 DEFAULT_CREDIT = 64  # what ZmqKeyedConsumer asks for
+
+
+def _peer_of(fd: int) -> object:
+    """The peer address of socket `fd` (a duplicate is asked, never the socket itself);
+    None once it is closed. ipc:// peers have no address: there a closed socket is seen,
+    a reused one is not (the send to a consumer that left then fails: it leaves)."""
+    if fd < 0:
+        return "inproc"  # no socket: a consumer that left is seen when a send fails
+    try:
+        dup = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        return dup.getpeername()
+    except OSError:
+        return None
+    finally:
+        dup.close()
 
 
 @dataclass
 class _Group:
     identity: bytes  # the ROUTER's routing id of this consumer's connection
-    fd: int
+    fd: int  # libzmq's socket for its connection
+    peer: object  # that socket's peer address: the connection is gone once it differs
     credit: int
     groups: int  # groups its job has (from its hello)
     sent: int = 0  # data messages handed to its connection
@@ -86,9 +108,9 @@ class ZmqKeyedOutlet(_ZmqSide):
         self.unroutable = 0  # messages without a readable key: dropped and counted
         self._consumers: dict[bytes, _Group] = {}  # in hello order
         self._live: list[_Group] = []  # the groups keys go to now
-        self._by_fd: dict[int, bytes] = {}
-        self._stale: dict[int, int] = {}  # fd -> disconnects of earlier users still to come
-        self._closed_fds: deque[int] = deque()  # from the monitor thread
+        self._closes = 0  # connections closed (written by the monitor thread)
+        self._closes_seen = 0
+        self._check_until = 0.0  # look for consumers that left until then
         self._assembled = False
         self._ending = False
         self._on_change_cb = kw["on_change"]
@@ -113,7 +135,7 @@ class ZmqKeyedOutlet(_ZmqSide):
                 log.warning("%s (counted in lost_max; further ones only counted)", exc)
             self.unroutable += 1
             return True
-        if self._closed_fds:
+        if self._closes != self._closes_seen or self._check_until:
             self._hear()
         deadline = time.monotonic() + POLL_MS / 1000
         while True:
@@ -233,29 +255,26 @@ class ZmqKeyedOutlet(_ZmqSide):
                     c.acked = min(c.sent, c.acked + ctl.n)
             elif c is None:
                 self._join(identity, parts[0].get(zmq.SRCFD), ctl)
-        while self._closed_fds:
-            fd = self._closed_fds.popleft()
-            if self._stale.get(fd):
-                self._stale[fd] -= 1
-            elif (c := self._consumers.get(self._by_fd.pop(fd, b""))) is not None:
+        if self._closes != self._closes_seen:
+            self._closes_seen = self._closes
+            self._check_until = time.monotonic() + CHECK_S
+        if self._check_until:
+            for c in [c for c in self._consumers.values() if _peer_of(c.fd) != c.peer]:
                 self._leave(c)
+            if time.monotonic() > self._check_until:
+                self._check_until = 0.0
 
     def _join(self, identity: bytes, fd: int, hello: Credit) -> None:
-        if (old := self._by_fd.get(fd)) is not None and old in self._consumers:
-            # its fd was reused: the old connection is gone, its disconnect still to come
-            self._stale[fd] = self._stale.get(fd, 0) + 1
-            self._leave(self._consumers[old])
-        c = _Group(identity, fd, min(hello.credit, MAX_CREDIT), hello.groups or 1)
+        if (peer := _peer_of(fd)) is None:
+            return  # its connection closed before its hello was read
+        c = _Group(identity, fd, peer, min(hello.credit, MAX_CREDIT), hello.groups or 1)
         self._consumers[identity] = c
-        self._by_fd[fd] = identity
         self._live = [g for g in self._consumers.values() if not g.ended]
         log.info("consumer group %d joined (its job has %d)", len(self._live), c.groups)
 
     def _leave(self, c: _Group) -> None:
         if self._consumers.pop(c.identity, None) is None:
             return
-        if self._by_fd.get(c.fd) == c.identity:
-            del self._by_fd[c.fd]
         unacked = c.sent - c.acked
         self.lost += unacked
         self._live = [g for g in self._consumers.values() if not g.ended]
@@ -271,9 +290,11 @@ class ZmqKeyedOutlet(_ZmqSide):
         self._on_change_cb()
 
     def _connection(self, fd: int, up: bool) -> None:
-        """(monitor thread) A connection closed: its consumer leaves (in `_hear`)."""
+        """(monitor thread) A connection closed: `_hear` looks for the consumers whose
+        connection is gone (the event names a file descriptor, which libzmq may already
+        have given to a new connection: the peer address tells them apart)."""
         if not up:
-            self._closed_fds.append(fd)
+            self._closes += 1
 
 
 class ZmqKeyedInlet(_ZmqSide):
