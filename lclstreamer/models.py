@@ -777,8 +777,8 @@ class NumpySerializer(Model):
 class StemSectorSerializer(Model):
     """One two-part message per event, as the 4D camera's receiving servers send them: a
     msgpack map `{scan_number, frame_number, sector, shape, dtype}` followed, in the same
-    message, by the sector's raw array (C order). Route it with `nngstream --route-by
-    frame_number`."""
+    message, by the sector's raw array (C order); `zmq_push` sends the two as two ZMQ
+    parts (its `multipart`). Route it with `nngstream --route-by frame_number`."""
 
     type: Literal["stem_sector"]
     image: str = Field(default="sector", description="Data source of the sector array.")
@@ -852,6 +852,12 @@ class ZMQPushHandler(Model):
         default=30.0, ge=0, description="Seconds allowed at close for queued messages to leave."
     )
     high_water_mark: int = Field(default=16, gt=0, description="Messages queued per peer.")
+    multipart: bool | None = Field(
+        default=None,
+        description="Send each message as a two-part ZMQ message split after its leading"
+        " msgpack header (the 4D camera's wire format). Default: yes with the stem_sector"
+        " serializer, else no.",
+    )
 
     @field_validator("urls")
     @classmethod
@@ -975,6 +981,25 @@ class LclstreamerConfig(PipelineConfig):
                 for h in value
             ]
         return value
+
+    @model_validator(mode="after")
+    def _zmq_parts(self) -> LclstreamerConfig:
+        """zmq_push sends stem_sector messages as two parts unless told otherwise; only
+        messages that start with a msgpack header can be split so."""
+        stem = self.data_serializer.type == "stem_sector"
+        for i, h in enumerate(self.data_handlers):
+            if h.type != "zmq_push":
+                continue
+            if h.multipart is None:
+                h.multipart = stem
+            elif h.multipart and not stem:
+                raise PydanticCustomError(
+                    "multipart",
+                    "data_handlers.{i}.multipart: only stem_sector messages (a msgpack"
+                    " header, then the array) can be sent as two parts, not {kind}",
+                    {"i": i, "kind": self.data_serializer.type},
+                )
+        return self
 
 
 Loc = tuple[str | int, ...]

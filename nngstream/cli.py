@@ -165,7 +165,8 @@ def serve(
     route_by: str | None = typer.Option(
         None,
         "--route-by",
-        help="keyed routing by this msgpack header field, e.g. frame_number (NNG)",
+        help="keyed routing by this msgpack header field, e.g. frame_number (NNG; ZMQ:"
+        " ROUTER OUT, key in the first part)",
     ),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logs on stderr"),
 ) -> None:
@@ -264,6 +265,12 @@ def pull_cmd(
     check: str | None = typer.Option(
         None, "--check", help="hdf5: report per-producer gaps from the rank/seq attributes"
     ),
+    keyed: bool = typer.Option(
+        False, "--keyed", help="be one consumer group of a --route-by buffer's ZMQ OUT"
+    ),
+    groups: int | None = typer.Option(
+        None, "--groups", min=1, help="--keyed: consumer groups of this job (wait for all)"
+    ),
 ) -> None:
     from .tools import Report, pull
 
@@ -286,6 +293,8 @@ def pull_cmd(
             idle_timeout=idle_timeout,
             progress=None if count else progress,
             check_hdf5=check == "hdf5",
+            keyed=keyed,
+            groups=groups,
         )
     except (NngstreamError, ValueError, OSError) as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
@@ -297,6 +306,12 @@ def pull_cmd(
             f"nngstream: warning: {report.sequence['gaps']} message(s) missing from the"
             " per-producer sequences received here (with several consumers, those the"
             " others received count too)",
+            err=True,
+        )
+    if report.expected is not None and report.expected != report.messages:
+        typer.echo(
+            f"nngstream: warning: received {report.messages} message(s), the buffer's info"
+            f" message says {report.expected} were sent here",
             err=True,
         )
     if report.end is not None and report.end.lost_max:

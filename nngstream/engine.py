@@ -31,6 +31,7 @@ from .sides import Inlet, Outlet
 from .sizes import format_size
 from .spill import Spill
 from .zmqio import ZmqInlet, ZmqOutlet
+from .zmqkeyed import ZmqKeyedInlet, ZmqKeyedOutlet
 
 log = logging.getLogger("nngstream")
 TICK = 0.05  # seconds between lifecycle checks when nothing wakes the control thread
@@ -98,7 +99,8 @@ class Buffer:
             if Proto.ZMQ in (s.in_proto, s.out_proto):
                 self._ctx = zmq.Context()
             if s.spill is not None:
-                stamp = STAMP_SIZE if s.delivery is Delivery.ACKED or s.route_by else 0
+                acked = s.delivery is Delivery.ACKED or s.route_by
+                stamp = STAMP_SIZE if acked and s.out_proto is Proto.NNG else 0
                 self._spill = Spill(s.spill, s.spill_max_bytes, stamp_size=stamp)
             self._outlet = self._open_outlet()
             self._inlet = self._open_inlet()
@@ -150,8 +152,10 @@ class Buffer:
         kw = {"dial": s.dial_in, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}
         if s.in_proto is Proto.ZMQ:
             assert self._ctx is not None
+            if s.in_delivery is Delivery.ACKED:
+                return ZmqKeyedInlet(self._ctx, s.in_url, **kw)
             return ZmqInlet(self._ctx, s.in_url, **kw)
-        stamp = s.delivery is Delivery.ACKED or bool(s.route_by)
+        stamp = (s.delivery is Delivery.ACKED or bool(s.route_by)) and s.out_proto is Proto.NNG
         return NngInlet(s.in_url, stamp=stamp, acked=s.in_delivery is Delivery.ACKED, **kw)
 
     def _open_outlet(self) -> Outlet:
@@ -159,6 +163,8 @@ class Buffer:
         kw = {"dial": s.dial_out, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}
         if s.out_proto is Proto.ZMQ:
             assert self._ctx is not None
+            if s.route_by is not None:
+                return ZmqKeyedOutlet(self._ctx, s.out_url, route_by=s.route_by, **kw)
             return ZmqOutlet(self._ctx, s.out_url, **kw)
         if s.delivery is Delivery.ACKED or s.route_by is not None:
             keep = s.delivery is Delivery.ACKED
@@ -351,7 +357,7 @@ class Buffer:
         if self._inlet is not None:
             self._inlet.close()
         if self._outlet is not None:
-            if isinstance(self._outlet, ZmqOutlet):
+            if isinstance(self._outlet, ZmqOutlet | ZmqKeyedOutlet):
                 self._outlet.close(-1 if linger < 0 else int(linger * 1000))
             else:
                 self._outlet.close()

@@ -2,10 +2,11 @@
 
 A keyed message starts with a msgpack map (the header) and may carry anything after it
 (a raw array: the two-part message of a 4D camera's sector, as one NNG message). The
-buffer reads the integer `field` of that map and sends the message to consumer group
-`key mod groups`, the groups being the consumers connected now, in the order they
-connected. Every message with the same key therefore meets on one group while the set
-of groups does not change.
+buffer reads the integer `field` of that map (on ZMQ, of the message's first part) and
+sends the message to consumer group `key mod groups`, the groups being the consumers
+connected now, in the order they connected (acked.py for NNG, zmqkeyed.py for ZMQ).
+Every message with the same key therefore meets on one group while the set of groups
+does not change.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def routing_key(body: memoryview | bytes, field: str) -> int:
     if not isinstance(key, int) or isinstance(key, bool):
         raise Unroutable(f"keyed routing: message header has no integer field {field!r}")
     return key
+
+
+def assembled(announced: Sequence[int]) -> bool:
+    """Whether the groups connected (each saying how many groups its job has) are all of
+    their job's: until then keys are not routed, so they spread over the whole job."""
+    return bool(announced) and len(announced) >= max(announced)
 
 
 def group_for(key: int, groups: Sequence[T]) -> T:

@@ -105,7 +105,8 @@ class BufferSettings(BaseModel):
     in_delivery: Delivery = Field(
         default=Delivery.AT_MOST_ONCE,
         description="with dial_in: `acked` when IN_URL is the OUT of a buffer with"
-        " --delivery acked or --route-by (this buffer is then one of its consumers)",
+        " --delivery acked or --route-by (this buffer is then one of its consumers; with"
+        " --in-proto zmq, one consumer group of a keyed ZMQ OUT)",
     )
     dial_out: bool = False
     linger: float = Field(
@@ -137,7 +138,8 @@ class BufferSettings(BaseModel):
     route_by: str | None = Field(
         default=None,
         description="keyed routing: the integer field of each message's msgpack header whose"
-        " value picks the consumer group (key mod groups connected); NNG on both sides",
+        " value picks the consumer group (key mod groups connected); an NNG OUT needs an"
+        " NNG IN; a ZMQ OUT (ROUTER) takes the key from a message's first part",
     )
 
     @field_validator("max_bytes", "spill_max_bytes", mode="before")
@@ -183,16 +185,18 @@ class BufferSettings(BaseModel):
                 "--delivery acked needs NNG on both sides (--in-proto nng --out-proto nng)"
                 " and a listening OUT (no --dial-out)"
             )
-        if self.in_delivery is Delivery.ACKED and (
-            not self.dial_in or self.in_proto is not Proto.NNG
-        ):
-            raise ValueError("--in-delivery acked needs --dial-in and --in-proto nng")
-        if self.route_by is not None and (
-            self.in_proto is not Proto.NNG or self.out_proto is not Proto.NNG or self.dial_out
+        if self.in_delivery is Delivery.ACKED and not self.dial_in:
+            raise ValueError("--in-delivery acked needs --dial-in")
+        if self.route_by is not None and self.dial_out:
+            raise ValueError("--route-by needs a listening OUT (no --dial-out)")
+        if (
+            self.route_by is not None
+            and self.out_proto is Proto.NNG
+            and self.in_proto is not Proto.NNG
         ):
             raise ValueError(
-                "--route-by needs NNG on both sides (--in-proto nng --out-proto nng) and a"
-                " listening OUT (no --dial-out)"
+                "--route-by with an NNG OUT needs an NNG IN (--in-proto nng); a ZMQ IN"
+                " routes keys on a ZMQ OUT (--out-proto zmq)"
             )
         if self.spill is not None and self.when_full is not WhenFull.BLOCK:
             raise ValueError(

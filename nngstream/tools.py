@@ -28,6 +28,7 @@ class Report:
     end: EndOfStream | None = None  # pull: the buffer's end message
     duplicates: int = 0  # pull, acked delivery: messages received again and dropped
     sequence: dict | None = None  # pull --check hdf5: per-producer gaps (accounting.py)
+    expected: int | None = None  # pull --keyed: messages the buffer's info message gave
 
     @property
     def rate(self) -> float:
@@ -47,6 +48,8 @@ class Report:
             out["duplicates"] = self.duplicates
         if self.sequence is not None:
             out["sequence"] = self.sequence
+        if self.expected is not None:
+            out["expected"] = self.expected
         return out
 
 
@@ -151,15 +154,27 @@ def pull(
     progress: Progress | None = None,
     progress_interval: float = 1.0,
     check_hdf5: bool = False,
+    keyed: bool = False,
+    groups: int | None = None,
 ) -> Report:
     """Receive from `url` until the buffer's end message, saving each message as
     OUT_DIR/NNNNNNNN.msg if asked. Raises StreamBroken when the connection to the buffer
     is lost without an end message (an empty ZMQ frame, the old end marker, also ends).
-    With `check_hdf5`, each message's (rank, seq) attributes are checked for gaps."""
+    With `check_hdf5`, each message's (rank, seq) attributes are checked for gaps.
+    `keyed`: `url` is the ZMQ OUT of a buffer with --route-by, joined as one consumer
+    group of a job of `groups`."""
     proto = Proto(proto)
     check_url(url, proto)
+    if keyed and proto is not Proto.ZMQ:
+        raise NngstreamError("--keyed is for a ZMQ OUT (NNG keyed routing: --delivery acked)")
+    if keyed and check_hdf5:
+        raise NngstreamError("--check hdf5 cannot be combined with --keyed")
+    if groups is not None and not keyed:
+        raise NngstreamError("--groups needs --keyed")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    if keyed:
+        return _pull_keyed_zmq(url, out_dir, dial_timeout, progress, progress_interval, groups)
     if Delivery(delivery) is Delivery.ACKED:
         if proto is not Proto.NNG:
             raise NngstreamError("--delivery acked is NNG only")
@@ -274,5 +289,41 @@ def _pull_acked(
     report.end = consumer.end
     report.duplicates = consumer.duplicates
     report.sequence = seqs.report() if seqs is not None else None
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def _pull_keyed_zmq(
+    url: str,
+    out_dir: Path | None,
+    dial_timeout: float,
+    progress: Progress | None,
+    progress_interval: float,
+    groups: int | None,
+) -> Report:
+    """`pull` as one consumer group of a keyed ZMQ OUT (zmqkeyed.py); a message's parts
+    are saved end to end in one file. The info message's count is `Report.expected`."""
+    from .zmqkeyed import ZmqKeyedConsumer
+
+    consumer = ZmqKeyedConsumer(url, dial_timeout=dial_timeout, groups=groups)
+    report = Report()
+    t0 = next_progress = time.monotonic()
+    try:
+        for parts in consumer.messages(lambda: report.messages):
+            report.messages += 1
+            report.bytes += sum(len(p) for p in parts)
+            if out_dir is not None:
+                with (out_dir / f"{report.messages:08d}.msg").open("wb") as f:
+                    for p in parts:
+                        f.write(p)
+            now = time.monotonic()
+            if progress is not None and now >= next_progress:
+                report.seconds = now - t0
+                progress(report)
+                next_progress = now + progress_interval
+    finally:
+        consumer.close()
+    report.end = consumer.end
+    report.expected = consumer.info.expected if consumer.info is not None else None
     report.seconds = time.monotonic() - t0
     return report

@@ -1,7 +1,8 @@
-"""ZMQ sides of the buffer: PULL inlet and PUSH outlet.
+"""ZMQ sides of the buffer: PULL inlet and PUSH outlet (zmqkeyed.py: the keyed ROUTER outlet).
 
 Frames received with copy=False are sent on with copy=False: libzmq shares the
-payload by reference count, so forwarding never copies it. Connected peers are counted
+payload by reference count, so forwarding never copies it. A multipart message is held
+as the list of its frames and sent on as one multipart message. Connected peers are counted
 from the socket monitor (a connection counts once its ZMTP handshake succeeded).
 """
 
@@ -200,6 +201,11 @@ class ZmqInlet(_ZmqSide):
             frame = self.sock.recv(0 if block else zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        if frame.more:  # a multipart message: its parts stay together, end to end
+            parts = [frame]
+            while parts[-1].more:
+                parts.append(self.sock.recv(copy=False))
+            return parts, sum(len(p) for p in parts)
         size = len(frame)
         if size and (size >= CONTROL_MAX or frame.buffer[0] != 0 or not is_control(frame.buffer)):
             return frame, size
@@ -213,6 +219,10 @@ class ZmqInlet(_ZmqSide):
 
     @staticmethod
     def body(item: object) -> memoryview:
+        """The message's bytes; a multipart message's parts joined (a copy: used only by
+        the spill, a bridge to NNG and `pull --out`, which keep one part per message)."""
+        if isinstance(item, list):
+            return memoryview(b"".join(p.buffer for p in item))
         return item.buffer  # type: ignore[attr-defined]
 
     @staticmethod
@@ -256,7 +266,10 @@ class ZmqOutlet(_ZmqSide):
 
     def send(self, item: object) -> bool:
         try:
-            self.sock.send(item, copy=False)
+            if isinstance(item, list):
+                self.sock.send_multipart(item, copy=False)
+            else:
+                self.sock.send(item, copy=False)
         except zmq.Again:
             return False
         self.handed += 1
@@ -265,7 +278,10 @@ class ZmqOutlet(_ZmqSide):
     def try_send(self, item: object) -> bool:
         """Hand `item` to a consumer only if one has room now."""
         try:
-            self.sock.send(item, zmq.NOBLOCK, copy=False)
+            if isinstance(item, list):
+                self.sock.send_multipart(item, zmq.NOBLOCK, copy=False)
+            else:
+                self.sock.send(item, zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return False
         self.handed += 1

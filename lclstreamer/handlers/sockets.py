@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgpack
+
 from ..errors import HandlerError, PeerLost
 from ..models import NNGPushHandler as NNGConfig
 from ..models import ZMQPushHandler as ZMQConfig
@@ -12,6 +14,7 @@ from ..protocols import StreamContext
 from .tcpqueue import parse_endpoint, send_queues
 
 _SLICE_MS = 500  # blocking sends wake up this often, so signals are handled
+_HEADER_MAX = 4096  # a multipart message's header must fit in its first 4 KiB
 
 
 def chosen_urls(urls: list[str], distribute: bool, rank: int) -> list[str]:
@@ -134,8 +137,23 @@ class NNGPushHandler:
             self.sock = None
 
 
+def header_length(message: memoryview | bytes) -> int:
+    """Bytes of the msgpack object that starts `message` (its header part)."""
+    unpacker = msgpack.Unpacker(max_buffer_size=_HEADER_MAX)
+    unpacker.feed(message[:_HEADER_MAX])
+    try:
+        unpacker.skip()
+    except (msgpack.OutOfData, ValueError, msgpack.UnpackException):
+        raise HandlerError(
+            f"zmq_push (multipart): a message of {len(message)} bytes does not start with a"
+            f" msgpack header of at most {_HEADER_MAX} bytes"
+        ) from None
+    return unpacker.tell()
+
+
 class ZMQPushHandler:
     """ZeroMQ PUSH socket; on close, ZeroMQ delivers queued messages for up to `linger` s.
+    With `multipart`, each message goes as two parts: its msgpack header, then the rest.
 
     Messages queue only towards completed connections (ZMQ_IMMEDIATE), so a send to a
     buffer that is gone blocks, and the socket monitor tells how many peers are connected.
@@ -184,9 +202,15 @@ class ZMQPushHandler:
 
     def handle(self, message: memoryview | bytes) -> None:
         wait = None
+        split = header_length(message) if self.cfg.multipart else 0
         while True:
             try:
-                self.sock.send(message, copy=True)
+                if split:  # the first part decides: the second then never waits
+                    view = memoryview(message)
+                    self.sock.send(view[:split], self._zmq.SNDMORE, copy=True)
+                    self.sock.send(view[split:], copy=True)
+                else:
+                    self.sock.send(message, copy=True)
                 return
             except self._zmq.Again:
                 if self.stop():

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from certified.logs import configure_json_logging
+from nngstream.errors import NngstreamError
 
 from ..config import load_config
 from ..errors import LclstreamerError
@@ -29,7 +30,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command(help="Count a 4D-STEM stream (one consumer group per MPI rank); rank 0 writes.")
 def count(
-    url: str = typer.Argument(..., help="the buffer's OUT address (nngstream --delivery acked)"),
+    url: str = typer.Argument(..., help="the buffer's OUT address (see --proto)"),
     scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
     dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
     output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
@@ -40,6 +41,9 @@ def count(
     threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
     credit: int = typer.Option(256, "--credit", help="unacknowledged messages a rank holds"),
+    proto: str = typer.Option(
+        "nng", "--proto", help="nng (acked OUT) or zmq (keyed ZMQ OUT, at-most-once)"
+    ),
 ) -> None:
     configure_json_logging("INFO")
     try:
@@ -47,7 +51,7 @@ def count(
             url=url, scan_shape=scan_shape, dark=dark, output=output, frame_shape=frame_shape,
             sectors=sectors, background_sigma=background_sigma, xray_sigma=xray_sigma,
             threshold_frames=threshold_frames, dial_timeout=dial_timeout,
-            credit=credit,
+            credit=credit, proto=proto,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -55,7 +59,7 @@ def count(
     comm = world()
     try:
         acc = run(settings, comm)
-    except (LclstreamerError, OSError) as exc:
+    except (LclstreamerError, NngstreamError, OSError) as exc:  # e.g. stream broken
         print(f"stem-count: error: rank {comm.rank}: {exc}", file=sys.stderr)
         comm.abort(1)
         return

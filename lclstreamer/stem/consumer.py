@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,7 @@ from .counting import Counter, Thresholds, thresholds
 from .output import write_counts
 from .parts import PartWriter, Recovered, parts_dir, read_parts
 from .wire import decode
+from .zmqrecv import ZmqSectorConsumer
 
 log = logging.getLogger("lclstreamer.stem")
 RELEASE_BATCH = 16  # durable messages released (and the part file flushed) together
@@ -53,6 +54,11 @@ class StemSettings(BaseModel):
     threshold_frames: int = Field(default=10, ge=1)
     dial_timeout: float = Field(default=10.0, gt=0)
     credit: int = Field(default=256, ge=1, le=256, description="unacknowledged messages held")
+    proto: Literal["nng", "zmq"] = Field(
+        default="nng",
+        description="nng: the buffer's OUT runs --delivery acked; zmq: its OUT is a keyed"
+        " ZMQ OUT (--out-proto zmq), at-most-once (zmqrecv.py)",
+    )
 
 
 class RankResult(BaseModel):
@@ -184,14 +190,18 @@ def consume(
         settle(now=True)
         park(0)
 
-    consumer = AckedConsumer(
-        s.url,
-        credit=s.credit,
-        dial_timeout=s.dial_timeout,
-        groups=ranks,
-        manual_ack=True,
-        on_idle=on_idle,
-    )
+    consumer: AckedConsumer | ZmqSectorConsumer
+    if s.proto == "zmq":
+        consumer = ZmqSectorConsumer(s.url, dial_timeout=s.dial_timeout, groups=ranks)
+    else:
+        consumer = AckedConsumer(
+            s.url,
+            credit=s.credit,
+            dial_timeout=s.dial_timeout,
+            groups=ranks,
+            manual_ack=True,
+            on_idle=on_idle,
+        )
     try:
         for _producer, _seq, payload in consumer.messages(lambda: res.messages):
             if not res.messages:

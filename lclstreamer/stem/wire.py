@@ -21,10 +21,22 @@ class Sector:
     data: np.ndarray  # a view of the message (valid as long as the message)
 
 
-def decode(message: memoryview | bytes) -> Sector:
-    """The header and a zero-copy array view of one sector message."""
+def decode(message: memoryview | bytes | tuple) -> Sector:
+    """The header and a zero-copy array view of one sector message: one buffer (header,
+    then the array) or the tuple of a ZMQ multipart message's parts (header, array)."""
+    two_parts = isinstance(message, tuple)
+    if two_parts:
+        if len(message) == 1:
+            return decode(message[0])
+        if len(message) != 2:
+            raise DataError(f"sector message of {len(message)} parts, expected 1 or 2")
+        header, message = message
+        if len(header) > HEADER_MAX:
+            raise DataError(f"sector message: header part of {len(header)} bytes")
+    else:
+        header = message[:HEADER_MAX]
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=HEADER_MAX)
-    unpacker.feed(message[:HEADER_MAX])
+    unpacker.feed(header)
     try:
         h = unpacker.unpack()
         shape, dtype = tuple(int(x) for x in h["shape"]), np.dtype(h["dtype"])
@@ -32,7 +44,12 @@ def decode(message: memoryview | bytes) -> Sector:
         frame, sector, scan = int(h["frame_number"]), int(h["sector"]), int(h["scan_number"])
     except (msgpack.OutOfData, msgpack.UnpackException, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"sector message: bad header ({type(exc).__name__}: {exc})") from None
-    offset = unpacker.tell()
+    offset = 0 if two_parts else unpacker.tell()
+    if two_parts and unpacker.tell() != len(header):
+        raise DataError(
+            f"sector message of frame {frame} sector {sector}:"
+            f" {len(header) - unpacker.tell()} bytes after the header in its first part"
+        )
     n = count * dtype.itemsize
     if len(message) - offset != n:
         raise DataError(

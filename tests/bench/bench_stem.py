@@ -14,10 +14,15 @@ one run.
 3. keyed routing vs round-robin: the same acked buffer with and without `--route-by`,
    4 `nngstream push` producers -> 2 `nngstream pull --delivery acked` consumers, 2048
    sector messages of 576 x 144 uint16 (166 KB); messages/s (alternating, best of 3).
+4. keyed routing on ZMQ vs round-robin: the same ZMQ buffer (`--in-proto zmq --out-proto
+   zmq`) with and without `--route-by`, 4 producer processes sending the two-part NERSC
+   message (msgpack header, 576 x 144 uint16) -> 2 `nngstream pull --proto zmq --count`
+   consumers (`--keyed` for the keyed buffer), 2048 messages; messages/s (alternating,
+   best of REPEATS).
 Prints Markdown, one ratio row per figure and its baseline.
 
-    .venv/bin/python tests/bench/bench_stem.py [--repeat 5] [--only counting|pipeline|routing]
-        [--scan 16 16]
+    .venv/bin/python tests/bench/bench_stem.py [--repeat 5]
+        [--only counting|pipeline|routing|routing-zmq] [--scan 16 16]
 """
 
 from __future__ import annotations
@@ -217,10 +222,87 @@ def bench_routing(repeats: int, messages: int = 2048) -> tuple[float, float]:
         return best["keyed"], best["round_robin"]
 
 
+_ZMQ_PRODUCER = """
+import sys, msgpack, numpy as np, zmq
+url, sector, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = np.random.default_rng(sector).integers(0, 4000, (576, 144), dtype=np.uint16)
+ctx = zmq.Context(); sock = ctx.socket(zmq.PUSH); sock.setsockopt(zmq.LINGER, 60000)
+sock.connect(url)
+for frame in range(n):
+    header = {"scan_number": 1, "frame_number": frame, "sector": sector,
+              "shape": [576, 144], "dtype": "<u2"}
+    sock.send_multipart([msgpack.packb(header), data], copy=False)
+sock.close(); ctx.term()
+"""
+
+
+def bench_routing_zmq(repeats: int, messages: int = 2048) -> tuple[float, float]:
+    """Messages/s through a ZMQ buffer, keyed vs round-robin (best of `repeats` each)."""
+    best = {"keyed": 0.0, "round_robin": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        modes = (("keyed", ["--route-by", "frame_number"], ["--keyed"]), ("round_robin", [], []))
+        for r in range(repeats):
+            for mode, extra, pull_extra in modes[:: 1 if r % 2 == 0 else -1]:  # alternate
+                inp, outp = free_port(), free_port()
+                metrics = d / f"{mode}.jsonl"
+                with metrics.open("w") as mf:
+                    buf = subprocess.Popen(
+                        [BIN / "nngstream", f"tcp://127.0.0.1:{inp}", f"tcp://127.0.0.1:{outp}",
+                         "--in-proto", "zmq", "--out-proto", "zmq", "--producers", "4",
+                         "--metrics-interval", "0.2", *extra],
+                        stdout=mf, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                pulls = [
+                    subprocess.Popen(
+                        [
+                            BIN / "nngstream",
+                            "pull",
+                            f"tcp://127.0.0.1:{outp}",
+                            "--proto",
+                            "zmq",
+                            "--count",
+                            *pull_extra,
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                        text=True,
+                    )  # fmt: skip
+                    for _ in range(2)
+                ]
+                try:
+                    wait_consumers(metrics, 2)
+                    t0 = time.perf_counter()
+                    pushes = [
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                "-c",
+                                _ZMQ_PRODUCER,
+                                f"tcp://127.0.0.1:{inp}",
+                                str(s),
+                                str(messages // 4),
+                            ],
+                        )  # fmt: skip
+                        for s in range(4)
+                    ]
+                    got = sum(int(p.communicate(timeout=300)[0].strip()) for p in pulls)
+                    rate = messages / (time.perf_counter() - t0)
+                    for p in pushes:
+                        p.wait(60)
+                    assert got == messages, (mode, got)
+                    best[mode] = max(best[mode], rate)
+                finally:
+                    for p in (*pulls, buf):
+                        p.kill()
+                        p.wait()
+    return best["keyed"], best["round_robin"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs of each figure (best kept)")
-    ap.add_argument("--only", choices=["counting", "pipeline", "routing"])
+    ap.add_argument("--only", choices=["counting", "pipeline", "routing", "routing-zmq"])
     ap.add_argument("--scan", type=int, nargs=2, default=(16, 16), metavar=("NX", "NY"))
     args = ap.parse_args()
     scan = tuple(args.scan)
@@ -258,6 +340,10 @@ def main() -> None:
         keyed, rr = bench_routing(args.repeat)
         print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"
               f" {keyed / rr:.2f}x |")  # fmt: skip
+    if args.only in (None, "routing-zmq"):
+        keyed, rr = bench_routing_zmq(args.repeat)
+        print(f"| keyed routing vs round-robin, ZMQ two-part (msgs/s, 166 KB) | {keyed:.0f} |"
+              f" {rr:.0f} | {keyed / rr:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

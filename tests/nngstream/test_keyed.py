@@ -125,13 +125,13 @@ def test_keys_meet_on_one_group_and_groups_learn_their_counts(spawn, free_port):
         assert end is not None and end.recvd == FRAMES * SECTORS + len(bad)
 
 
-def test_route_by_needs_nng(spawn, free_port):
+def test_route_by_on_an_nng_out_needs_an_nng_in(spawn, free_port):
     buf = start_buffer(
-        spawn, free_port(), free_port(), "--route-by", "frame_number", "--out-proto", "zmq",
+        spawn, free_port(), free_port(), "--route-by", "frame_number", "--in-proto", "zmq",
         wait=False,
     )  # fmt: skip
     assert wait_exit(buf, 30) == 2
-    assert "--route-by needs NNG on both sides" in buf.stderr()
+    assert "--route-by with an NNG OUT needs an NNG IN" in buf.stderr()
 
 
 def test_at_most_once_keyed_routing_counts_what_a_group_took_with_it(spawn, free_port, tmp_path):
