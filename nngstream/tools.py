@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -143,6 +144,18 @@ def push(
     return report
 
 
+def save_message(out_dir: Path, n: int, parts: Sequence[bytes | memoryview]) -> Path:
+    """Write message `n` (its parts end to end) as OUT_DIR/NNNNNNNN.msg, atomically: a
+    consumer killed mid-write leaves a hidden `.NNNNNNNN.msg.part`, never a cut `.msg`."""
+    final = out_dir / f"{n:08d}.msg"
+    tmp = out_dir / f".{final.name}.part"
+    with tmp.open("wb") as f:
+        for part in parts:
+            f.write(part)
+    os.replace(tmp, final)
+    return final
+
+
 def pull(
     url: str,
     proto: Proto = Proto.NNG,
@@ -190,7 +203,7 @@ def pull(
         report.messages += 1
         report.bytes += size
         if out_dir is not None:
-            (out_dir / f"{report.messages:08d}.msg").write_bytes(inlet.body(item))
+            save_message(out_dir, report.messages, (inlet.body(item),))
         if seqs is not None:
             _check(seqs, inlet.body(item), report.messages)
         inlet.discard(item)
@@ -278,7 +291,7 @@ def _pull_acked(
             if seqs is not None:
                 _check(seqs, payload, report.messages)
             if out_dir is not None:
-                (out_dir / f"{report.messages:08d}.msg").write_bytes(payload)
+                save_message(out_dir, report.messages, (payload,))
             now = time.monotonic()
             if progress is not None and now >= next_progress:
                 report.seconds = now - t0
@@ -313,9 +326,7 @@ def _pull_keyed_zmq(
             report.messages += 1
             report.bytes += sum(len(p) for p in parts)
             if out_dir is not None:
-                with (out_dir / f"{report.messages:08d}.msg").open("wb") as f:
-                    for p in parts:
-                        f.write(p)
+                save_message(out_dir, report.messages, parts)
             now = time.monotonic()
             if progress is not None and now >= next_progress:
                 report.seconds = now - t0

@@ -72,3 +72,15 @@ def test_push_over_several_connections_and_pull_count(spawn, free_port, tmp_path
     assert counter.stdout().strip() == "12"
     m = final_metrics(buf)
     assert m["recvd"] == m["sent"] == 12
+
+
+def test_saved_messages_appear_whole_or_not_at_all(tmp_path):
+    """`pull --out` writes each message under a hidden .part name and renames it: a
+    consumer killed mid-write leaves a .part (not matched by *.msg), never a cut .msg."""
+    from nngstream.tools import save_message
+
+    (tmp_path / ".00000001.msg.part").write_bytes(b"cut")  # what a kill -9 leaves
+    assert [p.name for p in tmp_path.glob("*.msg")] == []
+    path = save_message(tmp_path, 1, (b"head", memoryview(b"-body")))
+    assert path.name == "00000001.msg" and path.read_bytes() == b"head-body"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00000001.msg"]
