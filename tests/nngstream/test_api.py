@@ -44,7 +44,7 @@ def test_buffer_in_process(free_port, tmp_path, proto):
         assert buf.wait(30) is State.DONE
         t.join(30)
     assert sent.messages == result["r"].messages == 20
-    got = sorted(p.read_bytes() for p in (tmp_path / "o").iterdir())
+    got = sorted(p.read_bytes() for p in (tmp_path / "o").glob("*.msg"))
     assert got == sorted(f.read_bytes() for f in files)
     m = buf.metrics()
     assert (m.state, m.recvd, m.sent, m.buffered, m.producers, m.consumers) == (

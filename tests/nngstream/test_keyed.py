@@ -65,7 +65,7 @@ def _saved_pairs(folder) -> set[tuple[int, int]]:
     acknowledges a message after saving it, so a file cut short by kill -9 is one it had
     not acknowledged (the buffer sends it again elsewhere): not counted as received."""
     pairs = set()
-    for p in folder.iterdir():
+    for p in folder.glob("*.msg"):
         data = p.read_bytes()
         if data.endswith(b"\x07" * 4096):
             pairs.add((routing_key(data, "frame_number"), routing_key(data, "sector")))
@@ -160,7 +160,9 @@ def test_at_most_once_keyed_routing_counts_what_a_group_took_with_it(spawn, free
     ]
     for t in producers:
         t.start()
-    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    wait_until(
+        lambda: saved.exists() and len(list(saved.glob("*.msg"))) >= 40, 60, "victim gets 40"
+    )
     victim.signal(signal.SIGSTOP)
     time.sleep(1.0)  # the stream goes on until the victim's credit is used up
     victim.signal(signal.SIGKILL)
@@ -204,7 +206,9 @@ def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_
     ]
     for t in producers:
         t.start()
-    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    wait_until(
+        lambda: saved.exists() and len(list(saved.glob("*.msg"))) >= 40, 60, "victim gets 40"
+    )
     victim.signal(signal.SIGKILL)
     victim.wait(10)
     for t in producers:
@@ -313,7 +317,7 @@ def test_chain_aggregator_to_two_site_buffers_keeps_keys_together(spawn, free_po
     where: dict[int, set[int]] = defaultdict(set)
     seen: Counter = Counter()
     for i in range(2):
-        for p in (tmp_path / f"site{i}").iterdir():
+        for p in (tmp_path / f"site{i}").glob("*.msg"):
             data = p.read_bytes()
             frame, sector = routing_key(data, "frame_number"), routing_key(data, "sector")
             assert data.endswith(b"\x07" * 4096)  # the payload, envelope removed

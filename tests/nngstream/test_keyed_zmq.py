@@ -88,7 +88,7 @@ def _pull(spawn, port: int, out: Path, name: str, *extra: str):
 def _saved(folder: Path) -> list[tuple[int, int]]:
     """(frame, sector) of every message a `pull --keyed --out` saved, parts end to end."""
     got = []
-    for p in sorted(folder.iterdir()):
+    for p in sorted(folder.glob("*.msg")):
         data = p.read_bytes()
         assert data.endswith(PAYLOAD), f"{p}: the array part is missing or cut"
         got.append((routing_key(data, "frame_number"), routing_key(data, "sector")))
@@ -137,7 +137,7 @@ def test_keys_meet_on_one_group_and_the_parts_stay_together(spawn, free_port, tm
     assert all(len(v) == 1 for v in where.values()), "a frame reached two groups"
     # keys spread evenly: the job announced 2 groups, frame mod 2 picks the group
     assert (
-        sorted(len(list((tmp_path / f"g{i}").iterdir())) for i in range(2))
+        sorted(len(list((tmp_path / f"g{i}").glob("*.msg"))) for i in range(2))
         == [FRAMES * SECTORS // 2] * 2
     )
 
@@ -176,7 +176,9 @@ def test_a_group_leaving_mid_stream_is_counted_as_loss(spawn, free_port, tmp_pat
     frames = 400
     producers = _producers(spawn, in_port, frames=frames, pause=0.002)
     saved = tmp_path / "victim"
-    wait_until(lambda: saved.exists() and len(list(saved.iterdir())) >= 40, 60, "victim gets 40")
+    wait_until(
+        lambda: saved.exists() and len(list(saved.glob("*.msg"))) >= 40, 60, "victim gets 40"
+    )
     victim.signal(signal.SIGSTOP)
     time.sleep(1.0)  # the stream goes on until the victim's credit is used up
     victim.signal(signal.SIGKILL)

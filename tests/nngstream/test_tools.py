@@ -41,7 +41,7 @@ def test_push_pull_files_with_large_messages(spawn, free_port, tmp_path, proto):
     assert report["messages"] == 4 and report["bytes"] == sum(f.stat().st_size for f in files)
     assert wait_exit(buf, 60) == 0, buf.stderr()
     assert wait_exit(puller, 30) == 0, puller.stderr()
-    got = sorted(pulled.iterdir())
+    got = sorted(pulled.glob("*.msg"))
     assert [g.read_bytes() for g in got] == [f.read_bytes() for f in files]  # one link: in order
     summary = json.loads(puller.stdout().strip().splitlines()[-1])
     assert summary["messages"] == 4 and summary["bytes"] == report["bytes"]
