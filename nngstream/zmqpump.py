@@ -4,9 +4,11 @@ With two busy threads (pump.py), every libzmq call releases the GIL and hands it
 other thread; with 64 KiB messages these hand-overs cost more than the pump's own work.
 `ZmqPump` keeps everything `Pump` does (the same FIFO and spill, drop policies, counters,
 stop/end of input, end of stream, abort; it reuses `Pump`'s methods) and runs it in one
-thread that reads IN and writes OUT without blocking, waiting in `zmq_poll` only when
-neither side can move. The engine chooses it for a `ZmqInlet` with a `ZmqOutlet`
-(at-most-once, no keyed routing, no bridge).
+thread: while nothing is held it waits on IN and passes each message straight to OUT,
+as a minimal relay does; with messages held it moves them while the sockets report
+room (ZMQ_EVENTS) and waits in `zmq_poll` when neither side can move. The engine
+chooses it for a `ZmqInlet` with a `ZmqOutlet` (at-most-once, no keyed routing, no
+bridge).
 
 Who writes what: as in pump.py, with the one thread in the place of both of Pump's.
 """
@@ -47,7 +49,8 @@ class ZmqPump(Pump):
     def _run(self) -> None:
         inlet, fifo, c, lock, abort = self.inlet, self.fifo, self.counters, self._lock, self.abort
         recv, try_send, store = inlet.recv, self.outlet.try_send, self._store
-        after_fifo = self._next  # the spill, once the FIFO is empty
+        after_fifo, has_data = self._next, self._has_data  # the spill, after the FIFO
+        in_sock, out_sock = self._in_sock, self._out_sock
         plain = self.spill is None and fifo.when_full is WhenFull.BLOCK
         poller = zmq.Poller()
         held: tuple[object, int] | None = None  # received, waiting for room (block)
@@ -56,42 +59,60 @@ class ZmqPump(Pump):
         quiet_since: float | None = None  # producers gone: since when IN had nothing
         try:
             while not abort.is_set() and self.error is None:
-                moved = False
-                with lock:
-                    # OUT: hand over what is held until no consumer has room
-                    while True:
-                        if out is None:
-                            out = fifo.pop() if fifo else after_fifo()
-                            if out is None:
-                                break
-                        if not try_send(out[0]):
-                            break
-                        fifo.release(out[1])
-                        c.sent += 1
-                        c.bytes_out += out[1]
-                        out = None
-                        moved = True
-                    if moved:
-                        self.last_progress = time.monotonic()
-                    # IN: read what arrived until there is no room
-                    empty = False
-                    if reading:
-                        if held is not None and store(*held):
-                            held = None
-                            moved = True
-                        while held is None:
-                            got = recv(block=False)
-                            if got is None:
-                                empty = True
-                                break
-                            c.recvd += 1
-                            c.bytes_in += got[1]
-                            moved = True
-                            if plain and fifo.fits(got[1]):
-                                fifo.put(*got)
-                            elif not store(*got):
+                moved = empty = False
+                if reading and out is None and held is None and not has_data():
+                    # nothing held: wait for a message and pass it straight on, as a
+                    # minimal relay does (the FIFO only if no consumer has room)
+                    got = recv()
+                    if got is None:
+                        empty = True
+                    else:
+                        c.recvd += 1
+                        c.bytes_in += got[1]
+                        with lock:
+                            if try_send(got[0]):
+                                c.sent += 1
+                                c.bytes_out += got[1]
+                                self.last_progress = time.monotonic()
+                            elif not store(*got):  # (an empty FIFO has room: never)
                                 held = got
-                        self.rx_waiting = held is not None
+                else:
+                    with lock:
+                        # OUT: hand over what is held while a consumer has room
+                        while True:
+                            if out is None:
+                                out = fifo.pop() if fifo else after_fifo()
+                                if out is None:
+                                    break
+                            if not out_sock.get(zmq.EVENTS) & zmq.POLLOUT or not try_send(out[0]):
+                                break
+                            fifo.release(out[1])
+                            c.sent += 1
+                            c.bytes_out += out[1]
+                            out = None
+                            moved = True
+                        if moved:
+                            self.last_progress = time.monotonic()
+                        # IN: read what arrived while there is room
+                        if reading:
+                            if held is not None and store(*held):
+                                held = None
+                                moved = True
+                            while held is None:
+                                if not in_sock.get(zmq.EVENTS) & zmq.POLLIN:
+                                    empty = True
+                                    break
+                                got = recv(block=False)
+                                if got is None:  # an end marker
+                                    continue
+                                c.recvd += 1
+                                c.bytes_in += got[1]
+                                moved = True
+                                if plain and fifo.fits(got[1]):
+                                    fifo.put(*got)
+                                elif not store(*got):
+                                    held = got
+                            self.rx_waiting = held is not None
                 if reading:
                     if self._stop_input:  # keep only what already arrived
                         if accepting:
@@ -112,11 +133,11 @@ class ZmqPump(Pump):
                             reading = False
                     if not reading:
                         self._close_input()
-                if not reading and out is None and not self._has_data():
+                if not reading and out is None and not has_data():
                     break  # everything read has been handed to OUT
-                if not moved:
-                    poller.register(self._in_sock, zmq.POLLIN if reading and held is None else 0)
-                    poller.register(self._out_sock, zmq.POLLOUT if out is not None else 0)
+                if not moved and (out is not None or held is not None):
+                    poller.register(in_sock, zmq.POLLIN if reading and held is None else 0)
+                    poller.register(out_sock, zmq.POLLOUT if out is not None else 0)
                     poller.poll(POLL_MS)
             else:  # aborted or failed: free what this thread holds
                 if held is not None:
