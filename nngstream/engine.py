@@ -1,9 +1,9 @@
 """`Buffer`: the lifecycle controller around the data pump (pump.py).
 
-The controller opens both sides, starts the pump's two threads, and runs one thread of
-its own that observes the pump, steps the lifecycle (lifecycle.py), acts on the new
-state and reports metrics. The public API (`stop()`, `abort()`) only records requests;
-the controller thread acts on them.
+The controller opens both sides, starts the pump's threads (two, or one for a plain ZMQ
+IN and OUT: zmqpump.py), and runs one thread of its own that observes the pump, steps
+the lifecycle (lifecycle.py), acts on the new state and reports metrics. The public API
+(`stop()`, `abort()`) only records requests; the controller thread acts on them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .sizes import format_size
 from .spill import Spill
 from .zmqio import ZmqInlet, ZmqOutlet
 from .zmqkeyed import ZmqKeyedInlet, ZmqKeyedOutlet
+from .zmqpump import ZmqPump
 
 log = logging.getLogger("nngstream")
 TICK = 0.05  # seconds between lifecycle checks when nothing wakes the control thread
@@ -115,7 +116,7 @@ class Buffer:
             if self._poster is not None:
                 self._poster.close(timeout=0)
             raise
-        self._pump = Pump(s, self._inlet, self._outlet, self._wake.set, self._spill)
+        self._pump = self._new_pump()
         self._pump.start()
         threading.Thread(target=self._control, name="control", daemon=True).start()
         return self
@@ -147,6 +148,15 @@ class Buffer:
         self.wait(30)
 
     # -- sides ----------------------------------------------------------------------
+    def _new_pump(self) -> Pump:
+        """One thread polling both sockets for a plain ZMQ IN and OUT (zmqpump.py), else
+        a receiving and a sending thread (pump.py)."""
+        inlet, outlet = self._inlet, self._outlet
+        assert inlet is not None and outlet is not None
+        if type(inlet) is ZmqInlet and type(outlet) is ZmqOutlet:
+            return ZmqPump(self.settings, inlet, outlet, self._wake.set, self._spill)
+        return Pump(self.settings, inlet, outlet, self._wake.set, self._spill)
+
     def _open_inlet(self) -> Inlet:
         s = self.settings
         kw = {"dial": s.dial_in, "dial_timeout": s.dial_timeout, "on_change": self._wake.set}

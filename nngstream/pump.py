@@ -151,39 +151,44 @@ class Pump:
         one is ready (cut-through, under the lock so the OUT socket is never used by two
         threads at once), else into the FIFO or, once the FIFO is full, the spill. With
         `block`, wait until there is room; the drop policies make room in the FIFO."""
-        fifo, cond, c, spill = self.fifo, self.cond, self.counters, self.spill
+        fifo, cond, c = self.fifo, self.cond, self.counters
         with self._lock:
             if self.tx_waiting and not fifo.held and self.outlet.try_send(item):
                 c.sent += 1
                 c.bytes_out += size
                 self.last_progress = time.monotonic()
                 return
-            if spill is None and fifo.when_full is WhenFull.BLOCK and fifo.fits(size):
-                fifo.put(item, size)  # the common case, without the checks below
-                if self.tx_waiting:
-                    cond.notify()
-                return
-            if fifo.when_full is not WhenFull.BLOCK:
-                dropped = fifo.put(item, size)
-                c.dropped = fifo.dropped
+            if self.spill is None and fifo.when_full is WhenFull.BLOCK and fifo.fits(size):
+                fifo.put(item, size)  # the common case, without the checks in _store
             else:
-                dropped = []
-                while (where := self._place(size)) is None:
+                while not self._store(item, size):
                     if self.abort.is_set():
                         self.inlet.discard(item)
                         return
                     self.rx_waiting = True
                     cond.wait(0.1)
                 self.rx_waiting = False
-                if where is spill:
-                    spill.write(self.inlet.body(item), self.inlet.stamp(item))  # type: ignore[union-attr]
-                    self.inlet.discard(item)
-                else:
-                    fifo.put(item, size)
             if self.tx_waiting:
                 cond.notify()
-        for old in dropped:
-            self.inlet.discard(old)
+
+    def _store(self, item: object, size: int) -> bool:
+        """(under cond) Put a received message into the FIFO or the spill, or apply the
+        drop policy; False (nothing done) when `block` finds no room."""
+        fifo, spill = self.fifo, self.spill
+        if fifo.when_full is not WhenFull.BLOCK:
+            for old in fifo.put(item, size):
+                self.inlet.discard(old)
+            self.counters.dropped = fifo.dropped
+            return True
+        where = self._place(size)
+        if where is None:
+            return False
+        if where is spill:
+            spill.write(self.inlet.body(item), self.inlet.stamp(item))  # type: ignore[union-attr]
+            self.inlet.discard(item)
+        else:
+            fifo.put(item, size)
+        return True
 
     def _place(self, size: int) -> BoundedFifo[object] | Spill | None:
         """(under cond) Where a message of `size` bytes goes now, None if nowhere has room.
