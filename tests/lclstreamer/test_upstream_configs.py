@@ -18,6 +18,7 @@ from lclstreamer.compat import TABLE, _streaming_handler, native_types
 from lclstreamer.config import explain_config, parse_config
 from lclstreamer.errors import ConfigError
 from lclstreamer.serializers.numpy import decode
+from nngstream.models import EndOfStream, decode_control, is_control
 
 from .helpers import EXAMPLES, read_message, run_cli, write_config
 
@@ -412,11 +413,12 @@ def test_random_array_config_runs_on_two_ranks(tmp_path):
 
 
 class _Consumer(threading.Thread):
-    """Pulls from the buffer's OUT address until the buffer ends the stream."""
+    """Pulls from the buffer's OUT address until the buffer's end message."""
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.messages = url, []
+        self.end: EndOfStream | None = None
         self.connected, self._live = threading.Event(), set()
 
     def run(self) -> None:
@@ -426,10 +428,15 @@ class _Consumer(threading.Thread):
             sock.dial(self.url, block=False)
             while True:
                 try:
-                    self.messages.append(read_message(sock.recv()))
+                    data = sock.recv()
                 except pynng.Timeout:
                     if self.connected.is_set() and not self._live:
-                        return
+                        return  # the buffer went away without an end message
+                    continue
+                if is_control(data):
+                    self.end = decode_control(data)
+                    return
+                self.messages.append(read_message(data))
 
 
 @pytest.mark.mpi
@@ -451,7 +458,8 @@ def test_random_array_config_streams_through_nngstream(tmp_path, spawn, free_por
     assert res.code == 0, res.stderr
     assert buffer.wait(60) == 0, buffer.stderr()
     consumer.join(30)
-    assert not consumer.is_alive(), "consumer did not see the end of the stream"
+    assert not consumer.is_alive() and consumer.end is not None, "no end message"
+    assert consumer.end.recvd == len(consumer.messages)
     seen = []
     for m in consumer.messages:
         n = m["attrs"]["n_events"]
