@@ -40,7 +40,7 @@ import pynng
 from pynng._nng import ffi, lib
 
 from .errors import NngstreamError, StreamBroken
-from .keyed import Unroutable, group_for, routing_key
+from .keyed import Unroutable, assembled, group_for, routing_key
 from .models import (
     ENVELOPE,
     Ack,
@@ -242,7 +242,7 @@ class AckedNngOutlet:
         if not groups:
             return None
         if not self._assembled:
-            if len(groups) < max(c.groups for c in groups) or any(not c.credit for c in groups):
+            if not assembled([c.groups for c in groups]) or any(not c.credit for c in groups):
                 return None
             self._assembled = True
         c = group_for(key, groups)

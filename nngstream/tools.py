@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,6 +268,31 @@ def _check(seqs: SequenceCheck, payload: memoryview, n: int) -> None:
         raise NngstreamError(f"message {n}: {exc} (--check hdf5)") from None
 
 
+def _receive(
+    report: Report,
+    messages: Iterable[Sequence[bytes | memoryview]],
+    out_dir: Path | None,
+    progress: Progress | None,
+    progress_interval: float,
+    seqs: SequenceCheck | None,
+) -> None:
+    """Count, check, save and report progress for each message (its parts) of an acked
+    or keyed stream, until `messages` ends."""
+    t0 = next_progress = time.monotonic()
+    for parts in messages:
+        report.messages += 1
+        report.bytes += sum(len(p) for p in parts)
+        if seqs is not None:
+            _check(seqs, parts[0], report.messages)
+        if out_dir is not None:
+            save_message(out_dir, report.messages, parts)
+        now = time.monotonic()
+        if progress is not None and now >= next_progress:
+            report.seconds = now - t0
+            progress(report)
+            next_progress = now + progress_interval
+
+
 def _pull_acked(
     url: str,
     out_dir: Path | None,
@@ -283,20 +308,10 @@ def _pull_acked(
     consumer = AckedConsumer(url, dial_timeout=dial_timeout)
     report = Report()
     seqs = SequenceCheck() if check_hdf5 else None
-    t0 = next_progress = time.monotonic()
+    t0 = time.monotonic()
     try:
-        for _producer, _seq, payload in consumer.messages(lambda: report.messages):
-            report.messages += 1
-            report.bytes += len(payload)
-            if seqs is not None:
-                _check(seqs, payload, report.messages)
-            if out_dir is not None:
-                save_message(out_dir, report.messages, (payload,))
-            now = time.monotonic()
-            if progress is not None and now >= next_progress:
-                report.seconds = now - t0
-                progress(report)
-                next_progress = now + progress_interval
+        payloads = ((p,) for _, _, p in consumer.messages(lambda: report.messages))
+        _receive(report, payloads, out_dir, progress, progress_interval, seqs)
     finally:
         consumer.close()
     report.end = consumer.end
@@ -320,18 +335,10 @@ def _pull_keyed_zmq(
 
     consumer = ZmqKeyedConsumer(url, dial_timeout=dial_timeout, groups=groups)
     report = Report()
-    t0 = next_progress = time.monotonic()
+    t0 = time.monotonic()
     try:
-        for parts in consumer.messages(lambda: report.messages):
-            report.messages += 1
-            report.bytes += sum(len(p) for p in parts)
-            if out_dir is not None:
-                save_message(out_dir, report.messages, parts)
-            now = time.monotonic()
-            if progress is not None and now >= next_progress:
-                report.seconds = now - t0
-                progress(report)
-                next_progress = now + progress_interval
+        _receive(report, consumer.messages(lambda: report.messages), out_dir, progress,
+                 progress_interval, None)  # fmt: skip
     finally:
         consumer.close()
     report.end = consumer.end
