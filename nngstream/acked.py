@@ -87,7 +87,7 @@ def _stamped(msg: object) -> tuple[int, int]:
 class _Consumer:
     pipe_id: int
     credit: int = 0
-    unacked: deque[object] = field(default_factory=deque)  # kept copies (None: not kept)
+    unacked: deque[object] = field(default_factory=deque)  # kept messages (None: not kept)
     ended: bool = False
     acked: int = 0  # messages this consumer acknowledged (keyed routing's info message)
     groups: int = 1  # keyed routing: groups its job has (from its credit message)
@@ -120,7 +120,7 @@ class AckedNngOutlet:
         self.unroutable = 0  # keyed messages without a readable key: freed and counted
         self.sock = pynng.Pair1(polyamorous=True, recv_timeout=POLL_MS, recv_max_size=0)
         self._raw = self.sock.socket
-        self._dup_p = ffi.new("nng_msg **")  # `_deliver`'s copies (under cond)
+        self._new_p = ffi.new("nng_msg **")  # `_enveloped_copy`'s (under cond)
         self._cond = threading.Condition(threading.Lock())
         self._consumers: dict[int, _Consumer] = {}
         self._gone: set[int] = set()  # pipes that have left (ids are never reused)
@@ -173,7 +173,18 @@ class AckedNngOutlet:
         return True
 
     def try_send(self, item: object) -> bool:
-        return False  # no cut-through: every message goes through credit
+        """Cut-through: send `item` only if a consumer has credit and room now and nothing
+        taken back waits. The pump calls this only while its sending thread is idle, so
+        one thread sends at a time (each consumer must receive in the order `unacked`
+        holds). Keyed routing never cuts through (a key waits for its own group)."""
+        if self.route_by is not None:
+            return False
+        with self._cond:
+            if self._again or (c := self._pick()) is None:
+                return False
+            msg = self._prepare(c, item)
+        self._transmit(c.pipe_id, msg)
+        return True
 
     def send_control(self, payload: bytes) -> bool:
         """Send `payload` to every consumer that has not had it; False if none. In keyed
@@ -327,23 +338,42 @@ class AckedNngOutlet:
         self._transmit(c.pipe_id, self._prepare(c, item))
 
     def _prepare(self, c: _Consumer, item: object) -> object:
-        """(under cond) `item` made ready to send to `c`: its envelope put in front; with
-        `keep`, first a copy of it (stamp included) kept until acknowledged, to send again
-        if `c` leaves first. The copy is one `nng_msg_dup` in C (the GIL released): NNG
-        frees a message once it is written, so a kept message cannot be the one sent."""
+        """(under cond) The message to send `item` to `c`: `item` behind its envelope.
+        With `keep`, the message sent is a new one (envelope, then a copy of the payload,
+        made by NNG in C with the GIL released) and `item` itself (stamp included) is kept
+        until acknowledged, to send again if `c` leaves first: NNG frees a message once it
+        is written, so a kept message cannot be the one sent. One copy either way; copying
+        `item` and putting the envelope in front of it instead costs a second copy when
+        NNG left no room in front (it leaves none for payloads of a power of two >= 1 KiB).
+        Without `keep`, the envelope goes in front of `item` itself."""
         producer, seq = _stamped(item)
-        kept = None
-        if self.keep:
-            if lib.nng_msg_dup(self._dup_p, item):
-                raise MemoryError("cannot copy an NNG message to keep until acknowledged")
-            kept = self._dup_p[0]
         envelope = ENVELOPE.pack(producer, seq)
-        if lib.nng_msg_insert(item, envelope, len(envelope)):
-            raise MemoryError("cannot grow an NNG message by its envelope")
-        lib.nng_msg_header_clear(item)  # the stamp travels in the envelope
-        c.unacked.append(kept)
+        if self.keep:
+            msg = self._enveloped_copy(item, envelope)
+            c.unacked.append(item)
+        else:
+            if lib.nng_msg_insert(item, envelope, len(envelope)):
+                raise MemoryError("cannot grow an NNG message by its envelope")
+            lib.nng_msg_header_clear(item)  # the stamp travels in the envelope
+            msg = item
+            c.unacked.append(None)
         c.sent += 1
-        return item
+        return msg
+
+    def _enveloped_copy(self, item: object, envelope: bytes) -> object:
+        """(under cond) A new message: `envelope`, then `item`'s payload."""
+        size = lib.nng_msg_len(item)
+        if lib.nng_msg_alloc(self._new_p, 0):
+            raise MemoryError("cannot allocate an NNG message")
+        msg = self._new_p[0]
+        if (
+            lib.nng_msg_reserve(msg, len(envelope) + size)
+            or lib.nng_msg_append(msg, envelope, len(envelope))
+            or lib.nng_msg_append(msg, lib.nng_msg_body(item), size)
+        ):
+            lib.nng_msg_free(msg)
+            raise MemoryError("cannot copy an NNG message to send it")
+        return msg
 
     def _send_to(self, pipe_id: int, msg: object, _size: int) -> None:
         """(under cond) Send a control message to one consumer."""

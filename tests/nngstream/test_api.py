@@ -108,6 +108,43 @@ def test_acked_payloads_are_views_that_outlive_the_next_message(free_port):
     assert got == {i: d if i % 2 else d[1:] for i, d in enumerate(sent)}
 
 
+@pytest.mark.timeout(60)
+def test_acked_payloads_of_any_size_arrive_exact_and_taken_back_ones_come_again(free_port):
+    """The acked outlet sends a new message (envelope + payload) and keeps the one it
+    received: payloads of a power of two (no room in front in NNG), odd sizes and 1 MiB
+    arrive byte for byte; those a consumer took and never acknowledged come again,
+    intact, to the next consumer."""
+    from nngstream.acked import AckedConsumer
+
+    s = settings(free_port, delivery="acked")
+    sizes = [1 << 20, 1024, 4096, 1000, 65_536, (1 << 20) + 1, 1]
+    sent = [bytes([(i * 7 + k) % 251 for k in range(251)]) * (n // 251) + b"x" * (n % 251)
+            for i, n in enumerate(sizes)]  # fmt: skip
+    with Buffer(s, out=None) as buf:
+        first = AckedConsumer(s.out_url, credit=4, manual_ack=True)  # never releases
+        with pynng.Push0(dial=s.in_url) as p:
+            for data in sent:
+                p.send(data)
+            wait_until(lambda: buf.metrics().recvd == len(sent), 10, "the buffer has all")
+        taken = []
+        for _producer, seq, payload in first.messages(lambda: len(taken)):
+            taken.append((seq, bytes(payload)))
+            if len(taken) == 3:
+                break
+        first.sock.close()  # gone without acknowledging anything
+        second = AckedConsumer(s.out_url, credit=4)
+        got = {}
+        for _producer, seq, payload in second.messages(lambda: len(got)):
+            assert seq not in got
+            got[seq] = bytes(payload)
+        second.close()
+        assert buf.wait(30) is State.DONE
+    assert [seq for seq, _ in taken] == [0, 1, 2]
+    assert all(data == sent[seq] for seq, data in taken)
+    assert got == dict(enumerate(sent))
+    assert second.end is not None and second.end.sent == len(sent)
+
+
 def test_owned_body_frees_the_message_with_its_last_view():
     import gc
     import weakref
