@@ -12,7 +12,7 @@ import typer
 
 from .cliutil import run_typer
 from .errors import CertifiedError
-from .handshake import received_alert
+from .failures import request_failure
 from .identity import Certified
 from .yamlload import load_yaml
 
@@ -75,12 +75,8 @@ def message(
         with Certified(config).client(timeout=timeout) as client:
             resp = client.request(verb, url, content=body, headers=headers)
     except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        alert = received_alert(exc)
-        if alert is not None:
-            raise CertifiedError(
-                f"{verb} {url}: the server refused the TLS handshake: {alert}"
-            ) from None
-        raise CertifiedError(f"{verb} {url} failed: {exc or type(exc).__name__}") from None
+        why = request_failure("the server", verb, exc, httpx.Timeout(timeout))
+        raise CertifiedError(f"{verb} {url}: {why}") from None
     try:
         out = json.dumps(resp.json(), indent=2)
     except ValueError:

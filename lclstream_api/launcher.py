@@ -68,7 +68,13 @@ class PsikApiLauncher:
         try:
             return self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise LaunchError(f"psik-api at {self.base_url} unreachable: {exc}") from None
+            from certified.failures import request_failure
+
+            why = request_failure(f"psik-api at {self.base_url}", f"{method} {path}", exc,
+                                  self.client.timeout)  # fmt: skip
+            if isinstance(exc, httpx.ReadTimeout):  # it took the request: say where to look
+                why += " (psik-api may be waiting on its batch system, e.g. sbatch: see its log)"
+            raise LaunchError(why) from None
 
     def submit(self, spec: JobSpec, on_behalf_of: str) -> str:
         resp = self._call(

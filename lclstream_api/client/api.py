@@ -55,7 +55,10 @@ class Client:
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            raise ServerError(f"{self.url} unreachable: {exc}") from None
+            from certified.failures import request_failure
+
+            why = request_failure(self.url, f"{method} {path}", exc, self.http.timeout)
+            raise ServerError(why) from None
         if resp.status_code not in ok:
             raise ServerError(_reason(resp))
         return resp

@@ -145,7 +145,10 @@ async def forward(client: httpx.AsyncClient, scope, receive, send, headers, quer
     try:
         resp = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
-        await _plain(send, 502, f"lclstream ui: {client.base_url} unreachable: {exc}")
+        from certified.failures import request_failure
+
+        why = request_failure(str(client.base_url), f"{scope['method']} {url}", exc, client.timeout)
+        await _plain(send, 502, f"lclstream ui: {why}")
         return
     try:
         back = [

@@ -74,7 +74,7 @@ def test_ui_says_when_the_server_is_unreachable(pki, spawn, free_port):
     with httpx.Client(timeout=60, follow_redirects=True) as browser:
         resp = browser.get(url)
     assert resp.status_code == 502
-    assert resp.text.startswith("lclstream ui: https://gone unreachable:")
+    assert resp.text.startswith("lclstream ui: https://gone is unreachable:")
 
 
 def test_a_transfer_id_is_escaped_in_the_page(suite):
