@@ -138,43 +138,9 @@ def test_at_most_once_keyed_routing_counts_what_a_group_took_with_it(spawn, free
     """Keyed routing without --delivery acked: a group stopped (SIGSTOP) then killed takes
     the messages it had not acknowledged with it; the buffer counts them in lost_max, an
     upper bound of what the survivor and the victim together are missing."""
-    in_port, out_port = free_port(), free_port()
-    buf = start_buffer(
-        spawn, in_port, out_port, "--route-by", "frame_number", "--producers", str(SECTORS),
-        "--metrics-interval", "0.2",
-    )  # fmt: skip
-    url = f"tcp://127.0.0.1:{out_port}"
-    saved = tmp_path / "victim"
-    victim = spawn(
-        ["nngstream", "pull", url, "--delivery", "acked", "--out", str(saved)], name="victim"
-    )
-    wait_until(lambda: any(m.get("consumers") == 1 for m in metrics_lines(buf)), 30, "victim")
-    out: dict = {}
-    survivor = threading.Thread(target=_consume, args=(url, out, "survivor"))
-    survivor.start()
-    wait_until(lambda: any(m.get("consumers") == 2 for m in metrics_lines(buf)), 30, "2 consumers")
-    frames = 400
-    producers = [
-        threading.Thread(target=_produce_slowly, args=(f"tcp://127.0.0.1:{in_port}", s, frames))
-        for s in range(SECTORS)
-    ]
-    for t in producers:
-        t.start()
-    wait_until(
-        lambda: saved.exists() and len(list(saved.glob("*.msg"))) >= 40, 60, "victim gets 40"
-    )
-    victim.signal(signal.SIGSTOP)
-    time.sleep(1.0)  # the stream goes on until the victim's credit is used up
-    victim.signal(signal.SIGKILL)
-    victim.wait(10)
-    for t in producers:
-        t.join(120)
-    survivor.join(120)
-    assert wait_exit(buf, 60) == 0, buf.stderr()
-    m = final_metrics(buf)
+    buf, m, victim_pairs, out, frames = _kill_a_group(spawn, free_port, tmp_path, stop_first=True)
     assert m["recvd"] == frames * SECTORS and m["redelivered"] == 0
-    victim_pairs = _saved_pairs(saved)
-    survivor_frames, info, end = out["survivor"]
+    survivor_frames, info, end = out
     assert end is not None and end.lost_max == m["lost_max"]
     missing = frames * SECTORS - len(victim_pairs) - len(survivor_frames)
     assert missing > 0 and m["lost_max"] >= missing
@@ -184,9 +150,34 @@ def test_at_most_once_keyed_routing_counts_what_a_group_took_with_it(spawn, free
 def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_path):
     """A consumer group killed mid-stream (SIGKILL): what it had not acknowledged is routed
     again to the group left, later keys all go there, and nothing is lost."""
+    buf, m, victim_pairs, out, frames = _kill_a_group(
+        spawn, free_port, tmp_path, "--delivery", "acked", stop_first=False
+    )
+    assert m["recvd"] == frames * SECTORS and m["lost_max"] == 0
+
+    survivor_frames, info, end = out
+    assert end is not None and info is not None and info.groups == 1
+    assert info.expected == len(survivor_frames)
+    everything = {(f, s) for f in range(frames) for s in range(SECTORS)}
+    per_frame_survivor = Counter(survivor_frames)
+    for f in range(frames):
+        at_victim = sum((f, s) in victim_pairs for s in range(SECTORS))
+        assert at_victim + per_frame_survivor[f] >= SECTORS, f"frame {f}: sectors lost"
+    assert victim_pairs <= everything
+    # after the victim left, every later key went to the survivor
+    last_at_victim = max(f for f, _ in victim_pairs)
+    assert all(per_frame_survivor[f] == SECTORS for f in range(last_at_victim + 1, frames))
+
+
+def _kill_a_group(spawn, free_port, tmp_path, *options: str, stop_first: bool):
+    """A keyed buffer (with `options`), a victim group (`nngstream pull --out`) and a
+    survivor; producers send 400 frames slowly; once the victim saved 40 messages it is
+    killed (stopped for 1 s first if `stop_first`, so the stream fills its credit).
+    Returns the buffer, its final metrics, the victim's saved (frame, sector) pairs, the
+    survivor's (frames, info, end) and the number of frames."""
     in_port, out_port = free_port(), free_port()
     buf = start_buffer(
-        spawn, in_port, out_port, "--delivery", "acked", "--route-by", "frame_number",
+        spawn, in_port, out_port, *options, "--route-by", "frame_number",
         "--producers", str(SECTORS), "--metrics-interval", "0.2",
     )  # fmt: skip
     url = f"tcp://127.0.0.1:{out_port}"
@@ -209,28 +200,16 @@ def test_a_group_that_leaves_hands_its_keys_to_the_others(spawn, free_port, tmp_
     wait_until(
         lambda: saved.exists() and len(list(saved.glob("*.msg"))) >= 40, 60, "victim gets 40"
     )
+    if stop_first:
+        victim.signal(signal.SIGSTOP)
+        time.sleep(1.0)  # the stream goes on until the victim's credit is used up
     victim.signal(signal.SIGKILL)
     victim.wait(10)
     for t in producers:
         t.join(120)
     survivor.join(120)
     assert wait_exit(buf, 60) == 0, buf.stderr()
-    m = final_metrics(buf)
-    assert m["recvd"] == frames * SECTORS and m["lost_max"] == 0
-
-    victim_pairs = _saved_pairs(saved)
-    survivor_frames, info, end = out["survivor"]
-    assert end is not None and info is not None and info.groups == 1
-    assert info.expected == len(survivor_frames)
-    everything = {(f, s) for f in range(frames) for s in range(SECTORS)}
-    per_frame_survivor = Counter(survivor_frames)
-    for f in range(frames):
-        at_victim = sum((f, s) in victim_pairs for s in range(SECTORS))
-        assert at_victim + per_frame_survivor[f] >= SECTORS, f"frame {f}: sectors lost"
-    assert victim_pairs <= everything
-    # after the victim left, every later key went to the survivor
-    last_at_victim = max(f for f, _ in victim_pairs)
-    assert all(per_frame_survivor[f] == SECTORS for f in range(last_at_victim + 1, frames))
+    return buf, final_metrics(buf), _saved_pairs(saved), out["survivor"], frames
 
 
 def _produce_slowly(url: str, sector: int, frames: int) -> None:
