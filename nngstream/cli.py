@@ -203,24 +203,32 @@ def serve(
         raise _fail(_explain(exc), EXIT_USAGE) from None
     reuse_freed_memory()  # this process is the buffer: see malloc.py
     buffer = Buffer(settings)
+    requests = 0  # SIGTERM/SIGINT received: the first stops the buffer, the next aborts it
+    started = False
+
+    def act() -> None:
+        if requests == 1:
+            buffer.stop()
+        elif requests > 1:
+            buffer.abort()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal requests
+        requests += 1
+        if started:  # (a signal during start() is acted on once it returned)
+            act()
+
+    # before start(): a SIGTERM once the ports listen must stop the buffer, not kill it
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         buffer.start()
     except NngstreamError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
     except Exception as exc:  # e.g. an unreadable --certified-config
         raise _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED) from None
-    requests = 0
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal requests
-        requests += 1
-        if requests == 1:
-            buffer.stop()
-        else:
-            buffer.abort()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    started = True
+    act()
     while (state := buffer.wait(0.2)) is None:
         pass
     if state is not State.DONE:
