@@ -207,13 +207,26 @@ class StemSectorSource:
         return RunInfo("4dstem", self.cfg.scan_number)
 
     def events(self) -> Iterator[SectorEvent]:
-        cfg = self.cfg
-        n = limit(cfg.scan_shape[0] * cfg.scan_shape[1], self.ctx.max_events)
-        for frame in range(self.slot, n, self.slots):
-            if is_lost(cfg, frame, self.sector):
-                self.lost += 1
-                continue
-            yield SectorEvent(frame, self)
+        """This rank's sectors, in rounds of `lockstep` frames per slot: a round starts
+        once every rank started it (the camera's clock: the receiving servers get each
+        frame at the same time), so the ranks never drift more than one round apart."""
+        cfg, ctx = self.cfg, self.ctx
+        n = limit(cfg.scan_shape[0] * cfg.scan_shape[1], ctx.max_events)
+        step = cfg.lockstep * self.slots if cfg.lockstep and ctx.comm is not None else n
+        rounds = ctx.comm.rounds() if step < n else None
+        total = -(-n // step) - 1 if step else 0  # rounds waited for by every rank
+        try:
+            for lo in range(0, n, max(step, 1)):
+                if lo and rounds is not None and not rounds.wait(ctx.stop):
+                    return
+                for frame in range(lo + self.slot, min(n, lo + step), self.slots):
+                    if is_lost(cfg, frame, self.sector):
+                        self.lost += 1
+                        continue
+                    yield SectorEvent(frame, self)
+        finally:
+            if rounds is not None:
+                rounds.leave(total)  # stopped early: the others need not wait for us
 
     def counters(self) -> dict[str, int]:
         return {"sectors_lost": self.lost}
