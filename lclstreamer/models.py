@@ -296,6 +296,14 @@ class StemSectorEventSource(Model):
     sector_loss: float = Field(
         default=0.0, ge=0, lt=1, description="Fraction of sectors lost before the stream."
     )
+    lockstep: int = Field(
+        default=32,
+        ge=0,
+        description="Frames per rank between the ranks' meeting points: no rank runs more"
+        " than this ahead of another, as the camera's receiving servers get every frame at"
+        " once (0: every rank as fast as it can; producers far apart make consumers park"
+        " sectors).",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> StemSectorEventSource:

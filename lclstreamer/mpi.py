@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 _LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
@@ -27,6 +27,31 @@ class Comm(Protocol):
 
     def abort(self, code: int) -> None: ...
 
+    def rounds(self) -> Rounds: ...
+
+
+class Rounds(Protocol):
+    """Ranks that keep in step, round after round, apart from the job's collectives."""
+
+    def wait(self, stop: Callable[[], bool]) -> bool:
+        """Return once every rank started this round (True), or once `stop()` (False)."""
+        ...
+
+    def leave(self, rounds: int) -> None:
+        """This rank stops early: it starts every round up to `rounds` without waiting,
+        so the others do not wait for it."""
+        ...
+
+
+class SoloRounds:
+    """One process is always in step."""
+
+    def wait(self, stop: Callable[[], bool]) -> bool:
+        return True
+
+    def leave(self, rounds: int) -> None:
+        return None
+
 
 class SoloComm:
     """A group of one process (no MPI)."""
@@ -39,6 +64,9 @@ class SoloComm:
 
     def gather(self, obj: Any) -> list[Any] | None:
         return [obj]
+
+    def rounds(self) -> Rounds:
+        return SoloRounds()
 
     def abort(self, code: int) -> None:
         sys.stdout.flush()
@@ -55,6 +83,7 @@ class MPIComm:
         self._comm = MPI.COMM_WORLD
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        self._rounds = MPIRounds(self._comm.Dup())  # collective: made where every rank is
 
     def allgather(self, obj: Any) -> list[Any]:
         self._arrive()
@@ -63,6 +92,11 @@ class MPIComm:
     def gather(self, obj: Any) -> list[Any] | None:
         self._arrive()
         return self._comm.gather(obj, root=0)
+
+    def rounds(self) -> Rounds:
+        """The job's rounds, on a communicator of their own: they never meet the job's
+        collectives, so a rank that stops early cannot leave them mismatched."""
+        return self._rounds
 
     def _arrive(self) -> None:
         """Wait, sleeping, until every rank reached this collective. MPICH's blocking
@@ -80,6 +114,31 @@ class MPIComm:
         sys.stdout.flush()
         sys.stderr.flush()
         self._comm.Abort(code)
+
+
+class MPIRounds:
+    """Rounds over MPI: a nonblocking barrier per round, waited for sleeping (a blocking
+    MPI barrier spins a core while it waits)."""
+
+    def __init__(self, comm: Any) -> None:
+        self._comm = comm
+        self.started = 0
+
+    def wait(self, stop: Callable[[], bool]) -> bool:
+        req = self._comm.Ibarrier()
+        self.started += 1
+        pause = 0.0001
+        while not req.Test():
+            if stop():
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        return True
+
+    def leave(self, rounds: int) -> None:
+        while self.started < rounds:
+            self._comm.Ibarrier()  # completes once the others arrive; nobody waits for it
+            self.started += 1
 
 
 def launched_by_mpi(env: Mapping[str, str]) -> bool:

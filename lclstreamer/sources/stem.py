@@ -52,12 +52,16 @@ def _strikes(rng: np.random.Generator, cfg: StemSectorEventSource) -> np.ndarray
     k = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
     rs = rng.integers(0, rows, 2 * k + 1).tolist()
     cs = rng.integers(0, width, 2 * k + 1).tolist()
-    kept: list[tuple[int, int]] = []
+    kept: list[int] = []  # row, column, row, column, ... (plain ints: no numpy per test)
+    sep = MIN_SEPARATION
     for r, c in zip(rs, cs, strict=True):
-        if len(kept) == k:
+        if len(kept) == 2 * k:
             break
-        if all(abs(r - q) >= MIN_SEPARATION or abs(c - d) >= MIN_SEPARATION for q, d in kept):
-            kept.append((r, c))
+        for i in range(0, len(kept), 2):
+            if -sep < r - kept[i] < sep and -sep < c - kept[i + 1] < sep:
+                break
+        else:
+            kept += (r, c)
     return np.array(kept, dtype=np.int32).reshape(-1, 2)
 
 
@@ -94,6 +98,31 @@ class SectorMaker:
         if self.direct:  # uint16 arithmetic modulo 2**16 gives the true sums: no casts
             self.dark, self.pool = self.dark.astype(np.uint16), self.pool.view(np.uint16)
 
+    def _deposit(self, hits: np.ndarray, out: np.ndarray) -> None:
+        """Add each strike's signal to its pixel and its 4 neighbours inside the sector, in
+        one indexed add (strikes are >= 3 apart: no pixel is touched twice)."""
+        rows, width, hit, side = self.rows, self.width, self.hit, self.side
+        idx: list[int] = []
+        val: list[int] = []
+        for r, c in hits.tolist():
+            p = r * width + c
+            idx.append(p)
+            val.append(hit)
+            if r > 0:
+                idx.append(p - width)
+                val.append(side)
+            if r < rows - 1:
+                idx.append(p + width)
+                val.append(side)
+            if c > 0:
+                idx.append(p - 1)
+                val.append(side)
+            if c < width - 1:
+                idx.append(p + 1)
+                val.append(side)
+        flat = out.reshape(-1)
+        flat[idx] += np.array(val, dtype=out.dtype)
+
     def __call__(self, frame: int) -> np.ndarray:
         cfg, rows, width = self.cfg, self.rows, self.width
         rng = np.random.default_rng([cfg.seed, frame, self.sector])
@@ -105,12 +134,7 @@ class SectorMaker:
         np.add(dark[shift:], noise[: rows - shift], out=out[shift:], dtype=out.dtype)
         np.add(dark[:shift], noise[rows - shift :], out=out[:shift], dtype=out.dtype)
         if len(hits):
-            r, c = hits[:, 0], hits[:, 1]
-            out[r, c] += self.hit  # strikes are >= 3 apart: no pixel is touched twice
-            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                rr, cc = r + dr, c + dc
-                ok = (rr >= 0) & (rr < rows) & (cc >= 0) & (cc < width)
-                out[rr[ok], cc[ok]] += self.side
+            self._deposit(hits, out)
         if self.direct:
             return out
         np.clip(out, 0, 65535, out=out)
@@ -183,13 +207,26 @@ class StemSectorSource:
         return RunInfo("4dstem", self.cfg.scan_number)
 
     def events(self) -> Iterator[SectorEvent]:
-        cfg = self.cfg
-        n = limit(cfg.scan_shape[0] * cfg.scan_shape[1], self.ctx.max_events)
-        for frame in range(self.slot, n, self.slots):
-            if is_lost(cfg, frame, self.sector):
-                self.lost += 1
-                continue
-            yield SectorEvent(frame, self)
+        """This rank's sectors, in rounds of `lockstep` frames per slot: a round starts
+        once every rank started it (the camera's clock: the receiving servers get each
+        frame at the same time), so the ranks never drift more than one round apart."""
+        cfg, ctx = self.cfg, self.ctx
+        n = limit(cfg.scan_shape[0] * cfg.scan_shape[1], ctx.max_events)
+        step = cfg.lockstep * self.slots if cfg.lockstep and ctx.comm is not None else n
+        rounds = ctx.comm.rounds() if step < n else None
+        total = -(-n // step) - 1 if step else 0  # rounds waited for by every rank
+        try:
+            for lo in range(0, n, max(step, 1)):
+                if lo and rounds is not None and not rounds.wait(ctx.stop):
+                    return
+                for frame in range(lo + self.slot, min(n, lo + step), self.slots):
+                    if is_lost(cfg, frame, self.sector):
+                        self.lost += 1
+                        continue
+                    yield SectorEvent(frame, self)
+        finally:
+            if rounds is not None:
+                rounds.leave(total)  # stopped early: the others need not wait for us
 
     def counters(self) -> dict[str, int]:
         return {"sectors_lost": self.lost}

@@ -22,7 +22,7 @@ one run.
 Prints Markdown, one ratio row per figure and its baseline.
 
     .venv/bin/python tests/bench/bench_stem.py [--repeat 5]
-        [--only counting|pipeline|routing|routing-zmq] [--scan 16 16]
+        [--only counting|pipeline|routing|routing-zmq] [--scan 16 16] [--lockstep 32]
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ def wait_consumers(path: Path, n: int, timeout: float = 30) -> None:
     raise RuntimeError("consumers did not connect")
 
 
-def bench_pipeline(scan: tuple[int, int]) -> dict[str, float]:
-    """Frames/s end to end, from memory, and generation alone."""
+def bench_pipeline(scan: tuple[int, int], lockstep: int | None = None) -> dict[str, float]:
+    """Frames/s end to end, from memory, and generation alone (`lockstep`: the producers'
+    rounds, default the example's)."""
     cfg = StemSectorEventSource(type="stem_sectors", scan_shape=scan, seed=1)
     n = scan[0] * scan[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,6 +111,8 @@ def bench_pipeline(scan: tuple[int, int]) -> dict[str, float]:
         conf = yaml.safe_load((EXAMPLES / "stem-sectors.yaml").read_text())
         conf["event_source"]["scan_shape"] = list(scan)
         conf["event_source"]["sector_loss"] = 0.0
+        if lockstep is not None:
+            conf["event_source"]["lockstep"] = lockstep
         conf["data_handlers"][0]["urls"] = [f"tcp://127.0.0.1:{inp}"]
         (d / "p.yaml").write_text(yaml.safe_dump(conf))
         subprocess.run([BIN / "stem-count", "dark", d / "p.yaml", "-o", d / "dark.npy"], check=True)
@@ -304,6 +307,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="runs of each figure (best kept)")
     ap.add_argument("--only", choices=["counting", "pipeline", "routing", "routing-zmq"])
     ap.add_argument("--scan", type=int, nargs=2, default=(16, 16), metavar=("NX", "NY"))
+    ap.add_argument(
+        "--lockstep", type=int, help="pipeline: the producers' rounds (0: none; default 32)"
+    )
     args = ap.parse_args()
     scan = tuple(args.scan)
     cfg = StemSectorEventSource(type="stem_sectors", scan_shape=(10, 10), seed=1)
@@ -320,7 +326,7 @@ def main() -> None:
     if args.only in (None, "pipeline"):
         runs = []
         for _ in range(max(1, args.repeat // 2)):
-            r = bench_pipeline(scan)  # type: ignore[arg-type]
+            r = bench_pipeline(scan, args.lockstep)  # type: ignore[arg-type]
             runs.append(r)
             print(f"| round: steady {r['steady']:.0f}, with start-up {r['end_to_end']:.0f},"
                   f" from memory {r['from_memory']:.0f}, generating {r['generate']:.0f} |"

@@ -588,3 +588,51 @@ def test_dark_refuses_a_config_without_stem_sectors(tmp_path):
     )  # fmt: skip
     assert got.returncode == 2
     assert "event_source.type is 'synthetic_tof', not stem_sectors" in got.stderr
+
+
+_LOCKSTEP_RANK = """
+import json, sys, time
+from lclstreamer.models import StemSectorEventSource
+from lclstreamer.mpi import world
+from lclstreamer.protocols import StreamContext
+from lclstreamer.sources.stem import StemSectorSource
+
+comm = world()
+cfg = StemSectorEventSource(type="stem_sectors", scan_shape=(6, 7), frame_shape=(12, 16),
+                            lockstep=3)
+src = StemSectorSource(cfg, StreamContext(comm.rank, comm.size, "x", comm=comm))
+spans = []
+for i, ev in enumerate(src.events()):
+    t0 = time.monotonic()
+    if comm.rank == 2:
+        time.sleep(0.02)  # the slow receiving server: the others must wait for it
+    spans.append((ev.index, t0, time.monotonic()))
+    if comm.rank == int(sys.argv[1]) and i == 4:
+        break  # this rank stops early: the others must not wait for it
+with open(f"{sys.argv[2]}/rank{comm.rank}.json", "w") as f:
+    json.dump(spans, f)
+comm.allgather(None)
+"""
+
+
+@pytest.mark.parametrize("leaver", [-1, 1])
+def test_producer_ranks_keep_in_step_and_one_that_stops_early_holds_nobody(tmp_path, leaver):
+    """Real MPI (4 ranks, rank 2 slow): a rank starts round k (frames 3k..3k+2 of its
+    slot) only once every rank finished round k-1; a rank leaving early holds nobody."""
+    out = subprocess.run(
+        [MPIRUN, "-n", "4", BIN / "python", "-c", _LOCKSTEP_RANK, str(leaver), tmp_path],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    round_of = lambda frame: frame // 3  # noqa: E731  (4 ranks, 4 sectors: one slot)
+    for r, spans in enumerate(ranks):
+        assert len(spans) == (5 if r == leaver else 42)
+    for spans in ranks:
+        for frame, start, _ in spans:
+            k = round_of(frame)
+            for other, theirs in enumerate(ranks):
+                if other == leaver or not k:
+                    continue
+                ends = [end for f, _, end in theirs if round_of(f) == k - 1]
+                assert start >= max(ends), (frame, other)
