@@ -27,6 +27,10 @@ from .pump import Pump
 from .spill import Spill
 from .zmqio import POLL_MS, ZmqInlet, ZmqOutlet
 
+# plain ints: `zmq.POLLIN` is an enum Flag, and `int & Flag` builds a Flag (a few us, in
+# the loop's hottest lines, several times per message)
+_EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
+
 
 class ZmqPump(Pump):
     """Moves messages from a ZMQ PULL to a ZMQ PUSH socket in one thread (module doc)."""
@@ -84,7 +88,7 @@ class ZmqPump(Pump):
                                 out = fifo.pop() if fifo else after_fifo()
                                 if out is None:
                                     break
-                            if not out_sock.get(zmq.EVENTS) & zmq.POLLOUT or not try_send(out[0]):
+                            if not out_sock.get(_EVENTS) & _POLLOUT or not try_send(out[0]):
                                 break
                             fifo.release(out[1])
                             c.sent += 1
@@ -99,7 +103,7 @@ class ZmqPump(Pump):
                                 held = None
                                 moved = True
                             while held is None:
-                                if not in_sock.get(zmq.EVENTS) & zmq.POLLIN:
+                                if not in_sock.get(_EVENTS) & _POLLIN:
                                     empty = True
                                     break
                                 got = recv(block=False)
