@@ -103,11 +103,7 @@ class MPIComm:
         collectives poll a core at 100% while they wait: a rank that finished its share
         early would take CPU from the ranks (and the other programs of a pipeline) still
         working. Adds at most ~10 ms to a collective."""
-        req = self._comm.Ibarrier()
-        pause = 0.0001
-        while not req.Test():
-            time.sleep(pause)
-            pause = min(pause * 2, 0.01)
+        _sleep_until_done(self._comm.Ibarrier(), longest=0.01)
 
     def abort(self, code: int) -> None:
         """End every rank of the job now (a failed rank must not leave others waiting)."""
@@ -127,18 +123,24 @@ class MPIRounds:
     def wait(self, stop: Callable[[], bool]) -> bool:
         req = self._comm.Ibarrier()
         self.started += 1
-        pause = 0.0001
-        while not req.Test():
-            if stop():
-                return False
-            time.sleep(pause)
-            pause = min(pause * 2, 0.005)
-        return True
+        return _sleep_until_done(req, longest=0.005, stop=stop)
 
     def leave(self, rounds: int) -> None:
         while self.started < rounds:
             self._comm.Ibarrier()  # completes once the others arrive; nobody waits for it
             self.started += 1
+
+
+def _sleep_until_done(req: Any, longest: float, stop: Callable[[], bool] | None = None) -> bool:
+    """Wait for MPI request `req` sleeping between tests (pauses doubling from 0.1 ms up to
+    `longest`): True once it completed, False once `stop()` said so first."""
+    pause = 0.0001
+    while not req.Test():
+        if stop is not None and stop():
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, longest)
+    return True
 
 
 def launched_by_mpi(env: Mapping[str, str]) -> bool:

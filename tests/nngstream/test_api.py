@@ -93,10 +93,7 @@ def test_acked_payloads_are_views_that_outlive_the_next_message(free_port):
     sent = [bytes([i]) * (70_000 + i) for i in range(40)]
     with Buffer(s, out=None) as buf:
         consumer = AckedConsumer(s.out_url, credit=4)
-        with pynng.Push0(dial=s.in_url) as p:
-            for data in sent:
-                p.send(data)
-            wait_until(lambda: buf.metrics().recvd == len(sent), 10, "the buffer has all")
+        _push_all(buf, s.in_url, sent)
         kept = []
         for _producer, seq, payload in consumer.messages(lambda: len(kept)):
             assert isinstance(payload, memoryview)
@@ -122,10 +119,7 @@ def test_acked_payloads_of_any_size_arrive_exact_and_taken_back_ones_come_again(
             for i, n in enumerate(sizes)]  # fmt: skip
     with Buffer(s, out=None) as buf:
         first = AckedConsumer(s.out_url, credit=4, manual_ack=True)  # never releases
-        with pynng.Push0(dial=s.in_url) as p:
-            for data in sent:
-                p.send(data)
-            wait_until(lambda: buf.metrics().recvd == len(sent), 10, "the buffer has all")
+        _push_all(buf, s.in_url, sent)
         taken = []
         for _producer, seq, payload in first.messages(lambda: len(taken)):
             taken.append((seq, bytes(payload)))
@@ -143,6 +137,14 @@ def test_acked_payloads_of_any_size_arrive_exact_and_taken_back_ones_come_again(
     assert all(data == sent[seq] for seq, data in taken)
     assert got == dict(enumerate(sent))
     assert second.end is not None and second.end.sent == len(sent)
+
+
+def _push_all(buf: Buffer, url: str, sent: list[bytes]) -> None:
+    """Send `sent` to the buffer's IN and wait until it received them all."""
+    with pynng.Push0(dial=url) as p:
+        for data in sent:
+            p.send(data)
+        wait_until(lambda: buf.metrics().recvd == len(sent), 10, "the buffer has all")
 
 
 def test_owned_body_frees_the_message_with_its_last_view():
