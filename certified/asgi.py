@@ -113,10 +113,21 @@ class CertifiedMiddleware:
             return
         start = time.perf_counter()
         status = {"code": 500}
+        logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                _log_access(scope, tls, status["code"], start)
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # logged before the last byte leaves: a client that has its response can
+                # rely on the line, and background tasks do not delay it or its duration
+                log_once()
             await send(message)
 
         try:
@@ -125,21 +136,25 @@ class CertifiedMiddleware:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            client = scope.get("client") or ("", 0)
-            access_log.info(
-                "%s %s %s",
-                scope.get("method"),
-                scope.get("path"),
-                status["code"],
-                extra={
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status["code"],
-                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
-                    "client_identity": tls.get("client_identity"),
-                    "remote": f"{client[0]}:{client[1]}",
-                },
-            )
+            log_once()  # no complete response (an error, a client gone): still one line
+
+
+def _log_access(scope, tls: dict, status: int, start: float) -> None:
+    client = scope.get("client") or ("", 0)
+    access_log.info(
+        "%s %s %s",
+        scope.get("method"),
+        scope.get("path"),
+        status,
+        extra={
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "status": status,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            "client_identity": tls.get("client_identity"),
+            "remote": f"{client[0]}:{client[1]}",
+        },
+    )
 
 
 async def _refuse(send, code: int, body: bytes) -> None:

@@ -150,3 +150,53 @@ def test_revoked_certificate_cannot_open_a_websocket():
     tls["client_serial"] = 8
     asyncio.run(CertifiedMiddleware(app, Revoked())(scope, receive, send))
     assert reached == ["websocket"]
+
+
+def test_access_line_is_written_when_the_response_is_complete_not_after_background_work():
+    """A client holding its response can rely on the access line: it is written before
+    the last body chunk is sent, while the app (a background task) still runs. A request
+    whose app fails before answering still gets its one line, with status 500."""
+    import asyncio
+    import logging
+
+    from certified.asgi import CertifiedMiddleware
+
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append
+    log = logging.getLogger("certified.access")
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    seen_at_last_chunk: list[int] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        assert len(lines) == 1  # the background work has not finished: the line is there
+        await asyncio.sleep(0.05)
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            seen_at_last_chunk.append(len(lines))
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    tls = {"client_identity": "cn:x"}
+    scope = {"type": "http", "method": "POST", "path": "/transfers", "extensions": {"tls": tls}}
+    try:
+        asyncio.run(CertifiedMiddleware(app)(scope, receive, send))
+        assert seen_at_last_chunk == [1] and len(lines) == 1
+        assert (lines[0].status, lines[0].path, lines[0].client_identity) == (
+            201, "/transfers", "cn:x")  # fmt: skip
+        assert lines[0].duration_ms < 50  # the background sleep is not counted
+        with pytest.raises(RuntimeError, match="boom"):
+            asyncio.run(CertifiedMiddleware(broken)(scope, receive, send))
+        assert len(lines) == 2 and lines[1].status == 500
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
