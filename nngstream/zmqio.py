@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import zmq
+from zmq.backend import Socket as _RawSocket
 from zmq.utils.monitor import recv_monitor_message
 
 from .errors import NngstreamError
@@ -26,6 +27,10 @@ POLL_MS = 100
 # Per-connection queues of libzmq, in messages. Kept small so that the buffer's own
 # FIFO, bounded in bytes, holds the data rather than libzmq's unbounded-in-bytes queues.
 HWM = 16
+# pyzmq's compiled send/recv, called without its Python layer (copy thresholds, routing
+# ids and groups: unused here), which costs more than the call itself per 64 KiB frame
+_send, _recv = _RawSocket.send, _RawSocket.recv
+_NOBLOCK = int(zmq.NOBLOCK)
 _FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -198,7 +203,7 @@ class ZmqInlet(_ZmqSide):
         """One frame and its size, or None after POLL_MS (at once if not `block`). An
         empty frame or an end message (from an upstream buffer) is noted, never returned."""
         try:
-            frame = self.sock.recv(0 if block else zmq.NOBLOCK, copy=False)
+            frame = _recv(self.sock, 0 if block else _NOBLOCK, False)
         except zmq.Again:
             return None
         if frame.more:  # a multipart message: its parts stay together, end to end
@@ -278,10 +283,10 @@ class ZmqOutlet(_ZmqSide):
     def try_send(self, item: object) -> bool:
         """Hand `item` to a consumer only if one has room now."""
         try:
-            if isinstance(item, list):
-                self.sock.send_multipart(item, zmq.NOBLOCK, copy=False)
+            if type(item) is list:
+                self.sock.send_multipart(item, _NOBLOCK, copy=False)
             else:
-                self.sock.send(item, zmq.NOBLOCK, copy=False)
+                _send(self.sock, item, _NOBLOCK, False)
         except zmq.Again:
             return False
         self.handed += 1

@@ -5,10 +5,11 @@ other thread; with 64 KiB messages these hand-overs cost more than the pump's ow
 `ZmqPump` keeps everything `Pump` does (the same FIFO and spill, drop policies, counters,
 stop/end of input, end of stream, abort; it reuses `Pump`'s methods) and runs it in one
 thread: while nothing is held it waits on IN and passes each message straight to OUT,
-as a minimal relay does; with messages held it moves them while the sockets report
-room (ZMQ_EVENTS) and waits in `zmq_poll` when neither side can move. The engine
-chooses it for a `ZmqInlet` with a `ZmqOutlet` (at-most-once, no keyed routing, no
-bridge).
+as a minimal relay does; with messages held it sends them until OUT refuses one, reads
+what IN has (ZMQ_EVENTS), then waits in `zmq_poll`: for room only while producers keep
+sending (reading IN in batches, at least every BATCH_MS), for either side otherwise.
+The engine chooses it for a `ZmqInlet` with a `ZmqOutlet` (at-most-once, no keyed
+routing, no bridge).
 
 Who writes what: as in pump.py, with the one thread in the place of both of Pump's.
 """
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 
 import zmq
+from zmq.backend import zmq_poll
 
 from .fifo import WhenFull
 from .models import BufferSettings
@@ -30,6 +32,10 @@ from .zmqio import POLL_MS, ZmqInlet, ZmqOutlet
 # plain ints: `zmq.POLLIN` is an enum Flag, and `int & Flag` builds a Flag (a few us, in
 # the loop's hottest lines, several times per message)
 _EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
+# producers sending while no consumer has room: the longest wait before reading what
+# they sent (meanwhile it waits in libzmq's queues, HWM messages per producer, and the
+# kernel's socket buffers)
+BATCH_MS = 1
 
 
 class ZmqPump(Pump):
@@ -56,11 +62,11 @@ class ZmqPump(Pump):
         after_fifo, has_data = self._next, self._has_data  # the spill, after the FIFO
         in_sock, out_sock = self._in_sock, self._out_sock
         plain = self.spill is None and fifo.when_full is WhenFull.BLOCK
-        poller = zmq.Poller()
         held: tuple[object, int] | None = None  # received, waiting for room (block)
         out: tuple[object, int] | None = None  # taken from the FIFO, not yet taken by OUT
         reading = accepting = True
         quiet_since: float | None = None  # producers gone: since when IN had nothing
+        fresh = 0  # messages read from IN since the last wait
         try:
             while not abort.is_set() and self.error is None:
                 moved = empty = False
@@ -88,8 +94,8 @@ class ZmqPump(Pump):
                                 out = fifo.pop() if fifo else after_fifo()
                                 if out is None:
                                     break
-                            if not out_sock.get(_EVENTS) & _POLLOUT or not try_send(out[0]):
-                                break
+                            if not try_send(out[0]):  # (one refusal per wait: cheaper
+                                break  # than asking ZMQ_EVENTS before every message)
                             fifo.release(out[1])
                             c.sent += 1
                             c.bytes_out += out[1]
@@ -112,6 +118,7 @@ class ZmqPump(Pump):
                                 c.recvd += 1
                                 c.bytes_in += got[1]
                                 moved = True
+                                fresh += 1
                                 if plain and fifo.fits(got[1]):
                                     fifo.put(*got)
                                 elif not store(*got):
@@ -139,10 +146,18 @@ class ZmqPump(Pump):
                         self._close_input()
                 if not reading and out is None and not has_data():
                     break  # everything read has been handed to OUT
-                if not moved and (out is not None or held is not None):
-                    poller.register(in_sock, zmq.POLLIN if reading and held is None else 0)
-                    poller.register(out_sock, zmq.POLLOUT if out is not None else 0)
-                    poller.poll(POLL_MS)
+                if out is not None or (held is not None and not moved):
+                    # OUT refused (no consumer has room) or IN is full: wait rather than
+                    # retry at once. While producers send, wait for room only and read
+                    # IN in batches (waking for each message that arrives cost more than
+                    # the relay's whole loop); IN quiet: wait for either side.
+                    batching = fresh > 0 and out is not None
+                    in_flags = _POLLIN if reading and held is None and not batching else 0
+                    zmq_poll(
+                        [(in_sock, in_flags), (out_sock, _POLLOUT if out is not None else 0)],
+                        BATCH_MS if batching else POLL_MS,
+                    )
+                    fresh = 0
             else:  # aborted or failed: free what this thread holds
                 if held is not None:
                     inlet.discard(held[0])
