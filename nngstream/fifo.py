@@ -55,6 +55,17 @@ class BoundedFifo(Generic[T]):
             return True
         return self.held < self.max_messages and self.nbytes + size <= self.max_bytes
 
+    def add(self, item: T, size: int) -> bool:
+        """Append `item` if it fits (`fits`); False, and nothing done, if it does not."""
+        items = self._items
+        if (items or self.taken) and (
+            len(items) + self.taken >= self.max_messages or self.nbytes + size > self.max_bytes
+        ):
+            return False
+        items.append((item, size))
+        self.nbytes += size
+        return True
+
     def put(self, item: T, size: int) -> list[T]:
         """Append `item` and return the messages dropped to respect the bounds.
 

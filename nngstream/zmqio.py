@@ -29,7 +29,8 @@ POLL_MS = 100
 HWM = 16
 # pyzmq's compiled send/recv, called without its Python layer (copy thresholds, routing
 # ids and groups: unused here), which costs more than the call itself per 64 KiB frame
-_send, _recv = _RawSocket.send, _RawSocket.recv
+raw_send = _RawSocket.send
+raw_recv = _RawSocket.recv
 _NOBLOCK = int(zmq.NOBLOCK)
 _FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
@@ -203,9 +204,14 @@ class ZmqInlet(_ZmqSide):
         """One frame and its size, or None after POLL_MS (at once if not `block`). An
         empty frame or an end message (from an upstream buffer) is noted, never returned."""
         try:
-            frame = _recv(self.sock, 0 if block else _NOBLOCK, False)
+            frame = raw_recv(self.sock, 0 if block else _NOBLOCK, False)
         except zmq.Again:
             return None
+        return self.take(frame)
+
+    def take(self, frame: zmq.Frame) -> tuple[object, int] | None:
+        """The message that begins with `frame` (just received) and its size; None for an
+        end marker (noted)."""
         if frame.more:  # a multipart message: its parts stay together, end to end
             parts = [frame]
             while parts[-1].more:
@@ -286,7 +292,7 @@ class ZmqOutlet(_ZmqSide):
             if type(item) is list:
                 self.sock.send_multipart(item, _NOBLOCK, copy=False)
             else:
-                _send(self.sock, item, _NOBLOCK, False)
+                raw_send(self.sock, item, _NOBLOCK, False)
         except zmq.Again:
             return False
         self.handed += 1

@@ -6,7 +6,7 @@ other thread; with 64 KiB messages these hand-overs cost more than the pump's ow
 stop/end of input, end of stream, abort; it reuses `Pump`'s methods) and runs it in one
 thread: while nothing is held it waits on IN and passes each message straight to OUT,
 as a minimal relay does; with messages held it sends them until OUT refuses one, reads
-what IN has (ZMQ_EVENTS), then waits in `zmq_poll`: for room only while producers keep
+IN until it has nothing, then waits in `zmq_poll`: for room only while producers keep
 sending (reading IN in batches, at least every BATCH_MS), for either side otherwise.
 The engine chooses it for a `ZmqInlet` with a `ZmqOutlet` (at-most-once, no keyed
 routing, no bridge).
@@ -27,11 +27,11 @@ from .fifo import WhenFull
 from .models import BufferSettings
 from .pump import Pump
 from .spill import Spill
-from .zmqio import POLL_MS, ZmqInlet, ZmqOutlet
+from .zmqio import POLL_MS, ZmqInlet, ZmqOutlet, raw_recv
 
 # plain ints: `zmq.POLLIN` is an enum Flag, and `int & Flag` builds a Flag (a few us, in
 # the loop's hottest lines, several times per message)
-_EVENTS, _POLLIN, _POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
+_POLLIN, _POLLOUT, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.NOBLOCK)
 # producers sending while no consumer has room: the longest wait before reading what
 # they sent (meanwhile it waits in libzmq's queues, HWM messages per producer, and the
 # kernel's socket buffers)
@@ -59,6 +59,7 @@ class ZmqPump(Pump):
     def _run(self) -> None:
         inlet, fifo, c, lock, abort = self.inlet, self.fifo, self.counters, self._lock, self.abort
         recv, try_send, store = inlet.recv, self.outlet.try_send, self._store
+        take, add = inlet.take, fifo.add
         after_fifo, has_data = self._next, self._has_data  # the spill, after the FIFO
         in_sock, out_sock = self._in_sock, self._out_sock
         plain = self.spill is None and fifo.when_full is WhenFull.BLOCK
@@ -108,20 +109,22 @@ class ZmqPump(Pump):
                             if held is not None and store(*held):
                                 held = None
                                 moved = True
+                            # (until refused: one exception per batch costs less than
+                            # asking ZMQ_EVENTS before every message)
                             while held is None:
-                                if not in_sock.get(_EVENTS) & _POLLIN:
+                                try:
+                                    frame = raw_recv(in_sock, _NOBLOCK, False)
+                                except zmq.Again:
                                     empty = True
                                     break
-                                got = recv(block=False)
+                                got = take(frame)
                                 if got is None:  # an end marker
                                     continue
                                 c.recvd += 1
                                 c.bytes_in += got[1]
                                 moved = True
                                 fresh += 1
-                                if plain and fifo.fits(got[1]):
-                                    fifo.put(*got)
-                                elif not store(*got):
+                                if not (plain and add(*got)) and not store(*got):
                                     held = got
                             self.rx_waiting = held is not None
                 if reading:

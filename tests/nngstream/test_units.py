@@ -122,6 +122,20 @@ def test_fifo_admits_one_oversized_message_when_empty():
     assert f.pop() == ("big", 1000)
 
 
+def test_fifo_add_appends_exactly_when_fits_says_so():
+    """`add` is `fits` + append in one call (the ZMQ pump's read loop): the same bounds,
+    including one oversized message admitted when nothing is held."""
+    f: BoundedFifo[str] = BoundedFifo(100, 3, WhenFull.BLOCK)
+    assert f.add("big", 1000) and not f.fits(0) and not f.add("x", 0)
+    assert f.pop() == ("big", 1000)
+    assert not f.add("x", 0)  # taken, not yet released: still counts
+    f.release(1000)
+    assert f.add("a", 60) and not f.add("b", 41) and f.add("b", 40) and f.add("c", 0)
+    assert not f.add("d", 0)  # message bound reached
+    assert (len(f), f.nbytes, f.dropped) == (3, 100, 0)
+    assert [f.pop()[0] for _ in range(3)] == ["a", "b", "c"]
+
+
 def test_fifo_drop_newest_counts():
     f: BoundedFifo[int] = BoundedFifo(1000, 2, WhenFull.DROP_NEWEST)
     assert f.put(1, 10) == [] and f.put(2, 10) == []
