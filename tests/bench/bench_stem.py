@@ -12,9 +12,10 @@ one run.
    vs only generating them (the synthetic source's own cost, which the pipeline pays on
    its producers); one row per round (with each component's CPU per frame, user +
    system, start-up included, and its context switches per frame, from wait4), then the
-   median round. `--transport acked,zmq` also runs the keyed ZMQ configuration
-   (`zmq_push` producers, `--in-proto zmq --out-proto zmq`, `stem-count --proto zmq`:
-   at-most-once), alternating with the acked one round by round.
+   median round. `--transport acked,nng,zmq` also runs keyed NNG at at-most-once (the
+   aggregator without `--delivery acked`) and the keyed ZMQ configuration (`zmq_push`
+   producers, `--in-proto zmq --out-proto zmq`, `stem-count --proto zmq`: at-most-once),
+   the order of the configurations alternating round by round.
 3. keyed routing vs round-robin: the same acked buffer with and without `--route-by`,
    4 `nngstream push` producers -> 2 `nngstream pull --delivery acked` consumers, 2048
    sector messages of 576 x 144 uint16 (166 KB); messages/s (alternating, best of 3).
@@ -27,7 +28,7 @@ Prints Markdown, one ratio row per figure and its baseline.
 
     .venv/bin/python tests/bench/bench_stem.py [--repeat 5]
         [--only counting|pipeline|routing|routing-zmq] [--scan 16 16] [--lockstep 32]
-        [--transport acked|zmq|acked,zmq]
+        [--transport acked|nng|zmq|acked,nng,zmq]
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def wait_consumers(path: Path, n: int, timeout: float = 30) -> None:
 
 TRANSPORTS = {  # producers' handler, buffer options, consumers' options
     "acked": ("nng_push", ["--delivery", "acked"], []),
+    "nng": ("nng_push", [], []),  # keyed NNG at-most-once: no kept copy, no redelivery
     "zmq": ("zmq_push", ["--in-proto", "zmq", "--out-proto", "zmq"], ["--proto", "zmq"]),
 }
 
@@ -367,8 +369,9 @@ def main() -> None:
     ap.add_argument(
         "--transport",
         default="acked",
-        help="pipeline: acked (NNG, --delivery acked: the example's), zmq (keyed ZMQ,"
-        " at-most-once), or both as acked,zmq (alternating rounds)",
+        help="pipeline: acked (NNG, --delivery acked: the example's), nng (keyed NNG,"
+        " at-most-once), zmq (keyed ZMQ, at-most-once), or several, e.g. acked,nng,zmq"
+        " (alternating rounds)",
     )
     args = ap.parse_args()
     if unknown := set(args.transport.split(",")) - set(TRANSPORTS):
