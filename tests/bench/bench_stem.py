@@ -8,9 +8,15 @@ one run.
    (`--route-by frame_number --delivery acked`) -> `mpirun -n 2 stem-count`, frames/s
    steady (stem-count's `seconds`: from the first sector received to every frame counted
    and gathered) and with start-up (from the producers' mpirun to the file written), vs
-   counting the same frames from memory (assembled, in one process, the first 256), and
+   counting the same frames from memory (assembled, in one process, the first 256; the
+   median of 3 passes over them: one pass lasts a quarter of a second), and
    vs only generating them (the synthetic source's own cost, which the pipeline pays on
-   its producers); one row per round, then the median round.
+   its producers); one row per round (with each component's CPU per frame, user +
+   system, start-up included, and its context switches per frame, from wait4), then the
+   median round. `--transport acked,nng,zmq` also runs keyed NNG at at-most-once (the
+   aggregator without `--delivery acked`) and the keyed ZMQ configuration (`zmq_push`
+   producers, `--in-proto zmq --out-proto zmq`, `stem-count --proto zmq`: at-most-once),
+   the order of the configurations alternating round by round.
 3. keyed routing vs round-robin: the same acked buffer with and without `--route-by`,
    4 `nngstream push` producers -> 2 `nngstream pull --delivery acked` consumers, 2048
    sector messages of 576 x 144 uint16 (166 KB); messages/s (alternating, best of 3).
@@ -23,6 +29,7 @@ Prints Markdown, one ratio row per figure and its baseline.
 
     .venv/bin/python tests/bench/bench_stem.py [--repeat 5]
         [--only counting|pipeline|routing|routing-zmq] [--scan 16 16] [--lockstep 32]
+        [--transport acked|nng|zmq|acked,nng,zmq]
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from lclstreamer.stem.counting import Counter, thresholds
 BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parents[2] / "lclstreamer" / "examples"
 MEMORY_FRAMES = 256  # frames generated and counted in memory for the baselines
+MEMORY_PASSES = 3  # counting from memory: the median of this many passes over them
 
 
 def frames_of(cfg: StemSectorEventSource, n: int, dark: np.ndarray) -> list[np.ndarray]:
@@ -100,9 +108,35 @@ def wait_consumers(path: Path, n: int, timeout: float = 30) -> None:
     raise RuntimeError("consumers did not connect")
 
 
-def bench_pipeline(scan: tuple[int, int], lockstep: int | None = None) -> dict[str, float]:
+TRANSPORTS = {  # producers' handler, buffer options, consumers' options
+    "acked": ("nng_push", ["--delivery", "acked"], []),
+    "nng": ("nng_push", [], []),  # keyed NNG at-most-once: no kept copy, no redelivery
+    "zmq": ("zmq_push", ["--in-proto", "zmq", "--out-proto", "zmq"], ["--proto", "zmq"]),
+}
+
+
+def _reap(p: subprocess.Popen, timeout: float) -> tuple[float, float, int]:
+    """Wait for `p` (up to `timeout` s, then kill it) and return the CPU its process tree
+    used: (user s, system s, context switches), from wait4 (children it waited for
+    included, as /usr/bin/time counts them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return ru.ru_utime, ru.ru_stime, ru.ru_nvcsw + ru.ru_nivcsw
+        if time.monotonic() > deadline:
+            p.kill()
+        time.sleep(0.02)
+
+
+def bench_pipeline(
+    scan: tuple[int, int], lockstep: int | None = None, transport: str = "acked"
+) -> dict[str, float]:
     """Frames/s end to end, from memory, and generation alone (`lockstep`: the producers'
-    rounds, default the example's)."""
+    rounds, default the example's; `transport`: a key of TRANSPORTS), and the CPU per frame
+    of each component (start-up included)."""
+    handler, buf_opts, cons_opts = TRANSPORTS[transport]
     cfg = StemSectorEventSource(type="stem_sectors", scan_shape=scan, seed=1)
     n = scan[0] * scan[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,39 +147,48 @@ def bench_pipeline(scan: tuple[int, int], lockstep: int | None = None) -> dict[s
         conf["event_source"]["sector_loss"] = 0.0
         if lockstep is not None:
             conf["event_source"]["lockstep"] = lockstep
-        conf["data_handlers"][0]["urls"] = [f"tcp://127.0.0.1:{inp}"]
+        conf["data_handlers"] = [
+            {"type": handler, "urls": [f"tcp://127.0.0.1:{inp}"], "mode": "dial"}
+        ]
         (d / "p.yaml").write_text(yaml.safe_dump(conf))
         subprocess.run([BIN / "stem-count", "dark", d / "p.yaml", "-o", d / "dark.npy"], check=True)
         metrics = d / "buf.jsonl"
         with metrics.open("w") as mf:
             buf = subprocess.Popen(
                 [BIN / "nngstream", f"tcp://127.0.0.1:{inp}", f"tcp://127.0.0.1:{outp}",
-                 "--delivery", "acked", "--route-by", "frame_number", "--producers", "4",
+                 *buf_opts, "--route-by", "frame_number", "--producers", "4",
                  "--metrics-interval", "0.2"],
                 stdout=mf, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         cons = subprocess.Popen(
             [BIN / "mpirun", "-n", "2", BIN / "stem-count", "count", f"tcp://127.0.0.1:{outp}",
              "--scan-shape", str(scan[0]), str(scan[1]), "--dark", d / "dark.npy",
-             "-o", d / "c.h5"],
+             "-o", d / "c.h5", *cons_opts],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
+        cpu: dict[str, tuple[float, float, int]] = {}
         try:
             wait_consumers(metrics, 2)
             t0 = time.perf_counter()
-            subprocess.run(
+            prod = subprocess.Popen(
                 [BIN / "mpirun", "-n", "4", BIN / "lclstreamer", "-c", d / "p.yaml"],
-                check=True, capture_output=True,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            out, _ = cons.communicate(timeout=600)
+            cpu["producers"] = _reap(prod, 600)
+            assert prod.returncode == 0, prod.returncode
+            cpu["consumers"] = _reap(cons, 600)  # its only output is one line: no pipe fills
+            assert cons.stdout is not None
+            out = cons.stdout.read()
             e2e = n / (time.perf_counter() - t0)
+            cpu["aggregator"] = _reap(buf, 30)  # it ends with the stream
             acc = json.loads(out.strip().splitlines()[-1])
             assert acc["frames_complete"] == n, acc
             steady = n / acc["seconds"]
         finally:
             for p in (cons, buf):
-                p.kill()
-                p.wait()
+                if p.returncode is None:
+                    p.kill()
+                    p.wait()
     m = min(n, MEMORY_FRAMES)  # the same frames' rate, without holding the whole scan
     dark = dark_reference(cfg)
     t0 = time.perf_counter()
@@ -153,11 +196,29 @@ def bench_pipeline(scan: tuple[int, int], lockstep: int | None = None) -> dict[s
     generate = m / (time.perf_counter() - t0)
     th = thresholds(np.stack(frames[:10]), dark, 4.0, 10.0)
     count = Counter(dark, th)
-    t0 = time.perf_counter()
-    for f in frames:
-        count(f)
-    memory = m / (time.perf_counter() - t0)
-    return {"end_to_end": e2e, "steady": steady, "from_memory": memory, "generate": generate}
+    passes = []
+    for _ in range(MEMORY_PASSES):
+        t0 = time.perf_counter()
+        for f in frames:
+            count(f)
+        passes.append(m / (time.perf_counter() - t0))
+    memory = sorted(passes)[len(passes) // 2]
+    res = {"end_to_end": e2e, "steady": steady, "from_memory": memory, "generate": generate}
+    for name, (user, system, switches) in cpu.items():
+        res[f"{name}_user_ms"] = 1000 * user / n
+        res[f"{name}_sys_ms"] = 1000 * system / n
+        res[f"{name}_switches"] = switches / n
+    return res
+
+
+def _cpu_line(r: dict[str, float]) -> str:
+    """CPU per frame of each component (user + system ms, start-up included) and context
+    switches per frame."""
+    parts = [
+        f"{c} {r[f'{c}_user_ms']:.2f}+{r[f'{c}_sys_ms']:.2f} ms ({r[f'{c}_switches']:.0f} cs)"
+        for c in ("producers", "aggregator", "consumers")
+    ]
+    return ", ".join(parts)
 
 
 def bench_routing(repeats: int, messages: int = 2048) -> tuple[float, float]:
@@ -310,7 +371,16 @@ def main() -> None:
     ap.add_argument(
         "--lockstep", type=int, help="pipeline: the producers' rounds (0: none; default 32)"
     )
+    ap.add_argument(
+        "--transport",
+        default="acked",
+        help="pipeline: acked (NNG, --delivery acked: the example's), nng (keyed NNG,"
+        " at-most-once), zmq (keyed ZMQ, at-most-once), or several, e.g. acked,nng,zmq"
+        " (alternating rounds)",
+    )
     args = ap.parse_args()
+    if unknown := set(args.transport.split(",")) - set(TRANSPORTS):
+        ap.error(f"--transport: unknown {sorted(unknown)}, choose from {sorted(TRANSPORTS)}")
     scan = tuple(args.scan)
     cfg = StemSectorEventSource(type="stem_sectors", scan_shape=(10, 10), seed=1)
     print(
@@ -324,24 +394,29 @@ def main() -> None:
         print(f"| counting 576x576 (frames/s) vs stempy electron_count_frame | {ours:.0f} |"
               f" {theirs:.0f} | {ours / theirs:.2f}x |", flush=True)  # fmt: skip
     if args.only in (None, "pipeline"):
-        runs = []
-        for _ in range(max(1, args.repeat // 2)):
-            r = bench_pipeline(scan, args.lockstep)  # type: ignore[arg-type]
-            runs.append(r)
-            print(f"| round: steady {r['steady']:.0f}, with start-up {r['end_to_end']:.0f},"
-                  f" from memory {r['from_memory']:.0f}, generating {r['generate']:.0f} |"
-                  f" | | {r['steady'] / r['from_memory']:.2f}x |", flush=True)  # fmt: skip
-        pipe = sorted(runs, key=lambda r: r["steady"] / r["from_memory"])[len(runs) // 2]
-        print(f"| end to end {scan[0]}x{scan[1]} scan, steady (first sector received to"
-              f" all counted, frames/s) vs counting from memory (median round) |"
-              f" {pipe['steady']:.0f} | {pipe['from_memory']:.0f} |"
-              f" {pipe['steady'] / pipe['from_memory']:.2f}x |")  # fmt: skip
-        print(f"| end to end with start-up (producers' mpirun to file written) vs counting"
-              f" from memory (same round) | {pipe['end_to_end']:.0f} | {pipe['from_memory']:.0f} |"
-              f" {pipe['end_to_end'] / pipe['from_memory']:.2f}x |")  # fmt: skip
-        print(f"| end to end, steady, vs generating the frames alone (1 process) |"
-              f" {pipe['steady']:.0f} | {pipe['generate']:.0f} |"
-              f" {pipe['steady'] / pipe['generate']:.2f}x |", flush=True)  # fmt: skip
+        transports = args.transport.split(",")
+        runs: dict[str, list[dict[str, float]]] = {t: [] for t in transports}
+        for i in range(max(1, args.repeat // 2)):
+            for t in transports[:: 1 if i % 2 == 0 else -1]:  # alternate the order
+                r = bench_pipeline(scan, args.lockstep, t)  # type: ignore[arg-type]
+                runs[t].append(r)
+                print(f"| round ({t}): steady {r['steady']:.0f}, with start-up"
+                      f" {r['end_to_end']:.0f}, from memory {r['from_memory']:.0f}, generating"
+                      f" {r['generate']:.0f}; CPU per frame: {_cpu_line(r)} | | |"
+                      f" {r['steady'] / r['from_memory']:.2f}x |", flush=True)  # fmt: skip
+        for t in transports:
+            pipe = sorted(runs[t], key=lambda r: r["steady"] / r["from_memory"])[len(runs[t]) // 2]
+            print(f"| end to end ({t}) {scan[0]}x{scan[1]} scan, steady (first sector received"
+                  f" to all counted, frames/s) vs counting from memory (median round) |"
+                  f" {pipe['steady']:.0f} | {pipe['from_memory']:.0f} |"
+                  f" {pipe['steady'] / pipe['from_memory']:.2f}x |")  # fmt: skip
+            print(f"| end to end ({t}) with start-up (producers' mpirun to file written) vs"
+                  f" counting from memory (same round) | {pipe['end_to_end']:.0f} |"
+                  f" {pipe['from_memory']:.0f} |"
+                  f" {pipe['end_to_end'] / pipe['from_memory']:.2f}x |")  # fmt: skip
+            print(f"| end to end ({t}), steady, vs generating the frames alone (1 process) |"
+                  f" {pipe['steady']:.0f} | {pipe['generate']:.0f} |"
+                  f" {pipe['steady'] / pipe['generate']:.2f}x |", flush=True)  # fmt: skip
     if args.only in (None, "routing"):
         keyed, rr = bench_routing(args.repeat)
         print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"

@@ -545,9 +545,12 @@ def test_example_config_is_valid():
 
 
 @pytest.mark.mpi
-def test_the_example_runs_with_one_command(tmp_path):
-    """lclstreamer/examples/stem-electron-count.sh: producers, aggregator, consumers."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SCAN": "8 8", "FRAME": "64 64"}
+@pytest.mark.parametrize("transport", ["acked", "zmq"])
+def test_the_example_runs_with_one_command(tmp_path, transport):
+    """lclstreamer/examples/stem-electron-count.sh: producers, aggregator, consumers, over
+    NNG with acked delivery (the default) or over ZMQ (TRANSPORT=zmq)."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "SCAN": "8 8", "FRAME": "64 64",
+           "TRANSPORT": transport}  # fmt: skip
     got = subprocess.run(
         ["bash", str(EXAMPLES / "stem-electron-count.sh"), str(tmp_path / "run")],
         capture_output=True, text=True, timeout=200, env=env, start_new_session=True,
@@ -558,6 +561,18 @@ def test_the_example_runs_with_one_command(tmp_path):
     assert acc["frames"] == 64 and acc["frames_double"] == 0
     assert acc["frames_complete"] + acc["frames_incomplete"] + acc["frames_missing"] == 64
     assert (tmp_path / "run" / "counts.h5").is_file()
+    producers = (tmp_path / "run" / "producers.yaml").read_text()
+    assert ("zmq_push" in producers) == (transport == "zmq")
+
+
+def test_the_example_refuses_an_unknown_transport(tmp_path):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TRANSPORT": "udp"}
+    got = subprocess.run(
+        ["bash", str(EXAMPLES / "stem-electron-count.sh"), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    assert got.returncode == 2
+    assert got.stderr.strip() == "stem-electron-count: TRANSPORT=udp: choose acked or zmq"
 
 
 @pytest.mark.parametrize(
