@@ -36,20 +36,38 @@ class ConnectionScopeMixin:
         self.app = bind_extensions(self.app, *self.connection_scope(transport))  # type: ignore[attr-defined]
 
 
+def _abort_when_sent(loop, transport, checks: int = 50) -> None:
+    """Abort `transport` once its write buffer is empty (checked every 20 ms, at most
+    `checks` times: then abort anyway)."""
+    if transport.get_write_buffer_size() and checks > 0:
+        loop.call_later(0.02, _abort_when_sent, loop, transport, checks - 1)
+    else:
+        transport.abort()
+
+
 class _PeerMixin(ConnectionScopeMixin):
     """Attach the TLS peer certificate and identity to every request of a connection;
-    drop idle connections at server shutdown."""
+    drop connections at server shutdown once they are idle."""
 
     def shutdown(self) -> None:
-        """Server shutdown: an idle keep-alive connection is dropped without the TLS
-        close_notify exchange. Pooled clients do not read idle connections, so they never
-        answer it, and uvicorn would wait its whole graceful-shutdown timeout for them.
-        A connection with a request in flight finishes its response first, as before."""
+        """Server shutdown: an idle keep-alive connection, or one already closing (uvicorn
+        closes a connection idle for its keep-alive timeout with the TLS close_notify
+        exchange), is dropped. Pooled clients do not read idle connections, so they never
+        answer close_notify, and uvicorn would wait its whole graceful-shutdown timeout
+        for them. A connection with a request in flight finishes its response first."""
         cycle = getattr(self, "cycle", None)
-        idle = cycle is None or cycle.response_complete
-        super().shutdown()  # type: ignore[misc]
-        if idle:
+        self._shutting_down = True
+        if cycle is None or cycle.response_complete or self.transport.is_closing():  # type: ignore[attr-defined]
             self.transport.abort()  # type: ignore[attr-defined]
+            return
+        super().shutdown()  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if getattr(self, "_shutting_down", False):
+            # the response is out and the connection is closing: drop it once the bytes
+            # left (no close_notify exchange a pooled client never answers)
+            _abort_when_sent(self.loop, self.transport)  # type: ignore[attr-defined]
 
     def connection_scope(self, transport) -> tuple[dict, dict]:
         ssl_object = transport.get_extra_info("ssl_object")

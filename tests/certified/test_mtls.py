@@ -371,3 +371,22 @@ def test_trusted_ca_cannot_impersonate_over_tls(pki, server, tmp_path):
         write_pem(d / "id.crt", pem(cert) + pem(ca_cert), overwrite=True)
         with Certified(d).client("https://whoami") as c:
             assert c.get("/").json()["identity"] == expected
+
+
+def test_sigterm_after_the_keep_alive_timeout_closed_an_idle_client_shuts_down_at_once(pki, server):
+    """uvicorn closes a connection idle for its keep-alive timeout (5 s) with TLS
+    close_notify, which a pooled client never answers (it does not read idle
+    connections): at shutdown such a closing connection is dropped too, so the server
+    exits without waiting its graceful-shutdown timeout (10 s) out."""
+    import signal as _signal
+
+    proc, _url = server
+    with Certified(pki.client).client("https://whoami") as c:
+        assert c.get("/").status_code == 200  # the connection stays open in c's pool
+        time.sleep(6)  # past uvicorn's keep-alive timeout: the server is closing it
+        proc.popen.send_signal(_signal.SIGTERM)
+        assert proc.popen.wait(timeout=30) == 0
+    err = proc.stderr()
+    assert "Application shutdown complete" in err
+    assert "Waiting for connections to close" not in err
+    assert "timeout graceful shutdown exceeded" not in err
