@@ -1,0 +1,34 @@
+"""An ASGI app (for `certified serve`) whose GET /?mib=N answers, after 1 s, with N MiB
+of a known pattern: a response still in flight when the server is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qs
+
+MIB = 2**20
+
+
+def pattern(mib: int) -> bytes:
+    """The body GET /?mib=N answers with (every byte known to the client)."""
+    return bytes(range(256)) * (mib * MIB // 256)
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    mib = int(parse_qs(scope["query_string"].decode()).get("mib", ["1"])[0])
+    await asyncio.sleep(1.0)
+    body = pattern(mib)
+    headers = [(b"content-type", b"application/octet-stream"),
+               (b"content-length", str(len(body)).encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for i in range(0, len(body), MIB):  # in chunks, as a streaming response sends
+        await send({"type": "http.response.body", "body": body[i : i + MIB],
+                    "more_body": i + MIB < len(body)})  # fmt: skip
