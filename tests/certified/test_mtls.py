@@ -392,7 +392,7 @@ def test_sigterm_after_the_keep_alive_timeout_closed_an_idle_client_shuts_down_a
     assert "timeout graceful shutdown exceeded" not in err
 
 
-def test_sigterm_during_a_response_delivers_it_whole_then_exits(pki, spawn):
+def test_sigterm_during_a_response_delivers_it_whole_then_exits(pki, spawn, tmp_path):
     """A request in flight when SIGTERM arrives gets its whole response (16 MiB, read
     slowly, byte for byte: the server drops such a connection only once the response
     has left), and the server exits 0 without hitting its graceful-shutdown timeout."""
@@ -407,16 +407,17 @@ def test_sigterm_during_a_response_delivers_it_whole_then_exits(pki, spawn):
     with Certified(pki.client).client("https://slow", timeout=60) as c:
 
         def fetch() -> None:
-            with c.stream("GET", "/", params={"mib": 16}) as r:
+            with c.stream("GET", "/", params={"mib": 16, "mark": str(mark)}) as r:
                 parts = []
                 for chunk in r.iter_bytes(65536):
                     parts.append(chunk)
                     time.sleep(0.002)  # a slow reader: the server's buffers stay full
                 got.append(b"".join(parts))
 
+        mark = tmp_path / "arrived"
         t = threading.Thread(target=fetch)
         t.start()
-        time.sleep(0.5)  # the request is in flight (the app answers after 1 s)
+        wait_until(mark.exists, 30, "the request to reach the app")  # it answers 1 s later
         proc.popen.send_signal(_signal.SIGTERM)
         t.join(60)
         assert got and got[0] == pattern(16)

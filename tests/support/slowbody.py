@@ -1,9 +1,11 @@
-"""An ASGI app (for `certified serve`) whose GET /?mib=N answers, after 1 s, with N MiB
-of a known pattern: a response still in flight when the server is told to stop."""
+"""An ASGI app (for `certified serve`) whose GET /?mib=N&mark=PATH creates the file PATH
+as the request arrives and answers, 1 s later, with N MiB of a known pattern: a response
+still in flight when the server is told to stop."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from urllib.parse import parse_qs
 
 MIB = 2**20
@@ -23,7 +25,10 @@ async def app(scope, receive, send) -> None:
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    mib = int(parse_qs(scope["query_string"].decode()).get("mib", ["1"])[0])
+    query = parse_qs(scope["query_string"].decode())
+    mib = int(query.get("mib", ["1"])[0])
+    if "mark" in query:
+        Path(query["mark"][0]).touch()
     await asyncio.sleep(1.0)
     body = pattern(mib)
     headers = [(b"content-type", b"application/octet-stream"),
