@@ -399,9 +399,9 @@ def test_sigterm_during_a_response_delivers_it_whole_then_exits(pki, spawn, tmp_
     import signal as _signal
     import threading
 
-    from tests.support.slowbody import pattern
+    from tests.support.asgi_apps import pattern
 
-    proc, url = start_certified_server(spawn, pki.server, "tests.support.slowbody:app")
+    proc, url = start_certified_server(spawn, pki.server, "tests.support.asgi_apps:slow_body")
     pki.add_service(pki.client, "slow", url)
     got: list[bytes] = []
     with Certified(pki.client).client("https://slow", timeout=60) as c:

@@ -15,7 +15,7 @@ from tests.support.servers import start_certified_server
 @pytest.fixture
 def stalled(pki, spawn) -> str:
     """A trusted HTTPS server, nickname `stalled`, that never answers a request."""
-    _proc, url = start_certified_server(spawn, pki.server, "tests.support.stalled:app")
+    _proc, url = start_certified_server(spawn, pki.server, "tests.support.asgi_apps:stalled")
     pki.add_service(pki.client, "stalled", url)
     return "https://stalled"
 
