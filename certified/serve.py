@@ -49,6 +49,8 @@ class _PeerMixin(ConnectionScopeMixin):
     """Attach the TLS peer certificate and identity to every request of a connection;
     drop connections at server shutdown once they are idle."""
 
+    _shutting_down = False
+
     def shutdown(self) -> None:
         """Server shutdown: an idle keep-alive connection, or one already closing (uvicorn
         closes a connection idle for its keep-alive timeout with the TLS close_notify
@@ -64,7 +66,7 @@ class _PeerMixin(ConnectionScopeMixin):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
-        if getattr(self, "_shutting_down", False):
+        if self._shutting_down:
             # the response is out and the connection is closing: drop it once the bytes
             # left (no close_notify exchange a pooled client never answers)
             _abort_when_sent(self.loop, self.transport)  # type: ignore[attr-defined]

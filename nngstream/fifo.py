@@ -57,13 +57,9 @@ class BoundedFifo(Generic[T]):
 
     def add(self, item: T, size: int) -> bool:
         """Append `item` if it fits (`fits`); False, and nothing done, if it does not."""
-        items = self._items
-        if (items or self.taken) and (
-            len(items) + self.taken >= self.max_messages or self.nbytes + size > self.max_bytes
-        ):
+        if not self.fits(size):
             return False
-        items.append((item, size))
-        self.nbytes += size
+        self._append(item, size)
         return True
 
     def put(self, item: T, size: int) -> list[T]:

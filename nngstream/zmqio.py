@@ -31,7 +31,7 @@ HWM = 16
 # ids and groups: unused here), which costs more than the call itself per 64 KiB frame
 raw_send = _RawSocket.send
 raw_recv = _RawSocket.recv
-_NOBLOCK = int(zmq.NOBLOCK)
+NOBLOCK = int(zmq.NOBLOCK)  # a plain int (zmq.NOBLOCK is an enum Flag)
 _FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
@@ -204,7 +204,7 @@ class ZmqInlet(_ZmqSide):
         """One frame and its size, or None after POLL_MS (at once if not `block`). An
         empty frame or an end message (from an upstream buffer) is noted, never returned."""
         try:
-            frame = raw_recv(self.sock, 0 if block else _NOBLOCK, False)
+            frame = raw_recv(self.sock, 0 if block else NOBLOCK, False)
         except zmq.Again:
             return None
         return self.take(frame)
@@ -290,9 +290,9 @@ class ZmqOutlet(_ZmqSide):
         """Hand `item` to a consumer only if one has room now."""
         try:
             if type(item) is list:
-                self.sock.send_multipart(item, _NOBLOCK, copy=False)
+                self.sock.send_multipart(item, NOBLOCK, copy=False)
             else:
-                raw_send(self.sock, item, _NOBLOCK, False)
+                raw_send(self.sock, item, NOBLOCK, False)
         except zmq.Again:
             return False
         self.handed += 1

@@ -27,11 +27,11 @@ from .fifo import WhenFull
 from .models import BufferSettings
 from .pump import Pump
 from .spill import Spill
-from .zmqio import POLL_MS, ZmqInlet, ZmqOutlet, raw_recv
+from .zmqio import NOBLOCK, POLL_MS, ZmqInlet, ZmqOutlet, raw_recv
 
 # plain ints: `zmq.POLLIN` is an enum Flag, and `int & Flag` builds a Flag (a few us, in
 # the loop's hottest lines, several times per message)
-_POLLIN, _POLLOUT, _NOBLOCK = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.NOBLOCK)
+_POLLIN, _POLLOUT = int(zmq.POLLIN), int(zmq.POLLOUT)
 # producers sending while no consumer has room: the longest wait before reading what
 # they sent (meanwhile it waits in libzmq's queues, HWM messages per producer, and the
 # kernel's socket buffers)
@@ -67,7 +67,7 @@ class ZmqPump(Pump):
         out: tuple[object, int] | None = None  # taken from the FIFO, not yet taken by OUT
         reading = accepting = True
         quiet_since: float | None = None  # producers gone: since when IN had nothing
-        fresh = 0  # messages read from IN since the last wait
+        arrived = False  # IN had messages since the last wait
         try:
             while not abort.is_set() and self.error is None:
                 moved = empty = False
@@ -113,7 +113,7 @@ class ZmqPump(Pump):
                             # asking ZMQ_EVENTS before every message)
                             while held is None:
                                 try:
-                                    frame = raw_recv(in_sock, _NOBLOCK, False)
+                                    frame = raw_recv(in_sock, NOBLOCK, False)
                                 except zmq.Again:
                                     empty = True
                                     break
@@ -123,7 +123,7 @@ class ZmqPump(Pump):
                                 c.recvd += 1
                                 c.bytes_in += got[1]
                                 moved = True
-                                fresh += 1
+                                arrived = True
                                 if not (plain and add(*got)) and not store(*got):
                                     held = got
                             self.rx_waiting = held is not None
@@ -154,13 +154,13 @@ class ZmqPump(Pump):
                     # retry at once. While producers send, wait for room only and read
                     # IN in batches (waking for each message that arrives cost more than
                     # the relay's whole loop); IN quiet: wait for either side.
-                    batching = fresh > 0 and out is not None
+                    batching = arrived and out is not None
                     in_flags = _POLLIN if reading and held is None and not batching else 0
                     zmq_poll(
                         [(in_sock, in_flags), (out_sock, _POLLOUT if out is not None else 0)],
                         BATCH_MS if batching else POLL_MS,
                     )
-                    fresh = 0
+                    arrived = False
             else:  # aborted or failed: free what this thread holds
                 if held is not None:
                     inlet.discard(held[0])
