@@ -1,11 +1,15 @@
 """The `stem_sectors` event source: a 4D camera's frames, one column block (sector) per rank.
 
 Each sector depends only on (seed, frame, sector), so the truth (strike positions, lost
-sectors) can be recomputed anywhere: `dark_reference`, `strikes`, `is_lost`.
+sectors) can be recomputed anywhere: `dark_reference`, `strikes`, `is_lost`. The
+per-sector draws (a few dozen numbers) come from Python's `random.Random` seeded by
+those integers: seeding numpy's Generator costs more than the draws themselves.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Iterator
 from functools import lru_cache
 
@@ -18,7 +22,7 @@ from ..protocols import RunInfo, StreamContext
 
 MIN_SEPARATION = 3  # pixels between strikes (Chebyshev), so each is its own local maximum
 NOISE_POOL = 16  # read-noise fields per sector, drawn once; each frame picks one and rolls it
-_DARK, _LOSS, _NOISE = 0xDA7C, 0x1055, 0x4015E
+_DARK, _LOSS, _NOISE, _STRIKES = 0xDA7C, 0x1055, 0x4015E, 0x57121
 
 
 def sector_width(cfg: StemSectorEventSource) -> int:
@@ -32,37 +36,61 @@ def dark_reference(cfg: StemSectorEventSource) -> np.ndarray:
     return dark.astype(np.float32)
 
 
+def _draw(*key: int) -> random.Random:
+    """A generator seeded by non-negative integers (each below 2**64): distinct keys,
+    distinct streams."""
+    return random.Random(sum(k << (64 * i) for i, k in enumerate(key)))
+
+
 def is_lost(cfg: StemSectorEventSource, frame: int, sector: int) -> bool:
     """True if this sector of this frame never reaches the stream."""
     if not cfg.sector_loss:
         return False
-    return bool(np.random.default_rng([cfg.seed, _LOSS, frame, sector]).random() < cfg.sector_loss)
+    return _draw(_LOSS, cfg.seed, frame, sector).random() < cfg.sector_loss
 
 
 def strikes(cfg: StemSectorEventSource, frame: int, sector: int) -> np.ndarray:
     """(row, column-in-sector) of every electron injected into this sector, int32 (k, 2)."""
-    rng = np.random.default_rng([cfg.seed, frame, sector])
-    return _strikes(rng, cfg)
+    return sector_draws(cfg, frame, sector)[0]
 
 
-def _strikes(rng: np.random.Generator, cfg: StemSectorEventSource) -> np.ndarray:
-    """Poisson count k, then 2k+1 candidate positions kept greedily, in order, while at
-    least MIN_SEPARATION (Chebyshev) from those kept, until k are kept."""
+def sector_draws(
+    cfg: StemSectorEventSource, frame: int, sector: int
+) -> tuple[np.ndarray, int, int]:
+    """What makes one sector of one frame random: its strikes (int32 (k, 2): row,
+    column in the sector), the index of its read-noise field in the pool and that
+    field's row shift (see `_draws`)."""
+    kept, k, shift = _draws(cfg, frame, sector)
+    return np.array(kept, dtype=np.int32).reshape(-1, 2), k, shift
+
+
+def _draws(cfg: StemSectorEventSource, frame: int, sector: int) -> tuple[list[int], int, int]:
+    """The strikes as plain ints (row, column, row, column, ...), the noise field's index
+    and its row shift.
+
+    Strikes: a Poisson count k (mean: the dose per sector), then 2k+1 candidate
+    positions kept greedily, in order, while at least MIN_SEPARATION (Chebyshev) from
+    those kept, until k are kept."""
+    rnd = _draw(_STRIKES, cfg.seed, frame, sector).random
     rows, width = cfg.frame_shape[0], sector_width(cfg)
-    k = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
-    rs = rng.integers(0, rows, 2 * k + 1).tolist()
-    cs = rng.integers(0, width, 2 * k + 1).tolist()
+    mean, k, t = cfg.electrons_per_frame / cfg.sectors, 0, 0.0
+    while True:  # Poisson: unit-rate arrivals before `mean`
+        t -= math.log(1.0 - rnd())
+        if t > mean:
+            break
+        k += 1
     kept: list[int] = []  # row, column, row, column, ... (plain ints: no numpy per test)
     sep = MIN_SEPARATION
-    for r, c in zip(rs, cs, strict=True):
+    for _ in range(2 * k + 1):
         if len(kept) == 2 * k:
             break
+        r, c = int(rnd() * rows), int(rnd() * width)
         for i in range(0, len(kept), 2):
             if -sep < r - kept[i] < sep and -sep < c - kept[i + 1] < sep:
                 break
         else:
             kept += (r, c)
-    return np.array(kept, dtype=np.int32).reshape(-1, 2)
+    return kept, int(rnd() * NOISE_POOL), int(rnd() * rows)
 
 
 @lru_cache(maxsize=8)
@@ -98,13 +126,14 @@ class SectorMaker:
         if self.direct:  # uint16 arithmetic modulo 2**16 gives the true sums: no casts
             self.dark, self.pool = self.dark.astype(np.uint16), self.pool.view(np.uint16)
 
-    def _deposit(self, hits: np.ndarray, out: np.ndarray) -> None:
-        """Add each strike's signal to its pixel and its 4 neighbours inside the sector, in
-        one indexed add (strikes are >= 3 apart: no pixel is touched twice)."""
+    def _deposit(self, hits: list[int], out: np.ndarray) -> None:
+        """Add each strike's signal (`hits`: row, column, row, column, ...) to its pixel
+        and its 4 neighbours inside the sector, in one indexed add (strikes are >= 3
+        apart: no pixel is touched twice)."""
         rows, width, hit, side = self.rows, self.width, self.hit, self.side
         idx: list[int] = []
         val: list[int] = []
-        for r, c in hits.tolist():
+        for r, c in zip(hits[::2], hits[1::2], strict=True):
             p = r * width + c
             idx.append(p)
             val.append(hit)
@@ -124,16 +153,14 @@ class SectorMaker:
         flat[idx] += np.array(val, dtype=out.dtype)
 
     def __call__(self, frame: int) -> np.ndarray:
-        cfg, rows, width = self.cfg, self.rows, self.width
-        rng = np.random.default_rng([cfg.seed, frame, self.sector])
-        hits = _strikes(rng, cfg)
-        k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(rows))
+        rows, width = self.rows, self.width
+        hits, k, shift = _draws(self.cfg, frame, self.sector)
         noise, dark = self.pool[k], self.dark
         out = np.empty((rows, width), np.uint16 if self.direct else np.int32)
         # the noise field rolled down by `shift` rows, added without a rolled copy
         np.add(dark[shift:], noise[: rows - shift], out=out[shift:], dtype=out.dtype)
         np.add(dark[:shift], noise[rows - shift :], out=out[:shift], dtype=out.dtype)
-        if len(hits):
+        if hits:
             self._deposit(hits, out)
         if self.direct:
             return out

@@ -143,11 +143,37 @@ def test_assembler_completes_flags_and_refuses_duplicates():
     assert (frame, missing) == (6, 1) and pixels.tolist() == [[9, 9, 3, 3]] * 2
 
 
+def test_sector_draws_are_reproducible_separated_and_poisson_in_count():
+    """The per-sector draws: the same (seed, frame, sector) gives the same draws, others
+    differ; strikes lie inside the sector, >= MIN_SEPARATION apart; their count has the
+    dose's mean and variance (a Poisson count); lost sectors have the configured rate."""
+    from lclstreamer.sources.stem import MIN_SEPARATION, NOISE_POOL, sector_draws
+
+    cfg = _cfg(electrons_per_frame=24, sector_loss=0.05)
+    w, counts = sector_width(cfg), []
+    for frame in range(500):
+        for sector in range(cfg.sectors):
+            hits, k, shift = sector_draws(cfg, frame, sector)
+            assert 0 <= k < NOISE_POOL and 0 <= shift < SHAPE[0]
+            assert ((hits >= 0) & (hits < (SHAPE[0], w))).all()
+            d = np.abs(hits[:, None, :] - hits[None, :, :]).max(axis=2)
+            assert (d[~np.eye(len(hits), dtype=bool)] >= MIN_SEPARATION).all()
+            counts.append(len(hits))
+    counts = np.array(counts)  # 2000 sectors, mean 6: a 5-sigma band is about +-0.27
+    assert abs(counts.mean() - 6) < 0.3 and abs(counts.var() - 6) < 1.5
+    a, b = sector_draws(cfg, 7, 1), sector_draws(cfg, 7, 1)
+    assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    assert not np.array_equal(a[0], sector_draws(cfg, 8, 1)[0])
+    assert not np.array_equal(a[0], sector_draws(cfg.model_copy(update={"seed": 4}), 7, 1)[0])
+    lost = sum(is_lost(cfg, f, s) for f in range(2000) for s in range(4))
+    assert 300 < lost < 500  # 8000 sectors at 5%: 400, 5 sigma is about +-97
+
+
 @pytest.mark.parametrize("dark_level", [100.0, 0.0])  # 0: pixels below 0 are clipped
 def test_sector_pixels_are_dark_plus_rolled_noise_plus_strikes(dark_level):
     """SectorMaker against a plain recomputation: rint(dark) + one rounded noise field of
     the pool rolled by its row shift + rounded strike signal, clipped to uint16."""
-    from lclstreamer.sources.stem import NOISE_POOL, SectorMaker, _noise_pool
+    from lclstreamer.sources.stem import SectorMaker, _noise_pool, sector_draws
 
     cfg = _cfg(dark_level=dark_level, electrons_per_frame=200)
     w, sector = sector_width(cfg), 2
@@ -156,11 +182,8 @@ def test_sector_pixels_are_dark_plus_rolled_noise_plus_strikes(dark_level):
     assert make.direct == (dark_level > 0)
     pool = _noise_pool(cfg.seed, cfg.noise, SHAPE[0], w, sector).astype(np.int64)
     for frame in range(5):
-        hits = strikes(cfg, frame, sector)
-        rng = np.random.default_rng([cfg.seed, frame, sector])  # replay the strikes' draws
-        n = int(rng.poisson(cfg.electrons_per_frame / cfg.sectors))
-        rng.integers(0, SHAPE[0], 2 * n + 1), rng.integers(0, w, 2 * n + 1)
-        k, shift = int(rng.integers(NOISE_POOL)), int(rng.integers(SHAPE[0]))
+        hits, k, shift = sector_draws(cfg, frame, sector)
+        assert np.array_equal(hits, strikes(cfg, frame, sector))
         want = np.rint(dark).astype(np.int64) + np.roll(pool[k], shift, axis=0)
         for r, c in hits:
             want[r, c] += 28
