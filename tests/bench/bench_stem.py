@@ -25,11 +25,16 @@ one run.
    message (msgpack header, 576 x 144 uint16) -> 2 `nngstream pull --proto zmq --count`
    consumers (`--keyed` for the keyed buffer), 2048 messages; messages/s (alternating,
    best of REPEATS).
+5. the transport floor: the same topology and sector messages with bare pyzmq programs
+   (4 producers sending pre-made sectors -> a PULL/PUSH relay loop -> 2 consumers that
+   only receive), over TCP and ipc://, each program's CPU per frame, next to counting
+   from memory in the same run, and the end-to-end ratio that floor leaves room for on
+   2 cores (frames/s = 2 cores / (floor + counting CPU per frame); median of the rounds).
 Prints Markdown, one ratio row per figure and its baseline.
 
     .venv/bin/python tests/bench/bench_stem.py [--repeat 5]
-        [--only counting|pipeline|routing|routing-zmq] [--scan 16 16] [--lockstep 32]
-        [--transport acked|nng|zmq|acked,nng,zmq]
+        [--only counting|pipeline|routing|routing-zmq|floor] [--scan 16 16] [--lockstep 32]
+        [--transport acked|nng|zmq|zmq-ipc|acked,nng,zmq]
 """
 
 from __future__ import annotations
@@ -113,6 +118,7 @@ TRANSPORTS = {  # producers' handler, buffer options, consumers' options
     "nng": ("nng_push", [], []),  # keyed NNG at-most-once: no kept copy, no redelivery
     "zmq": ("zmq_push", ["--in-proto", "zmq", "--out-proto", "zmq"], ["--proto", "zmq"]),
 }
+TRANSPORTS["zmq-ipc"] = TRANSPORTS["zmq"]  # the same over ipc:// (one machine only)
 
 
 def _reap(p: subprocess.Popen, timeout: float) -> tuple[float, float, int]:
@@ -141,27 +147,27 @@ def bench_pipeline(
     n = scan[0] * scan[1]
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        inp, outp = free_port(), free_port()
+        if transport.endswith("-ipc"):
+            in_url, out_url = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
+        else:
+            in_url, out_url = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
         conf = yaml.safe_load((EXAMPLES / "stem-sectors.yaml").read_text())
         conf["event_source"]["scan_shape"] = list(scan)
         conf["event_source"]["sector_loss"] = 0.0
         if lockstep is not None:
             conf["event_source"]["lockstep"] = lockstep
-        conf["data_handlers"] = [
-            {"type": handler, "urls": [f"tcp://127.0.0.1:{inp}"], "mode": "dial"}
-        ]
+        conf["data_handlers"] = [{"type": handler, "urls": [in_url], "mode": "dial"}]
         (d / "p.yaml").write_text(yaml.safe_dump(conf))
         subprocess.run([BIN / "stem-count", "dark", d / "p.yaml", "-o", d / "dark.npy"], check=True)
         metrics = d / "buf.jsonl"
         with metrics.open("w") as mf:
             buf = subprocess.Popen(
-                [BIN / "nngstream", f"tcp://127.0.0.1:{inp}", f"tcp://127.0.0.1:{outp}",
-                 *buf_opts, "--route-by", "frame_number", "--producers", "4",
-                 "--metrics-interval", "0.2"],
+                [BIN / "nngstream", in_url, out_url, *buf_opts, "--route-by", "frame_number",
+                 "--producers", "4", "--metrics-interval", "0.2"],
                 stdout=mf, stderr=subprocess.DEVNULL,
             )  # fmt: skip
         cons = subprocess.Popen(
-            [BIN / "mpirun", "-n", "2", BIN / "stem-count", "count", f"tcp://127.0.0.1:{outp}",
+            [BIN / "mpirun", "-n", "2", BIN / "stem-count", "count", out_url,
              "--scan-shape", str(scan[0]), str(scan[1]), "--dark", d / "dark.npy",
              "-o", d / "c.h5", *cons_opts],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -363,10 +369,116 @@ def bench_routing_zmq(repeats: int, messages: int = 2048) -> tuple[float, float]
     return best["keyed"], best["round_robin"]
 
 
+_BARE_RELAY = """
+import sys, zmq
+ctx = zmq.Context(); pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+pull.bind(sys.argv[1]); push.bind(sys.argv[2])
+while True:
+    push.send_multipart(pull.recv_multipart(copy=False), copy=False)
+"""
+
+_BARE_CONSUMER = """
+import sys, time, zmq
+ctx = zmq.Context(); sock = ctx.socket(zmq.PULL); sock.connect(sys.argv[1])
+sock.setsockopt(zmq.RCVTIMEO, 60000)
+n, first, last = 0, 0.0, 0.0
+try:
+    while True:
+        sock.recv_multipart(copy=False)
+        last = time.perf_counter()
+        if not n:
+            first = last
+            sock.setsockopt(zmq.RCVTIMEO, 1000)
+        n += 1
+except zmq.Again:
+    pass
+print(n, first, last)
+"""
+
+
+def bench_floor(frames: int, link: str) -> dict[str, float]:
+    """The transport floor: the pipeline's topology and messages with bare pyzmq programs
+    (4 producers sending one pre-made sector each per frame, a PULL -> PUSH relay loop, 2
+    consumers that only receive), over `link` (tcp or ipc): frames/s and each program's
+    CPU per frame (user + system ms, start-up included: a Python start-up and imports of
+    zmq, numpy and msgpack only)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if link == "tcp":
+            inp, outp = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        else:
+            inp, outp = f"ipc://{tmp}/in", f"ipc://{tmp}/out"
+        py = [sys.executable, "-c"]
+        relay = subprocess.Popen([*py, _BARE_RELAY, inp, outp])
+        cons = [
+            subprocess.Popen([*py, _BARE_CONSUMER, outp], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        try:
+            time.sleep(1.0)  # every program started and connected
+            prods = [
+                subprocess.Popen([*py, _ZMQ_PRODUCER, inp, str(s), str(frames)]) for s in range(4)
+            ]
+            cpu = {"producers": [0.0, 0.0], "relay": [0.0, 0.0], "consumers": [0.0, 0.0]}
+            for name, group in (("producers", prods), ("consumers", cons)):
+                for p in group:
+                    user, system, _ = _reap(p, 600)
+                    cpu[name][0] += user
+                    cpu[name][1] += system
+            got = [c.stdout.read().split() for c in cons if c.stdout is not None]
+            relay.kill()
+            user, system, _ = _reap(relay, 30)
+            cpu["relay"] = [user, system]
+        finally:
+            for p in (relay, *cons):
+                if p.returncode is None:
+                    p.kill()
+                    p.wait()
+    n = sum(int(g[0]) for g in got)
+    assert n == 4 * frames, (n, 4 * frames)
+    seconds = max(float(g[2]) for g in got) - min(float(g[1]) for g in got)
+    res = {"rate": frames / seconds}
+    for name, (user, system) in cpu.items():
+        res[f"{name}_ms"] = 1000 * (user + system) / frames
+    res["total_ms"] = sum(res[f"{c}_ms"] for c in cpu)
+    return res
+
+
+def floor_rows(scan: tuple[int, int], repeats: int) -> None:
+    """Median round of the transport floor per link, next to counting from memory (same
+    run), and the end-to-end ratio the floor allows (2 cores, no overhead at all)."""
+    n = scan[0] * scan[1]
+    cfg = StemSectorEventSource(type="stem_sectors", scan_shape=scan, seed=1)
+    dark = dark_reference(cfg)
+    frames = frames_of(cfg, min(n, MEMORY_FRAMES), dark)
+    th = thresholds(np.stack(frames[:10]), dark, 4.0, 10.0)
+    count = Counter(dark, th)
+    runs: dict[str, list[dict[str, float]]] = {"tcp": [], "ipc": []}
+    memory: list[float] = []
+    for r in range(repeats):
+        for link in ("tcp", "ipc")[:: 1 if r % 2 == 0 else -1]:
+            runs[link].append(bench_floor(n, link))
+        t0 = time.perf_counter()
+        for f in frames:
+            count(f)
+        memory.append(len(frames) / (time.perf_counter() - t0))
+    mem = sorted(memory)[len(memory) // 2]
+    count_ms = 1000 / mem
+    for link, rs in runs.items():
+        f = sorted(rs, key=lambda x: x["total_ms"])[len(rs) // 2]
+        bound = 2000 / (f["total_ms"] + count_ms) / mem
+        print(f"| transport floor ({link}), {n} frames: bare pyzmq producers -> relay loop ->"
+              f" consumers that only receive (frames/s; CPU per frame: producers"
+              f" {f['producers_ms']:.2f}, relay {f['relay_ms']:.2f}, consumers"
+              f" {f['consumers_ms']:.2f}, total {f['total_ms']:.2f} ms) vs counting from"
+              f" memory ({count_ms:.2f} ms per frame) | {f['rate']:.0f} | {mem:.0f} |"
+              f" {f['rate'] / mem:.2f}x; the end to end this floor allows on 2 cores"
+              f" (floor + counting CPU, nothing else): {bound:.2f}x |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs of each figure (best kept)")
-    ap.add_argument("--only", choices=["counting", "pipeline", "routing", "routing-zmq"])
+    ap.add_argument("--only", choices=["counting", "pipeline", "routing", "routing-zmq", "floor"])
     ap.add_argument("--scan", type=int, nargs=2, default=(16, 16), metavar=("NX", "NY"))
     ap.add_argument(
         "--lockstep", type=int, help="pipeline: the producers' rounds (0: none; default 32)"
@@ -375,7 +487,8 @@ def main() -> None:
         "--transport",
         default="acked",
         help="pipeline: acked (NNG, --delivery acked: the example's), nng (keyed NNG,"
-        " at-most-once), zmq (keyed ZMQ, at-most-once), or several, e.g. acked,nng,zmq"
+        " at-most-once), zmq (keyed ZMQ, at-most-once), zmq-ipc (the same over ipc://),"
+        " or several, e.g. acked,nng,zmq"
         " (alternating rounds)",
     )
     args = ap.parse_args()
@@ -417,6 +530,8 @@ def main() -> None:
             print(f"| end to end ({t}), steady, vs generating the frames alone (1 process) |"
                   f" {pipe['steady']:.0f} | {pipe['generate']:.0f} |"
                   f" {pipe['steady'] / pipe['generate']:.2f}x |", flush=True)  # fmt: skip
+    if args.only in (None, "floor"):
+        floor_rows(scan, max(1, args.repeat // 2) | 1)  # an odd number of rounds
     if args.only in (None, "routing"):
         keyed, rr = bench_routing(args.repeat)
         print(f"| keyed routing vs round-robin, acked (msgs/s, 166 KB) | {keyed:.0f} | {rr:.0f} |"
