@@ -1,10 +1,12 @@
-"""`stem-count`: the 4D-STEM consumer (`count`, under mpirun) and its helpers (`dark`)."""
+"""`stem-count`: the 4D-STEM consumer (`count`, under mpirun) and its helpers (`merge`:
+the file from a dead job's part files, with no stream; `dark`)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import typer
@@ -18,8 +20,9 @@ from ..errors import LclstreamerError
 from ..models import StemSectorEventSource
 from ..mpi import world
 from ..sources.stem import dark_reference
-from .consumer import StemSettings, run
+from .consumer import CountSettings, StemSettings, merge_parts, run
 
+S = TypeVar("S", bound=CountSettings)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -46,16 +49,12 @@ def count(
     ),
 ) -> None:
     configure_json_logging("INFO")
-    try:
-        settings = StemSettings(
-            url=url, scan_shape=scan_shape, dark=dark, output=output, frame_shape=frame_shape,
-            sectors=sectors, background_sigma=background_sigma, xray_sigma=xray_sigma,
-            threshold_frames=threshold_frames, dial_timeout=dial_timeout,
-            credit=credit, proto=proto,
-        )  # fmt: skip
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise _fail(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}", 2) from None
+    settings = _settings(
+        StemSettings, url=url, scan_shape=scan_shape, dark=dark, output=output,
+        frame_shape=frame_shape, sectors=sectors, background_sigma=background_sigma,
+        xray_sigma=xray_sigma, threshold_frames=threshold_frames, dial_timeout=dial_timeout,
+        credit=credit, proto=proto,
+    )  # fmt: skip
     comm = world()
     try:
         acc = run(settings, comm)
@@ -64,25 +63,71 @@ def count(
         comm.abort(1)
         return
     if acc is not None:
-        print(json.dumps(acc), flush=True)
-        missing = acc["stream_unaccounted"]
-        if acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"] or missing:
-            print(
-                f"stem-count: loss: {acc['frames_missing']} frame(s) never seen,"
-                f" {acc['ranks_without_end']} rank(s) without the end of the stream,"
-                f" lost_max {acc['lost_max']}, {missing} of the stream's"
-                f" {acc['stream_messages']} message(s) neither received by this job"
-                " nor recovered from part files",
-                file=sys.stderr,
-            )
-        if acc["recovered_parts"]:
-            print(
-                f"stem-count: recovered from {acc['recovered_parts']} part file(s):"
-                f" {acc['recovered_frames']} counted frame(s) kept,"
-                f" {acc['recovered_sectors']} parked sector(s) assembled again,"
-                f" {acc['recovered_again']} message(s) received again and dropped",
-                file=sys.stderr,
-            )
+        _report(acc)
+
+
+def _settings(model: type[S], **options: object) -> S:
+    """The command's settings; an invalid option is one line and exit 2."""
+    try:
+        return model(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise _fail(f"--{'-'.join(map(str, err['loc']))}: {err['msg']}", 2) from None
+
+
+def _report(acc: dict, merged: bool = False) -> None:
+    """The accounting as one JSON line on stdout; loss and recovery, if any, on stderr."""
+    print(json.dumps(acc), flush=True)
+    missing = acc["stream_unaccounted"]
+    if merged and acc["frames_missing"]:
+        print(
+            f"stem-count: loss: {acc['frames_missing']} of the scan's {acc['frames']}"
+            " frame(s) are in no part file",
+            file=sys.stderr,
+        )
+    elif acc["ranks_without_end"] or acc["frames_missing"] or acc["lost_max"] or missing:
+        print(
+            f"stem-count: loss: {acc['frames_missing']} frame(s) never seen,"
+            f" {acc['ranks_without_end']} rank(s) without the end of the stream,"
+            f" lost_max {acc['lost_max']}, {missing} of the stream's"
+            f" {acc['stream_messages']} message(s) neither received by this job"
+            " nor recovered from part files",
+            file=sys.stderr,
+        )
+    if acc["recovered_parts"]:
+        print(
+            f"stem-count: recovered from {acc['recovered_parts']} part file(s):"
+            f" {acc['recovered_frames']} counted frame(s) kept,"
+            f" {acc['recovered_sectors']} parked sector(s) assembled again,"
+            f" {acc['recovered_again']} message(s) received again and dropped",
+            file=sys.stderr,
+        )
+
+
+@app.command(
+    help="Write the file from the part files a dead consumer job left next to OUTPUT,"
+    " with no stream (frames no part file holds are reported missing)."
+)
+def merge(
+    scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
+    dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
+    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
+    frame_shape: tuple[int, int] = typer.Option((576, 576), "--frame-shape", help="rows cols"),
+    sectors: int = typer.Option(4, "--sectors"),
+    background_sigma: float = typer.Option(4.0, "--background-sigma", help="N sigma"),
+    xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
+) -> None:
+    configure_json_logging("INFO")
+    settings = _settings(
+        CountSettings, scan_shape=scan_shape, dark=dark, output=output,
+        frame_shape=frame_shape, sectors=sectors, background_sigma=background_sigma,
+        xray_sigma=xray_sigma,
+    )  # fmt: skip
+    try:
+        acc = merge_parts(settings)
+    except (LclstreamerError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    _report(acc, merged=True)
 
 
 @app.command(help="Write the dark reference of a stem_sectors source (synthetic) as .npy.")

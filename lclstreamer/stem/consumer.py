@@ -38,12 +38,11 @@ RELEASE_BATCH = 16  # durable messages released (and the part file flushed) toge
 COMPLETE, INCOMPLETE = 1, 2
 
 
-class StemSettings(BaseModel):
-    """What a consumer job needs (the CLI options map one to one)."""
+class CountSettings(BaseModel):
+    """What counting and writing the file need (`stem-count merge`: no stream)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="the buffer's OUT address")
     scan_shape: tuple[int, int] = Field(description="(Nx, Ny) scan positions")
     frame_shape: tuple[int, int] = (576, 576)
     sectors: int = Field(default=4, ge=1)
@@ -51,6 +50,12 @@ class StemSettings(BaseModel):
     output: Path = Field(description="HDF5 file written by rank 0 (stempy's format)")
     background_sigma: float = Field(default=4.0, gt=0)
     xray_sigma: float = Field(default=10.0, gt=0)
+
+
+class StemSettings(CountSettings):
+    """What a consumer job needs (the CLI options map one to one)."""
+
+    url: str = Field(description="the buffer's OUT address")
     threshold_frames: int = Field(default=10, ge=1)
     dial_timeout: float = Field(default=10.0, gt=0)
     credit: int = Field(default=256, ge=1, le=256, description="unacknowledged messages held")
@@ -323,7 +328,29 @@ def run(settings: StemSettings, comm: Comm) -> dict[str, int | float | str] | No
     gathered = comm.gather(res)
     if comm.rank != 0 or gathered is None:
         return None
+    return finish(s, rec, gathered)
+
+
+def merge_parts(settings: CountSettings) -> dict[str, int | float | str]:
+    """Write the file from the part files a dead job left, with no stream: its counted
+    frames kept, its parked sectors assembled and counted (frames missing sectors
+    flagged incomplete), the frames no part file holds reported missing."""
+    s = settings
+    folder = parts_dir(s.output)
+    rec = read_parts(folder, s.scan_shape, s.frame_shape, s.sectors)
+    if not rec.files:
+        raise DataError(f"no part files in {folder}: nothing to merge")
+    return finish(s, rec, [])
+
+
+def finish(
+    s: CountSettings, rec: Recovered, gathered: list[RankResult]
+) -> dict[str, int | float | str]:
+    """(rank 0) Merge this job's ranks' results (`gathered`, none for a merge) with what
+    the part files hold, write the file, remove the part files; the accounting."""
     results = [*gathered, *recovered_results(rec, len(gathered))]
+    if not results:  # only parked sectors: their frames are counted by a result of their own
+        results.append(RankResult(rank=0))
     leftover = count_leftovers(rec, results, s)
     events, status, counted_by, ths, acc = merge(results, s.scan_shape)
     acc["ranks"] = len(gathered)  # the recovered results are no ranks of this job
@@ -341,7 +368,7 @@ def run(settings: StemSettings, comm: Comm) -> dict[str, int | float | str] | No
     firsts = [r.first_message for r in gathered if r.first_message is not None]
     acc["seconds"] = round(time.time() - min(firsts), 3) if firsts else 0.0
     write_counts(s.output, events, s.scan_shape, s.frame_shape, status, counted_by, ths, acc)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(parts_dir(s.output), ignore_errors=True)
     return acc
 
 
@@ -355,7 +382,7 @@ def recovered_results(rec: Recovered, first: int) -> list[RankResult]:
     return out
 
 
-def count_leftovers(rec: Recovered, results: list[RankResult], s: StemSettings) -> int:
+def count_leftovers(rec: Recovered, results: list[RankResult], s: CountSettings) -> int:
     """Count the parked frames no rank of this job took back (no sector of theirs came
     again): complete if every sector was parked, else incomplete. Uses the first
     thresholds at hand (this job's ranks first); the sectors counted are returned."""

@@ -598,6 +598,79 @@ def test_the_example_refuses_an_unknown_transport(tmp_path):
     assert got.stderr.strip() == "stem-electron-count: TRANSPORT=udp: choose acked or zmq"
 
 
+def _merge(tmp_path, out) -> subprocess.CompletedProcess:
+    """`stem-count merge` of the part files next to `out` (this module's geometry)."""
+    dark = tmp_path / "dark.npy"
+    np.save(dark, dark_reference(_cfg()))
+    return subprocess.run(
+        [str(BIN / "stem-count"), "merge", "--scan-shape", *map(str, SCAN), "--frame-shape",
+         *map(str, SHAPE), "--dark", str(dark), "-o", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_merge_writes_the_file_from_a_dead_jobs_part_files(tmp_path):
+    """No stream: `stem-count merge` keeps the counted frame of one part file, assembles
+    and counts the parked sectors of another (a frame with all its sectors complete, one
+    with two of four incomplete, with the stored thresholds), reports every other frame
+    of the scan missing, writes the file stempy reads, and removes the part files."""
+    cfg, out = _cfg(), tmp_path / "c.h5"
+    a, b, c = 3, 5, 9
+    w = PartWriter(parts_dir(out) / "dead-rank0.part", SCAN, SHAPE, SECTORS)
+    w.thresholds(_TH)
+    w.events(a, 1, SECTORS, np.array([1, 2, 3], np.uint32))
+    w.close()
+    w = PartWriter(parts_dir(out) / "dead-rank1.part", SCAN, SHAPE, SECTORS)
+    sw, dark = SHAPE[1] // SECTORS, dark_reference(cfg)
+    for s in range(SECTORS):
+        w.park(b, s, make_sector(cfg, b, s, dark[:, s * sw : (s + 1) * sw]))
+    for s in (0, 2):
+        w.park(c, s, make_sector(cfg, c, s, dark[:, s * sw : (s + 1) * sw]))
+    w.close()
+
+    got = _merge(tmp_path, out)
+    assert got.returncode == 0, got.stderr
+    acc = json.loads(got.stdout.strip().splitlines()[-1])
+    n = SCAN[0] * SCAN[1]
+    assert (acc["frames_complete"], acc["frames_incomplete"]) == (2, 1)
+    assert acc["frames_missing"] == n - 3 and acc["frames_double"] == 0
+    assert acc["recovered_parts"] == 2 and acc["recovered_frames"] == 1
+    assert acc["recovered_sectors"] == SECTORS + 2 and acc["ranks"] == 0
+    assert f"stem-count: loss: {n - 3} of the scan's {n} frame(s) are in no part file" in (
+        got.stderr
+    )
+    assert not parts_dir(out).exists()
+    with h5py.File(out) as f:
+        events = f["electron_events/frames"]
+        assert events[a].tolist() == [1, 2, 3]
+        want = Counter(dark, _TH)(_frame(cfg, b, dark))
+        assert events[b].tolist() == want.tolist() and len(want) > 0
+        status = f["stream_accounting/frame_status"][:]
+        assert (status[a], status[b], status[c]) == (1, 1, 2) and (status == 0).sum() == n - 3
+    require_module("stempy.io", "stempy")
+    import stempy.io
+
+    arr = stempy.io.load_electron_counts(str(out))
+    assert tuple(int(x) for x in arr.frame_shape) == SHAPE
+    assert set(np.asarray(arr.data[a, 0]).tolist()) == {1, 2, 3}
+
+
+def test_merge_without_part_files_or_with_another_geometry_is_one_error_line(tmp_path):
+    out = tmp_path / "c.h5"
+    got = _merge(tmp_path, out)
+    assert got.returncode == 1 and not out.exists()
+    assert got.stderr.strip().splitlines() == [
+        f"stem-count: error: no part files in {parts_dir(out)}: nothing to merge"
+    ]
+    w = PartWriter(parts_dir(out) / "other.part", (4, 4), SHAPE, SECTORS)
+    w.close()
+    got = _merge(tmp_path, out)
+    assert got.returncode == 1 and not out.exists() and "Traceback" not in got.stderr
+    (line,) = [x for x in got.stderr.splitlines() if x.startswith("stem-count: error:")]
+    assert "other.part" in line
+    assert parts_dir(out).exists()  # nothing merged: the part files stay
+
+
 @pytest.mark.parametrize(
     "dark, expect",
     [
