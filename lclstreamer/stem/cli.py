@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import numpy as np
 import typer
@@ -23,6 +23,14 @@ from ..sources.stem import dark_reference
 from .consumer import CountSettings, StemSettings, merge_parts, run
 
 S = TypeVar("S", bound=CountSettings)
+# the options `count` and `merge` share
+ScanShape = Annotated[tuple[int, int], typer.Option("--scan-shape", help="Nx Ny")]
+Dark = Annotated[Path, typer.Option("--dark", help=".npy dark reference")]
+Output = Annotated[Path, typer.Option("--output", "-o", help="HDF5 file (stempy's format)")]
+FrameShape = Annotated[tuple[int, int], typer.Option("--frame-shape", help="rows cols")]
+Sectors = Annotated[int, typer.Option("--sectors")]
+BackgroundSigma = Annotated[float, typer.Option("--background-sigma", help="N sigma")]
+XraySigma = Annotated[float, typer.Option("--xray-sigma", help="M sigma")]
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -33,14 +41,14 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command(help="Count a 4D-STEM stream (one consumer group per MPI rank); rank 0 writes.")
 def count(
-    url: str = typer.Argument(..., help="the buffer's OUT address (see --proto)"),
-    scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
-    dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
-    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
-    frame_shape: tuple[int, int] = typer.Option((576, 576), "--frame-shape", help="rows cols"),
-    sectors: int = typer.Option(4, "--sectors"),
-    background_sigma: float = typer.Option(4.0, "--background-sigma", help="N sigma"),
-    xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
+    url: Annotated[str, typer.Argument(help="the buffer's OUT address (see --proto)")],
+    scan_shape: ScanShape,
+    dark: Dark,
+    output: Output,
+    frame_shape: FrameShape = (576, 576),
+    sectors: Sectors = 4,
+    background_sigma: BackgroundSigma = 4.0,
+    xray_sigma: XraySigma = 10.0,
     threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
     credit: int = typer.Option(256, "--credit", help="unacknowledged messages a rank holds"),
@@ -109,13 +117,13 @@ def _report(acc: dict, merged: bool = False) -> None:
     " with no stream (frames no part file holds are reported missing)."
 )
 def merge(
-    scan_shape: tuple[int, int] = typer.Option(..., "--scan-shape", help="Nx Ny"),
-    dark: Path = typer.Option(..., "--dark", help=".npy dark reference"),
-    output: Path = typer.Option(..., "--output", "-o", help="HDF5 file (stempy's format)"),
-    frame_shape: tuple[int, int] = typer.Option((576, 576), "--frame-shape", help="rows cols"),
-    sectors: int = typer.Option(4, "--sectors"),
-    background_sigma: float = typer.Option(4.0, "--background-sigma", help="N sigma"),
-    xray_sigma: float = typer.Option(10.0, "--xray-sigma", help="M sigma"),
+    scan_shape: ScanShape,
+    dark: Dark,
+    output: Output,
+    frame_shape: FrameShape = (576, 576),
+    sectors: Sectors = 4,
+    background_sigma: BackgroundSigma = 4.0,
+    xray_sigma: XraySigma = 10.0,
 ) -> None:
     configure_json_logging("INFO")
     settings = _settings(
