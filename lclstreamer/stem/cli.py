@@ -31,6 +31,7 @@ FrameShape = Annotated[tuple[int, int], typer.Option("--frame-shape", help="rows
 Sectors = Annotated[int, typer.Option("--sectors")]
 BackgroundSigma = Annotated[float, typer.Option("--background-sigma", help="N sigma")]
 XraySigma = Annotated[float, typer.Option("--xray-sigma", help="M sigma")]
+ThresholdFrames = Annotated[int, typer.Option("--threshold-frames", help="sample per rank")]
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -49,7 +50,7 @@ def count(
     sectors: Sectors = 4,
     background_sigma: BackgroundSigma = 4.0,
     xray_sigma: XraySigma = 10.0,
-    threshold_frames: int = typer.Option(10, "--threshold-frames", help="sample per rank"),
+    threshold_frames: ThresholdFrames = 10,
     dial_timeout: float = typer.Option(10.0, "--dial-timeout"),
     credit: int = typer.Option(256, "--credit", help="unacknowledged messages a rank holds"),
     proto: str = typer.Option(
@@ -124,12 +125,13 @@ def merge(
     sectors: Sectors = 4,
     background_sigma: BackgroundSigma = 4.0,
     xray_sigma: XraySigma = 10.0,
+    threshold_frames: ThresholdFrames = 10,
 ) -> None:
     configure_json_logging("INFO")
     settings = _settings(
         CountSettings, scan_shape=scan_shape, dark=dark, output=output,
         frame_shape=frame_shape, sectors=sectors, background_sigma=background_sigma,
-        xray_sigma=xray_sigma,
+        xray_sigma=xray_sigma, threshold_frames=threshold_frames,
     )  # fmt: skip
     try:
         acc = merge_parts(settings)

@@ -50,13 +50,13 @@ class CountSettings(BaseModel):
     output: Path = Field(description="HDF5 file written by rank 0 (stempy's format)")
     background_sigma: float = Field(default=4.0, gt=0)
     xray_sigma: float = Field(default=10.0, gt=0)
+    threshold_frames: int = Field(default=10, ge=1, description="frames the thresholds need")
 
 
 class StemSettings(CountSettings):
     """What a consumer job needs (the CLI options map one to one)."""
 
     url: str = Field(description="the buffer's OUT address")
-    threshold_frames: int = Field(default=10, ge=1)
     dial_timeout: float = Field(default=10.0, gt=0)
     credit: int = Field(default=256, ge=1, le=256, description="unacknowledged messages held")
     proto: Literal["nng", "zmq"] = Field(
@@ -400,8 +400,9 @@ def count_leftovers(rec: Recovered, results: list[RankResult], s: CountSettings)
                 frames.append((frame, pixels.copy(), COMPLETE))
     frames += [(f, px, INCOMPLETE) for f, px, _ in asm.incomplete()]
     owner = next((r for r in results if r.thresholds is not None), results[0])
-    if owner.thresholds is None:
-        pix = np.stack([px for _, px, _ in frames])
+    if owner.thresholds is None:  # from a sample, complete frames first (as a rank does)
+        sample = sorted(frames, key=lambda f: f[2] != COMPLETE)[: s.threshold_frames]
+        pix = np.stack([px for _, px, _ in sample])
         owner.thresholds = thresholds(pix, dark, s.background_sigma, s.xray_sigma)
     count = Counter(dark, owner.thresholds)
     for frame, px, status in frames:

@@ -598,15 +598,21 @@ def test_the_example_refuses_an_unknown_transport(tmp_path):
     assert got.stderr.strip() == "stem-electron-count: TRANSPORT=udp: choose acked or zmq"
 
 
-def _merge(tmp_path, out) -> subprocess.CompletedProcess:
+def _merge(tmp_path, out, *extra: str) -> subprocess.CompletedProcess:
     """`stem-count merge` of the part files next to `out` (this module's geometry)."""
     dark = tmp_path / "dark.npy"
     np.save(dark, dark_reference(_cfg()))
     return subprocess.run(
         [str(BIN / "stem-count"), "merge", "--scan-shape", *map(str, SCAN), "--frame-shape",
-         *map(str, SHAPE), "--dark", str(dark), "-o", str(out)],
+         *map(str, SHAPE), "--dark", str(dark), "-o", str(out), *extra],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def _park(w: PartWriter, cfg, frame: int, sectors) -> None:
+    sw, dark = SHAPE[1] // SECTORS, dark_reference(cfg)
+    for s in sectors:
+        w.park(frame, s, make_sector(cfg, frame, s, dark[:, s * sw : (s + 1) * sw]))
 
 
 def test_merge_writes_the_file_from_a_dead_jobs_part_files(tmp_path):
@@ -621,12 +627,10 @@ def test_merge_writes_the_file_from_a_dead_jobs_part_files(tmp_path):
     w.events(a, 1, SECTORS, np.array([1, 2, 3], np.uint32))
     w.close()
     w = PartWriter(parts_dir(out) / "dead-rank1.part", SCAN, SHAPE, SECTORS)
-    sw, dark = SHAPE[1] // SECTORS, dark_reference(cfg)
-    for s in range(SECTORS):
-        w.park(b, s, make_sector(cfg, b, s, dark[:, s * sw : (s + 1) * sw]))
-    for s in (0, 2):
-        w.park(c, s, make_sector(cfg, c, s, dark[:, s * sw : (s + 1) * sw]))
+    _park(w, cfg, b, range(SECTORS))
+    _park(w, cfg, c, (0, 2))
     w.close()
+    dark = dark_reference(cfg)
 
     got = _merge(tmp_path, out)
     assert got.returncode == 0, got.stderr
@@ -653,6 +657,31 @@ def test_merge_writes_the_file_from_a_dead_jobs_part_files(tmp_path):
     arr = stempy.io.load_electron_counts(str(out))
     assert tuple(int(x) for x in arr.frame_shape) == SHAPE
     assert set(np.asarray(arr.data[a, 0]).tolist()) == {1, 2, 3}
+
+
+def test_merge_of_parked_sectors_alone_takes_thresholds_from_a_sample(tmp_path):
+    """No part file has thresholds (the dead job parked every sector it got): merge
+    takes them from the first --threshold-frames complete frames, as a rank does."""
+    cfg, out = _cfg(), tmp_path / "c.h5"
+    w = PartWriter(parts_dir(out) / "dead-rank0.part", SCAN, SHAPE, SECTORS)
+    _park(w, cfg, 4, (1, 3))  # incomplete: not in the sample
+    for frame in (7, 2, 11):
+        _park(w, cfg, frame, range(SECTORS))
+    w.close()
+    got = _merge(tmp_path, out, "--threshold-frames", "2")
+    assert got.returncode == 0, got.stderr
+    acc = json.loads(got.stdout.strip().splitlines()[-1])
+    assert (acc["frames_complete"], acc["frames_incomplete"]) == (3, 1)
+    dark = dark_reference(cfg)
+    th = thresholds(np.stack([_frame(cfg, f, dark) for f in (2, 7)]), dark, 4.0, 10.0)
+    with h5py.File(out) as f:
+        assert f["stream_accounting/thresholds"][0].tolist() == pytest.approx(
+            [th.background, th.xray]
+        )
+        assert (
+            f["electron_events/frames"][11].tolist()
+            == Counter(dark, th)(_frame(cfg, 11, dark)).tolist()
+        )
 
 
 def test_merge_without_part_files_or_with_another_geometry_is_one_error_line(tmp_path):
