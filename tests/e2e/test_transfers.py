@@ -59,8 +59,12 @@ def check_complete(suite: Suite, events: int, buffers: int, protocol: str = "nng
     summary = json.loads(got.stdout)
     assert summary["state"] == "completed" and summary["events"] == events, summary
     assert summary["lost"] == 0 and summary["duplicates"] == 0
+    assert summary["broken_consumers"] == []  # both consumers saw the end of the stream
+    # Not asserted: that each consumer got a share. Consumers dial with reconnect retries
+    # (100 ms apart), so under load one can join after a stream this short was handed out
+    # to the other (seen in CI with ZMQ). What is promised is below: every event once.
     per_consumer = [read_indexes(d) for d in sorted(dest.iterdir())]
-    assert len(per_consumer) == 2 and all(per_consumer), "both consumers received batches"
+    assert len(per_consumer) == 2 and any(per_consumer)
     seen = np.concatenate([i for c in per_consumer for i in c])
     assert sorted(seen.tolist()) == list(range(events))  # every event exactly once
     with suite.client() as client:
